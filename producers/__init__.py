@@ -1,0 +1,1 @@
+"""What the orchestrator imports: light (no Playwright, no decryption path)."""

@@ -1,0 +1,375 @@
+"""The orchestrator's Python API: sessions, captures, imports and browse jobs.
+
+Light by design: no Playwright, no key that decrypts. Imported states are sealed to the
+workers' public key before they leave this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from producers.enqueue import Enqueuer
+from producers.validation import (
+    optional_text,
+    require_http_url,
+    require_id,
+    require_label,
+    site_of,
+)
+from producers.waiter import ResultWaiter
+from schema import queries
+from schema.audit import AuditLog
+from schema.db import create_pool
+from schema.enums import AuditAction, AuditResult, CaptureSignal, CaptureState, SessionStatus
+from schema.errors import (
+    BrowserSessionsError,
+    CaptureClosed,
+    InvalidInput,
+    NotOwner,
+    SessionRevoked,
+)
+from schema.jobs import BrowseJob, BrowseOptions, CaptureJob, ImportJob
+from schema.results import BrowseResult
+from schema.sealing import current_seal_key, seal_aad, seal_text
+from schema.settings import Settings
+
+CAPTURE_CHANNEL = "capture_signals"
+ADMIN_ACTOR_PREFIX = "admin:"
+
+
+class SessionsClient:
+    """``async with SessionsClient.open(settings) as client: ...``"""
+
+    def __init__(
+        self, *, settings: Settings, db: asyncpg.Pool, enqueuer: Enqueuer, audit: AuditLog
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self._enqueuer = enqueuer
+        self._audit = audit
+        self._waiter = ResultWaiter(database_url=settings.database_url, db=db)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[SessionsClient]:
+        db = await create_pool(settings.database_url, min_size=1, max_size=5)
+        enqueuer = Enqueuer(settings=settings)
+        client = cls(
+            settings=settings, db=db, enqueuer=enqueuer,
+            audit=AuditLog.from_key_dir(settings.key_dir),
+        )
+        try:
+            yield client
+        finally:
+            await client._waiter.close()
+            enqueuer.close()
+            await db.close()
+
+    # -- sessions ---------------------------------------------------------------------
+
+    async def add_session(
+        self,
+        *,
+        owner_id: str,
+        label: str,
+        start_url: str,
+        logged_in_selector: str | None = None,
+        login_url_pattern: str | None = None,
+        extra_origins: Sequence[str] = (),
+    ) -> dict[str, str]:
+        """Create a pending session and start its capture (the login window)."""
+        session_id = await self._create_session(
+            owner_id=owner_id, label=label, start_url=start_url,
+            logged_in_selector=logged_in_selector, login_url_pattern=login_url_pattern,
+            extra_origins=extra_origins,
+        )
+        capture_id = await self._start_capture(session_id, owner_id, actor_id=owner_id)
+        return {"session_id": session_id, "capture_id": capture_id}
+
+    async def import_session(
+        self,
+        *,
+        owner_id: str,
+        label: str,
+        start_url: str,
+        state: bytes,
+        logged_in_selector: str | None = None,
+        login_url_pattern: str | None = None,
+        extra_origins: Sequence[str] = (),
+        timeout: timedelta = timedelta(seconds=90),
+    ) -> dict[str, Any]:
+        """Create a session from a storageState file, sealed to the workers; waits until a
+        worker has verified it logged in (``CAPTURE_NOT_LOGGED_IN`` otherwise)."""
+        _check_state_file(state, self.settings.max_state_bytes)
+        seal_key = await current_seal_key(self.db)
+        session_id = await self._create_session(
+            owner_id=owner_id, label=label, start_url=start_url,
+            logged_in_selector=logged_in_selector, login_url_pattern=login_url_pattern,
+            extra_origins=extra_origins,
+        )
+        capture_id = await queries.insert_capture(
+            self.db, session_id=session_id, owner_id=owner_id, kind="import"
+        )
+        sealed = seal_text(
+            seal_key.public_key, seal_key.key_id, state,
+            seal_aad(owner_id=owner_id, session_id=session_id),
+        )
+        job = ImportJob(
+            capture_id=capture_id, session_id=session_id, owner_id=owner_id, sealed_state=sealed
+        )
+        await self._enqueuer.send_async("import_state", job.to_message())
+        capture = await self.wait_capture(capture_id, timeout=timeout)
+        if capture.state is not CaptureState.SAVED:
+            await queries.delete_session(self.db, session_id)
+            raise _capture_error(capture)
+        return {"session_id": session_id, "capture_id": capture_id, "status": "active"}
+
+    async def list_sessions(self, owner_id: str) -> list[queries.SessionInfo]:
+        return await queries.list_sessions(self.db, require_id("owner", owner_id))
+
+    async def get_session(self, session_id: str, *, actor_id: str, admin: bool = False) -> queries.SessionInfo:
+        session = await queries.get_session(self.db, require_id("session", session_id))
+        if not admin and session.owner_id != actor_id:
+            await self._deny(actor_id, AuditAction.USE, session.id, "metadata read by non-owner")
+            raise NotOwner("this session belongs to another user")
+        return session
+
+    async def relogin(self, session_id: str, *, actor_id: str) -> dict[str, str]:
+        """Start a fresh capture into an existing session (its owner only)."""
+        session = await self._owned(session_id, actor_id, AuditAction.RELOGIN, admin=False)
+        if session.status is SessionStatus.REVOKED:
+            raise SessionRevoked("a revoked session cannot be re-logged in; add a new one")
+        capture_id = await self._start_capture(session.id, session.owner_id, actor_id=actor_id)
+        return {"session_id": session.id, "capture_id": capture_id}
+
+    async def revoke(self, session_id: str, *, actor_id: str, admin: bool = False) -> dict[str, str]:
+        session = await self._owned(session_id, actor_id, AuditAction.REVOKE, admin=admin)
+        async with self.db.acquire() as conn, conn.transaction():
+            await queries.set_session_status(conn, session.id, SessionStatus.REVOKED)
+            await self._write_audit(
+                conn, actor_id, AuditAction.REVOKE, AuditResult.OK, session.id,
+                "by admin" if admin else "by owner",
+            )
+        return {"session_id": session.id, "status": SessionStatus.REVOKED.value}
+
+    async def delete(self, session_id: str, *, actor_id: str, admin: bool = False) -> dict[str, Any]:
+        session = await self._owned(session_id, actor_id, AuditAction.DELETE, admin=admin)
+        async with self.db.acquire() as conn, conn.transaction():
+            await self._write_audit(
+                conn, actor_id, AuditAction.DELETE, AuditResult.OK, session.id,
+                "by admin" if admin else "by owner",
+            )
+            await queries.delete_session(conn, session.id)
+        return {"session_id": session.id, "deleted": True}
+
+    # -- captures ---------------------------------------------------------------------
+
+    async def capture_status(self, capture_id: str, *, actor_id: str | None = None) -> queries.CaptureInfo:
+        capture = await queries.get_capture(self.db, require_id("capture", capture_id))
+        if actor_id is not None and capture.owner_id != actor_id:
+            raise NotOwner("this capture belongs to another user")
+        return capture
+
+    async def save_capture(self, capture_id: str, *, actor_id: str) -> queries.CaptureInfo:
+        return await self._signal(capture_id, actor_id, CaptureSignal.SAVE)
+
+    async def cancel_capture(self, capture_id: str, *, actor_id: str) -> queries.CaptureInfo:
+        return await self._signal(capture_id, actor_id, CaptureSignal.CANCEL)
+
+    async def wait_capture(
+        self,
+        capture_id: str,
+        *,
+        states: Sequence[CaptureState] = tuple(CaptureState),
+        final_only: bool = True,
+        timeout: timedelta = timedelta(seconds=60),
+    ) -> queries.CaptureInfo:
+        """Poll until the capture reaches a final state (or one of ``states``)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout.total_seconds()
+        wanted = set(states)
+        while True:
+            capture = await queries.get_capture(self.db, capture_id)
+            if (capture.state.is_final if final_only else capture.state in wanted):
+                return capture
+            if loop.time() >= deadline:
+                return capture
+            await asyncio.sleep(0.2)
+
+    # -- browse -----------------------------------------------------------------------
+
+    async def enqueue_browse(
+        self,
+        *,
+        task_id: str,
+        owner_id: str,
+        session_id: str,
+        url: str,
+        options: BrowseOptions | None = None,
+        job_id: str | None = None,
+    ) -> str:
+        """Enqueue a browse job for a task; returns its job id (the result key)."""
+        job = BrowseJob(
+            job_id=job_id or queries.new_id("job"),
+            task_id=require_id("task", task_id),
+            owner_id=require_id("owner", owner_id),
+            session_id=require_id("session", session_id),
+            url=require_http_url("url", url),
+            options=options or BrowseOptions(),
+        )
+        await queries.ensure_task(self.db, task_id=job.task_id, owner_id=job.owner_id)
+        await self._enqueuer.send_async("browse", job.to_message())
+        return job.job_id
+
+    async def wait_result(
+        self, job_id: str, *, owner_id: str, timeout: timedelta | None = None
+    ) -> BrowseResult:
+        return await self._waiter.wait(
+            job_id, owner_id=owner_id, timeout=timeout or self.settings.result_timeout
+        )
+
+    async def browse(
+        self,
+        *,
+        task_id: str,
+        owner_id: str,
+        session_id: str,
+        url: str,
+        options: BrowseOptions | None = None,
+        timeout: timedelta | None = None,
+    ) -> BrowseResult:
+        """Enqueue a browse job and await its result."""
+        job_id = await self.enqueue_browse(
+            task_id=task_id, owner_id=owner_id, session_id=session_id, url=url, options=options
+        )
+        return await self.wait_result(job_id, owner_id=owner_id, timeout=timeout)
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _create_session(
+        self,
+        *,
+        owner_id: str,
+        label: str,
+        start_url: str,
+        logged_in_selector: str | None,
+        login_url_pattern: str | None,
+        extra_origins: Sequence[str],
+    ) -> str:
+        owner_id = require_id("owner", owner_id)
+        start_url = require_http_url("start_url", start_url)
+        origins = [require_http_url("extra origin", o) for o in extra_origins]
+        selector = optional_text("logged_in_selector", logged_in_selector)
+        pattern = optional_text("login_url_pattern", login_url_pattern)
+        if not selector and not pattern:
+            raise InvalidInput(
+                "give a logged_in_selector or a login_url_pattern so expiry can be detected"
+            )
+        async with self.db.acquire() as conn, conn.transaction():
+            session_id = await queries.insert_session(
+                conn, owner_id=owner_id, label=require_label(label), start_url=start_url,
+                site=site_of(start_url), logged_in_selector=selector,
+                login_url_pattern=pattern, extra_origins=origins,
+            )
+            await self._write_audit(
+                conn, owner_id, AuditAction.CREATE, AuditResult.OK, session_id, "session added"
+            )
+        return session_id
+
+    async def _start_capture(self, session_id: str, owner_id: str, *, actor_id: str) -> str:
+        capture_id = await queries.insert_capture(self.db, session_id=session_id, owner_id=owner_id)
+        job = CaptureJob(capture_id=capture_id, session_id=session_id, owner_id=owner_id)
+        try:
+            await self._enqueuer.send_async("capture", job.to_message())
+        except BrowserSessionsError:
+            await self.db.execute(
+                "UPDATE captures SET state = 'failed', reason = 'could not be queued', "
+                "finished_at = now(), updated_at = now() WHERE id = $1",
+                capture_id,
+            )
+            raise
+        await self._write_audit(
+            self.db, actor_id, AuditAction.CAPTURE_START, AuditResult.OK, session_id,
+            f"login window requested ({capture_id})",
+        )
+        return capture_id
+
+    async def _signal(
+        self, capture_id: str, actor_id: str, signal: CaptureSignal
+    ) -> queries.CaptureInfo:
+        capture = await self.capture_status(capture_id)
+        if capture.owner_id != actor_id:
+            await self._deny(actor_id, AuditAction.CAPTURE_CANCEL, capture.session_id,
+                             f"{signal.value} by non-owner")
+            raise NotOwner("this capture belongs to another user")
+        if capture.state.is_final:
+            raise CaptureClosed(f"the capture is already {capture.state.value}")
+        await self.db.execute(
+            """UPDATE captures SET signal = $2, signal_at = now(), updated_at = now()
+               WHERE id = $1""",
+            capture.id, signal.value,
+        )
+        await self.db.execute("SELECT pg_notify($1, $2)", CAPTURE_CHANNEL, capture.id)
+        return await self.capture_status(capture.id)
+
+    async def _owned(
+        self, session_id: str, actor_id: str, action: AuditAction, *, admin: bool
+    ) -> queries.SessionInfo:
+        actor_id = require_id("actor", actor_id)
+        session = await queries.get_session(self.db, require_id("session", session_id))
+        if not admin and session.owner_id != actor_id:
+            await self._deny(actor_id, action, session.id, "not the owner")
+            raise NotOwner("this session belongs to another user")
+        return session
+
+    async def _deny(self, actor_id: str, action: AuditAction, session_id: str, why: str) -> None:
+        await self._write_audit(self.db, actor_id, action, AuditResult.DENIED, session_id, why)
+
+    async def _write_audit(
+        self,
+        db: asyncpg.Connection | asyncpg.Pool,
+        actor_id: str,
+        action: AuditAction,
+        result: AuditResult,
+        session_id: str,
+        detail: str,
+    ) -> None:
+        if isinstance(db, asyncpg.Pool):
+            async with db.acquire() as conn:
+                await self._audit.write(conn, actor_id=actor_id, action=action, result=result,
+                                        session_id=session_id, detail=detail)
+        else:
+            await self._audit.write(db, actor_id=actor_id, action=action, result=result,
+                                    session_id=session_id, detail=detail)
+
+
+def _check_state_file(state: bytes, limit: int) -> None:
+    """A storageState file must be JSON with cookies/origins lists, within the size limit."""
+    if len(state) > limit:
+        raise InvalidInput(f"the state file is larger than {limit} bytes")
+    try:
+        data = json.loads(state)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidInput("the state file is not valid JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cookies", []), list) or not isinstance(
+        data.get("origins", []), list
+    ):
+        raise InvalidInput("the state file is not a Playwright storageState (cookies, origins)")
+
+
+def _capture_error(capture: queries.CaptureInfo) -> BrowserSessionsError:
+    from schema.errors import CaptureNotLoggedIn, CaptureTimeout, from_code
+
+    if capture.state is CaptureState.NOT_LOGGED_IN or capture.error_code == CaptureNotLoggedIn.code:
+        return CaptureNotLoggedIn(capture.reason or "the state is not logged in")
+    if not capture.state.is_final:
+        return CaptureTimeout("the state was not verified in time")
+    return from_code(capture.error_code or "INTERNAL_ERROR", capture.reason or capture.state.value)

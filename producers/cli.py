@@ -1,0 +1,257 @@
+"""The ``browser-sessions`` console script: JSON on stdout, errors as
+``{"error": {"code": ..., "message": ...}}`` with a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from schema.errors import BrowserSessionsError, InvalidInput
+from schema.settings import Settings
+
+Handler = Callable[[argparse.Namespace, Settings], Awaitable[Any]]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="browser-sessions", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("migrate", help="apply schema migrations (idempotent)")
+    m.add_argument("--create-database", action="store_true",
+                   help="create the database first if it does not exist")
+
+    w = sub.add_parser("worker", help="run dramatiq workers")
+    w.add_argument("--queues", nargs="+", choices=("browse", "capture", "expiry"),
+                   default=["browse", "capture", "expiry"])
+    w.add_argument("--processes", type=int, default=1)
+    w.add_argument("--threads", type=int, default=None)
+
+    s = sub.add_parser("sessions", help="manage saved sessions").add_subparsers(
+        dest="action", required=True)
+    for name in ("add", "import"):
+        a = s.add_parser(name)
+        a.add_argument("--owner", required=True)
+        a.add_argument("--label", required=True)
+        a.add_argument("--start-url", required=True)
+        a.add_argument("--logged-in-selector")
+        a.add_argument("--login-url-pattern")
+        a.add_argument("--extra-origin", action="append", default=[])
+        if name == "import":
+            a.add_argument("--state-file", required=True, type=Path)
+            a.add_argument("--timeout", type=float, default=90.0)
+    s.add_parser("list").add_argument("--owner", required=True)
+    r = s.add_parser("relogin")
+    r.add_argument("session")
+    r.add_argument("--actor", required=True)
+    for name in ("revoke", "delete"):
+        d = s.add_parser(name)
+        d.add_argument("session")
+        d.add_argument("--actor", required=True)
+        d.add_argument("--admin", action="store_true", help="act as an admin (not the owner)")
+
+    c = sub.add_parser("capture", help="drive a capture").add_subparsers(
+        dest="action", required=True)
+    c.add_parser("status").add_argument("capture")
+    for name in ("save", "cancel"):
+        cc = c.add_parser(name)
+        cc.add_argument("capture")
+        cc.add_argument("--actor", required=True)
+
+    b = sub.add_parser("browse", help="enqueue a browse job and wait for its result")
+    b.add_argument("url")
+    b.add_argument("--task", required=True)
+    b.add_argument("--owner", required=True)
+    b.add_argument("--session", required=True)
+    b.add_argument("--wait-until", default="load")
+    b.add_argument("--wait-for-selector")
+    b.add_argument("--html", action="store_true")
+    b.add_argument("--screenshot", action="store_true")
+    b.add_argument("--timeout", type=float, default=30.0, help="navigation timeout, seconds")
+    b.add_argument("--result-timeout", type=float, default=None)
+
+    a = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    a.add_parser("verify")
+
+    k = sub.add_parser("keys", help="key management (workers' hosts only)").add_subparsers(
+        dest="action", required=True)
+    k.add_parser("rotate")
+    sh = k.add_parser("shred")
+    sh.add_argument("--user", required=True)
+    sh.add_argument("--actor", default="admin")
+    k.add_parser("retire").add_argument("--version", type=int, required=True)
+
+    sub.add_parser("demo", help="the end-to-end demo")
+    return p
+
+
+async def _migrate(args: argparse.Namespace, settings: Settings) -> Any:
+    from schema.migrate import create_database_if_missing, migrate
+
+    created = False
+    if args.create_database:
+        created = await create_database_if_missing(settings.database_url)
+    applied = await migrate(settings.database_url)
+    return {"created_database": created, "applied": applied}
+
+
+async def _sessions(args: argparse.Namespace, settings: Settings) -> Any:
+    from producers.api import SessionsClient
+
+    async with SessionsClient.open(settings) as client:
+        if args.action == "add":
+            return await client.add_session(
+                owner_id=args.owner, label=args.label, start_url=args.start_url,
+                logged_in_selector=args.logged_in_selector,
+                login_url_pattern=args.login_url_pattern, extra_origins=args.extra_origin,
+            )
+        if args.action == "import":
+            try:
+                state = args.state_file.read_bytes()
+            except OSError as exc:
+                raise InvalidInput(f"cannot read the state file: {exc.strerror}") from None
+            return await client.import_session(
+                owner_id=args.owner, label=args.label, start_url=args.start_url, state=state,
+                logged_in_selector=args.logged_in_selector,
+                login_url_pattern=args.login_url_pattern, extra_origins=args.extra_origin,
+                timeout=timedelta(seconds=args.timeout),
+            )
+        if args.action == "list":
+            return {"sessions": [s.to_dict() for s in await client.list_sessions(args.owner)]}
+        if args.action == "relogin":
+            return await client.relogin(args.session, actor_id=args.actor)
+        if args.action == "revoke":
+            return await client.revoke(args.session, actor_id=args.actor, admin=args.admin)
+        return await client.delete(args.session, actor_id=args.actor, admin=args.admin)
+
+
+async def _capture(args: argparse.Namespace, settings: Settings) -> Any:
+    from producers.api import SessionsClient
+
+    async with SessionsClient.open(settings) as client:
+        if args.action == "status":
+            return (await client.capture_status(args.capture)).to_dict()
+        if args.action == "save":
+            return (await client.save_capture(args.capture, actor_id=args.actor)).to_dict()
+        return (await client.cancel_capture(args.capture, actor_id=args.actor)).to_dict()
+
+
+async def _browse(args: argparse.Namespace, settings: Settings) -> Any:
+    from producers.api import SessionsClient
+    from schema.jobs import BrowseOptions
+
+    options = BrowseOptions(
+        wait_until=args.wait_until, wait_for_selector=args.wait_for_selector,
+        extract_html=args.html, screenshot=args.screenshot, timeout_s=args.timeout,
+    )
+    async with SessionsClient.open(settings) as client:
+        result = await client.browse(
+            task_id=args.task, owner_id=args.owner, session_id=args.session, url=args.url,
+            options=options,
+            timeout=timedelta(seconds=args.result_timeout) if args.result_timeout else None,
+        )
+    if not result.ok:
+        raise _ExitWith(result.to_dict(), code=1)
+    return result.to_dict()
+
+
+async def _audit(args: argparse.Namespace, settings: Settings) -> Any:
+    from schema.audit import load_audit_key, verify
+    from schema.db import connect
+
+    conn = await connect(settings.database_url)
+    try:
+        report = await verify(conn, load_audit_key(settings.key_dir))
+    finally:
+        await conn.close()
+    if not report.ok:
+        raise _ExitWith(report.to_dict(), code=1)
+    return report.to_dict()
+
+
+async def _keys(args: argparse.Namespace, settings: Settings) -> Any:
+    from workers.keys_admin import retire_root, rotate_root, shred_user
+
+    if args.action == "rotate":
+        return await rotate_root(settings)
+    if args.action == "retire":
+        return await retire_root(settings, version=args.version)
+    return await shred_user(settings, owner_id=args.user, actor_id=args.actor)
+
+
+async def _demo(args: argparse.Namespace, settings: Settings) -> Any:
+    from workers.demo import run_demo
+
+    ok = await run_demo(settings)
+    if not ok:
+        raise _ExitWith({"demo": "failed"}, code=1)
+    return {"demo": "passed"}
+
+
+class _ExitWith(Exception):
+    """Print this JSON and exit with this code."""
+
+    def __init__(self, payload: Any, *, code: int) -> None:
+        super().__init__("exit")
+        self.payload = payload
+        self.code = code
+
+
+HANDLERS: dict[str, Handler] = {
+    "migrate": _migrate,
+    "sessions": _sessions,
+    "capture": _capture,
+    "browse": _browse,
+    "audit": _audit,
+    "keys": _keys,
+    "demo": _demo,
+}
+
+
+def _run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Replace this process with dramatiq's CLI, with prefetch equal to the thread count."""
+    from workers.worker_cli import exec_worker
+
+    return exec_worker(settings, queues=args.queues, processes=args.processes, threads=args.threads)
+
+
+def _print(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _error(code: str, message: str) -> int:
+    sys.stdout.write(json.dumps({"error": {"code": code, "message": message}}) + "\n")
+    return 2 if code in ("INVALID_INPUT", "CONFIG_ERROR") else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except BrowserSessionsError as err:
+        return _error(err.code, err.message)
+    from schema.logs import configure_logging
+
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    try:
+        if args.command == "worker":
+            return _run_worker(args, settings)
+        _print(asyncio.run(HANDLERS[args.command](args, settings)))
+        return 0
+    except _ExitWith as done:
+        _print(done.payload)
+        return done.code
+    except BrowserSessionsError as err:
+        return _error(err.code, err.message)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

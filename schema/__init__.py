@@ -1,0 +1,4 @@
+"""What every side shares: migrations, job payloads, error codes, status enums, settings, queries.
+
+Nothing in this package imports Playwright or holds key material.
+"""

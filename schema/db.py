@@ -1,0 +1,64 @@
+"""Connections to Postgres: a pool for queries, a dedicated connection for LISTEN."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+
+from schema.errors import ServiceUnavailable
+
+
+def _unreachable(exc: BaseException) -> str:
+    return (
+        "cannot reach Postgres (check BROWSER_SESSIONS_DATABASE_URL): "
+        f"{type(exc).__name__}: {exc}"
+    )
+
+
+async def connect(database_url: str, *, timeout: float = 10.0) -> asyncpg.Connection:
+    """One connection, with a clear ``SERVICE_UNAVAILABLE`` when Postgres cannot be reached."""
+    try:
+        return await asyncpg.connect(database_url, timeout=timeout)
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+        raise ServiceUnavailable(_unreachable(exc)) from None
+
+
+async def create_pool(
+    database_url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0
+) -> asyncpg.Pool:
+    """A connection pool, with the same clear error as :func:`connect`."""
+    try:
+        pool = await asyncpg.create_pool(
+            database_url, min_size=min_size, max_size=max_size, timeout=timeout
+        )
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+        raise ServiceUnavailable(_unreachable(exc)) from None
+    assert pool is not None
+    return pool
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    database_url: str, channel: str, callback: Callable[[str], None]
+) -> AsyncIterator[asyncpg.Connection]:
+    """A dedicated connection that LISTENs on ``channel`` (NOTIFY is lost on pooled ones).
+
+    ``callback`` receives each payload; callers keep state in a table too and poll as a
+    fallback, because notifications sent while disconnected are lost.
+    """
+    conn = await connect(database_url)
+
+    def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        callback(payload)
+
+    try:
+        await conn.add_listener(channel, on_notify)
+        yield conn
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(channel, on_notify)
+        await conn.close(timeout=5)

@@ -1,0 +1,212 @@
+"""Typed queries on the shared tables. Metadata only: no query here reads encrypted columns,
+so every function works under the orchestrator role too."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from schema.enums import CaptureState, SessionStatus
+from schema.errors import CaptureNotFound, SessionNotFound
+
+SESSION_COLUMNS = (
+    "id, owner_id, label, start_url, site, logged_in_selector, login_url_pattern, "
+    "extra_origins, status, version, created_at, updated_at, saved_at, last_used_at, "
+    "expired_at, revoked_at"
+)
+CAPTURE_COLUMNS = (
+    "id, session_id, owner_id, kind, state, signal, reason, error_code, liveview_url, "
+    "liveview_token, created_at, updated_at, opened_at, finished_at, expires_at"
+)
+
+Executor = asyncpg.Connection | asyncpg.Pool
+
+
+def new_id(prefix: str) -> str:
+    """A random, URL-safe id with a readable prefix (``ses_...``, ``cap_...``, ``job_...``)."""
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return list(value)
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionInfo:
+    id: str
+    owner_id: str
+    label: str
+    start_url: str
+    site: str
+    logged_in_selector: str | None
+    login_url_pattern: str | None
+    extra_origins: list[str]
+    status: SessionStatus
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    saved_at: datetime | None
+    last_used_at: datetime | None
+    expired_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> SessionInfo:
+        data = dict(row)
+        data["status"] = SessionStatus(data["status"])
+        data["extra_origins"] = list(data["extra_origins"] or [])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _jsonable(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaptureInfo:
+    id: str
+    session_id: str
+    owner_id: str
+    kind: str
+    state: CaptureState
+    signal: str | None
+    reason: str | None
+    error_code: str | None
+    liveview_url: str | None
+    liveview_token: str | None
+    created_at: datetime
+    updated_at: datetime
+    opened_at: datetime | None
+    finished_at: datetime | None
+    expires_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> CaptureInfo:
+        data = dict(row)
+        data["state"] = CaptureState(data["state"])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """For its owner: the live-view URL carries the access token."""
+        data = {k: _jsonable(v) for k, v in asdict(self).items() if k != "liveview_token"}
+        if self.liveview_url and self.liveview_token and not self.state.is_final:
+            data["liveview_url"] = f"{self.liveview_url}?token={self.liveview_token}"
+        else:
+            data["liveview_url"] = None
+        return data
+
+
+async def insert_session(
+    db: Executor,
+    *,
+    owner_id: str,
+    label: str,
+    start_url: str,
+    site: str,
+    logged_in_selector: str | None,
+    login_url_pattern: str | None,
+    extra_origins: list[str],
+) -> str:
+    session_id = new_id("ses")
+    await db.execute(
+        """INSERT INTO browser_sessions (id, owner_id, label, start_url, site,
+               logged_in_selector, login_url_pattern, extra_origins)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        session_id,
+        owner_id,
+        label,
+        start_url,
+        site,
+        logged_in_selector,
+        login_url_pattern,
+        extra_origins,
+    )
+    return session_id
+
+
+async def get_session(db: Executor, session_id: str) -> SessionInfo:
+    row = await db.fetchrow(
+        f"SELECT {SESSION_COLUMNS} FROM browser_sessions WHERE id = $1", session_id
+    )
+    if row is None:
+        raise SessionNotFound(f"session {session_id} not found")
+    return SessionInfo.from_row(row)
+
+
+async def list_sessions(db: Executor, owner_id: str) -> list[SessionInfo]:
+    rows = await db.fetch(
+        f"SELECT {SESSION_COLUMNS} FROM browser_sessions WHERE owner_id = $1 ORDER BY created_at",
+        owner_id,
+    )
+    return [SessionInfo.from_row(r) for r in rows]
+
+
+async def set_session_status(
+    db: Executor, session_id: str, status: SessionStatus, *, only_from: tuple[str, ...] = ()
+) -> bool:
+    """Change a session's status (optionally only from given statuses); True if it changed."""
+    stamp = {
+        SessionStatus.EXPIRED: ", expired_at = now()",
+        SessionStatus.REVOKED: ", revoked_at = now()",
+    }.get(status, "")
+    condition = " AND status = ANY($3::text[])" if only_from else ""
+    args: list[Any] = [session_id, status.value] + ([list(only_from)] if only_from else [])
+    result = await db.execute(
+        f"UPDATE browser_sessions SET status = $2, updated_at = now(){stamp} "
+        f"WHERE id = $1 AND status <> $2{condition}",
+        *args,
+    )
+    return bool(result.endswith(" 1"))
+
+
+async def delete_session(db: Executor, session_id: str) -> bool:
+    result = await db.execute("DELETE FROM browser_sessions WHERE id = $1", session_id)
+    return bool(result.endswith(" 1"))
+
+
+async def insert_capture(
+    db: Executor, *, session_id: str, owner_id: str, kind: str = "live"
+) -> str:
+    capture_id = new_id("cap")
+    await db.execute(
+        "INSERT INTO captures (id, session_id, owner_id, kind) VALUES ($1, $2, $3, $4)",
+        capture_id,
+        session_id,
+        owner_id,
+        kind,
+    )
+    return capture_id
+
+
+async def get_capture(db: Executor, capture_id: str) -> CaptureInfo:
+    row = await db.fetchrow(f"SELECT {CAPTURE_COLUMNS} FROM captures WHERE id = $1", capture_id)
+    if row is None:
+        raise CaptureNotFound(f"capture {capture_id} not found")
+    return CaptureInfo.from_row(row)
+
+
+async def ensure_task(db: Executor, *, task_id: str, owner_id: str) -> str:
+    """The task's owner (creating a minimal task row if the orchestrator has not)."""
+    row = await db.fetchrow(
+        """INSERT INTO tasks (id, owner_id) VALUES ($1, $2)
+           ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id
+           RETURNING owner_id""",
+        task_id,
+        owner_id,
+    )
+    assert row is not None
+    return str(row["owner_id"])
+
+
+async def task_comments(db: Executor, task_id: str) -> list[str]:
+    rows = await db.fetch(
+        "SELECT body FROM task_comments WHERE task_id = $1 ORDER BY id", task_id
+    )
+    return [r["body"] for r in rows]

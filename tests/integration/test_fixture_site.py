@@ -1,0 +1,314 @@
+"""The fixture website, driven by real Chromium: login, what a restore needs, revoke, switches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+
+from workers.chromium import HEADLESS_ARGS, find_chromium
+from workers.fixture_site import COOKIE_NAME, FixtureSite
+from workers.totp import new_secret, totp
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_MS = 10_000
+BOB_SECRET = new_secret()
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+async def site() -> AsyncIterator[FixtureSite]:
+    async with FixtureSite.start(host="127.0.0.1", port=0) as started:
+        started.add_user("alice", "alice-pw")
+        started.add_user("bob", "bob-pw", totp_secret=BOB_SECRET)
+        yield started
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=find_chromium(),
+            args=list(HEADLESS_ARGS),
+            headless=True,
+            timeout=30_000,
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture(autouse=True)
+def reset_switches(site: FixtureSite) -> None:
+    site.set_switches(require_session_storage=False, require_indexeddb=False, rotate_cookie=False)
+
+
+@asynccontextmanager
+async def open_context(browser: Browser, **options: Any) -> AsyncIterator[BrowserContext]:
+    context = await browser.new_context(**options)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.set_default_navigation_timeout(TIMEOUT_MS)
+    try:
+        yield context
+    finally:
+        await context.close()
+
+
+async def log_in(page: Page, site: FixtureSite, user: str, password: str) -> None:
+    """Fill the login form on /app's login redirect and wait until #whoami shows."""
+    await page.goto(site.url("/app"))
+    await page.fill("#username", user)
+    await page.fill("#password", password)
+    await page.click("#submit")
+    await expect(page.locator("#whoami")).to_have_text(f"logged in as {user}", timeout=TIMEOUT_MS)
+
+
+async def expect_login_page(page: Page, site: FixtureSite) -> None:
+    await page.wait_for_url(f"{site.base_url}/login**", timeout=TIMEOUT_MS)
+    await expect(page.locator("#username")).to_be_visible(timeout=TIMEOUT_MS)
+    assert await page.locator("#whoami").count() == 0
+
+
+async def sid_cookie(context: BrowserContext) -> str:
+    cookies = [c for c in await context.cookies() if c.get("name") == COOKIE_NAME]
+    assert len(cookies) == 1
+    return cookies[0].get("value", "")
+
+
+async def test_not_logged_in_app_answers_302_to_login(site: FixtureSite) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(site.url("/app"), allow_redirects=False) as response,
+    ):
+        assert response.status == 302
+        assert response.headers["Location"] == "/login?next=%2Fapp"
+
+
+async def test_password_login_shows_whoami_and_sets_httponly_cookie(
+    site: FixtureSite, browser: Browser
+) -> None:
+    async with open_context(browser) as context:
+        page = await context.new_page()
+        await log_in(page, site, "alice", "alice-pw")
+        assert page.url == site.url("/app")
+        cookie = next(c for c in await context.cookies() if c.get("name") == COOKIE_NAME)
+        assert cookie.get("httpOnly") is True
+        assert await page.evaluate("document.cookie") == ""
+        assert await page.evaluate("localStorage.getItem('fixture_token')")
+
+
+async def test_wrong_password_stays_on_login_with_error(
+    site: FixtureSite, browser: Browser
+) -> None:
+    async with open_context(browser) as context:
+        page = await context.new_page()
+        await page.goto(site.url("/login?next=/app"))
+        await page.fill("#username", "alice")
+        await page.fill("#password", "nope")
+        await page.click("#submit")
+        await expect(page.locator("#error")).to_be_visible(timeout=TIMEOUT_MS)
+        assert await context.cookies() == []
+
+
+async def test_totp_second_step(site: FixtureSite, browser: Browser) -> None:
+    async with open_context(browser) as context:
+        page = await context.new_page()
+        await page.goto(site.url("/app"))
+        await page.fill("#username", "bob")
+        await page.fill("#password", "bob-pw")
+        await page.click("#submit")
+        await page.fill("#totp", "000000" if totp(BOB_SECRET) != "000000" else "111111")
+        await page.click("#submit")
+        await expect(page.locator("#error")).to_have_text("Wrong code.", timeout=TIMEOUT_MS)
+        assert await context.cookies() == []
+        await page.fill("#totp", totp(BOB_SECRET))
+        await page.click("#submit")
+        await expect(page.locator("#whoami")).to_have_text("logged in as bob", timeout=TIMEOUT_MS)
+
+
+async def test_restore_needs_local_storage_as_well_as_cookies(
+    site: FixtureSite, browser: Browser
+) -> None:
+    async with open_context(browser) as context:
+        await log_in(await context.new_page(), site, "alice", "alice-pw")
+        state = await context.storage_state()
+
+    async with open_context(browser) as cookies_only:
+        # storageState cookies are valid add_cookies input; Playwright's stubs type them apart.
+        await cookies_only.add_cookies(state["cookies"])  # type: ignore[arg-type]
+        page = await cookies_only.new_page()
+        await page.goto(site.url("/app"))
+        await expect_login_page(page, site)
+        assert page.url == site.url("/login?next=%2Fapp")
+
+    async with open_context(browser, storage_state=state) as full:
+        page = await full.new_page()
+        await page.goto(site.url("/app"))
+        await expect(page.locator("#whoami")).to_have_text("logged in as alice", timeout=TIMEOUT_MS)
+
+
+async def test_revoke_sends_the_next_visit_to_login(site: FixtureSite, browser: Browser) -> None:
+    async with open_context(browser) as context:
+        page = await context.new_page()
+        await log_in(page, site, "alice", "alice-pw")
+        assert site.revoke("alice") >= 1
+        assert site.session_count("alice") == 0
+        await page.goto(site.url("/app"))
+        await expect_login_page(page, site)
+
+        await log_in(page, site, "alice", "alice-pw")
+        response = await page.request.post(site.url("/admin/revoke?user=alice"))
+        assert response.ok
+        assert (await response.json())["revoked"] >= 1
+        await page.goto(site.url("/app"))
+        await expect_login_page(page, site)
+
+
+async def test_session_storage_page_needs_its_value(site: FixtureSite, browser: Browser) -> None:
+    async with open_context(browser) as context:
+        page = await context.new_page()
+        await log_in(page, site, "alice", "alice-pw")
+        await page.goto(site.url("/app-session-storage"))
+        await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+
+        other = await context.new_page()  # same cookies and localStorage, fresh sessionStorage
+        await other.goto(site.url("/app-session-storage"))
+        await expect_login_page(other, site)
+        await other.goto(site.url("/app"))
+        await expect(other.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+
+        site.set_switches(require_session_storage=True)
+        await other.goto(site.url("/app"))
+        await expect_login_page(other, site)
+        await page.goto(site.url("/app"))
+        await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+
+
+async def test_indexeddb_page_needs_its_record(site: FixtureSite, browser: Browser) -> None:
+    async with open_context(browser) as context:
+        page = await context.new_page()
+        await log_in(page, site, "alice", "alice-pw")
+        await page.goto(site.url("/app-indexeddb"))
+        await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+        plain_state = await context.storage_state()
+        full_state = await context.storage_state(indexed_db=True)
+
+    async with open_context(browser, storage_state=plain_state) as restored:
+        page = await restored.new_page()
+        await page.goto(site.url("/app"))
+        await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+        await page.goto(site.url("/app-indexeddb"))
+        await expect_login_page(page, site)
+        site.set_switches(require_indexeddb=True)
+        await page.goto(site.url("/app"))
+        await expect_login_page(page, site)
+
+    async with open_context(browser, storage_state=full_state) as restored:
+        page = await restored.new_page()
+        await page.goto(site.url("/app"))
+        await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+
+
+async def test_rotating_cookie_changes_every_request_and_kills_the_old_one(
+    site: FixtureSite, browser: Browser
+) -> None:
+    async with open_context(browser) as http_context:
+        switched = await http_context.request.post(site.url("/admin/switches?rotate_cookie=1"))
+        assert (await switched.json())["rotate_cookie"] is True
+    assert site.switches.rotate_cookie
+
+    async with open_context(browser) as context:
+        page = await context.new_page()
+        await log_in(page, site, "alice", "alice-pw")
+        stale_state = await context.storage_state()
+        seen = {await sid_cookie(context)}
+        for _ in range(2):
+            await page.reload()
+            await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+            seen.add(await sid_cookie(context))
+        assert len(seen) == 3
+
+    async with open_context(browser, storage_state=stale_state) as stale:
+        page = await stale.new_page()
+        await page.goto(site.url("/app"))
+        await expect_login_page(page, site)
+
+
+async def test_redirect_status_slow_and_public_pages(site: FixtureSite, browser: Browser) -> None:
+    async with open_context(browser) as context:
+        page = await context.new_page()
+        response = await page.goto(site.url("/redirect?to=") + site.url("/public"))
+        assert response is not None and response.ok
+        assert page.url == site.url("/public")
+        redirected_from = response.request.redirected_from
+        assert redirected_from is not None
+        assert redirected_from.url.startswith(site.url("/redirect?to="))
+        first_hop = await redirected_from.response()
+        assert first_hop is not None and first_hop.status == 302
+        await expect(page.locator("#public")).to_have_text("Public page", timeout=TIMEOUT_MS)
+
+        response = await page.goto(site.url("/status/500"))
+        assert response is not None and response.status == 500
+
+        started = time.monotonic()
+        response = await page.goto(site.url("/slow?ms=300"))
+        assert response is not None and response.ok
+        assert time.monotonic() - started >= 0.3
+
+
+async def test_service_worker_page_reports_registration(
+    site: FixtureSite, browser: Browser
+) -> None:
+    async with open_context(browser) as context:
+        page = await context.new_page()
+        await page.goto(site.url("/sw"))
+        await expect(page).to_have_title("sw: registered", timeout=TIMEOUT_MS)
+
+    async with open_context(browser, service_workers="block") as blocked:
+        page = await blocked.new_page()
+        await page.goto(site.url("/sw"))
+        await expect(page).to_have_title("sw: blocked", timeout=TIMEOUT_MS)
+
+
+async def test_command_line_serves_until_sigterm() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "workers.fixture_site",
+        "--port",
+        "0",
+        "--user",
+        "carol:carol-pw",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=20)
+        base_url = json.loads(line)["base_url"]
+        assert base_url.startswith("http://127.0.0.1:")
+        form = {"username": "carol", "password": "carol-pw", "next": "/app"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(base_url + "/login", data=form) as response,
+        ):
+            assert response.status == 200
+            assert COOKIE_NAME in response.cookies
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(process.wait(), timeout=20)
+        await process.stdout.read()
+    assert returncode == 0

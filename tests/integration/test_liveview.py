@@ -1,0 +1,426 @@
+"""The live view against real Chromium: one browser is the capture's remote browser, showing a
+tiny login form served here; a second browser is the user, looking at the live view page."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
+
+from workers.chromium import HEADLESS_ARGS
+from workers.liveview import LiveViewServer
+
+pytestmark = pytest.mark.integration
+
+SCREENSHOT = "/tmp/liveview.png"
+_ids = itertools.count(1)
+
+LOGIN_PAGE = """<!doctype html><html><head><title>Fixture login</title><style>
+body { font: 18px sans-serif; margin: 40px; background: #f4f7fb; }
+h1 { color: #1d4f91; } input, button { font-size: 18px; margin: 6px 0; padding: 6px; }
+</style></head><body>
+<h1>Sign in to Fixture</h1>
+<form method="post" action="/login">
+  <div><input id="user" name="user" placeholder="user name" autocomplete="off"></div>
+  <div><input id="password" name="password" type="password" placeholder="password"></div>
+  <div><button id="submit" type="submit">Sign in</button></div>
+</form>
+<p><button id="oauth" type="button"
+  onclick="window.open('/popup', 'oauth', 'width=500,height=400')">Sign in with OAuth</button></p>
+<div id="scroller" style="height: 3000px"></div>
+</body></html>"""
+
+POPUP_PAGE = """<!doctype html><html><head><title>OAuth</title></head>
+<body style="background: #ffe08a; font: 20px sans-serif">
+<h2>OAuth provider</h2><button id="close" onclick="window.close()">Done</button>
+</body></html>"""
+
+
+async def _welcome(request: web.Request) -> web.Response:
+    form = await request.post()
+    user = str(form.get("user", ""))
+    password = str(form.get("password", ""))
+    body = f"<h1 id='welcome'>Welcome {user}</h1><p id='pwlen'>{len(password)}</p>"
+    return web.Response(text=body, content_type="text/html")
+
+
+def _html(body: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(text=body, content_type="text/html")
+
+    return handler
+
+
+@pytest.fixture(scope="module")
+async def site() -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_get("/", _html(LOGIN_PAGE))
+    app.router.add_get("/popup", _html(POPUP_PAGE))
+    app.router.add_post("/login", _welcome)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+async def pw() -> AsyncIterator[Playwright]:
+    async with async_playwright() as playwright:
+        yield playwright
+
+
+async def _launch(pw: Playwright, chromium_path: str) -> Browser:
+    return await pw.chromium.launch(
+        executable_path=chromium_path, args=list(HEADLESS_ARGS), headless=True, timeout=30_000
+    )
+
+
+@pytest.fixture(scope="module")
+async def remote_browser(pw: Playwright, chromium_path: str) -> AsyncIterator[Browser]:
+    browser = await _launch(pw, chromium_path)
+    yield browser
+    await browser.close()
+
+
+@pytest.fixture(scope="module")
+async def user_browser(pw: Playwright, chromium_path: str) -> AsyncIterator[Browser]:
+    browser = await _launch(pw, chromium_path)
+    yield browser
+    await browser.close()
+
+
+@pytest.fixture(scope="module")
+async def server() -> AsyncIterator[LiveViewServer]:
+    async with LiveViewServer.start(
+        host="127.0.0.1", port=0, status_interval=timedelta(milliseconds=200)
+    ) as live:
+        yield live
+
+
+@dataclass
+class Capture:
+    capture_id: str
+    token: str
+    url: str
+    context: BrowserContext
+    page: Page
+    state: list[str]
+
+
+@pytest.fixture
+async def capture(
+    server: LiveViewServer, remote_browser: Browser, site: str
+) -> AsyncIterator[Capture]:
+    context = await remote_browser.new_context()
+    context.set_default_timeout(10_000)
+    page = await context.new_page()
+    await page.goto(site + "/")
+    capture_id = f"cap-{next(_ids)}"
+    state = ["open"]
+    token = server.register(
+        capture_id=capture_id,
+        owner_id="alice",
+        context=context,
+        page=page,
+        state_getter=lambda: state[0],
+    )
+    yield Capture(capture_id, token, server.url_for(capture_id, token), context, page, state)
+    await server.unregister(capture_id)
+    await context.close()
+
+
+@pytest.fixture
+async def user(user_browser: Browser) -> AsyncIterator[Page]:
+    context = await user_browser.new_context(viewport={"width": 1000, "height": 760})
+    context.set_default_timeout(10_000)
+    page = await context.new_page()
+    yield page
+    await context.close()
+
+
+async def _open_view(user: Page, capture: Capture) -> None:
+    """Open the live view and wait until it shows the remote page at the viewer's size."""
+    response = await user.goto(capture.url)
+    assert response is not None and response.status == 200
+    await user.wait_for_function(
+        """() => {
+            const lv = window.liveview, st = document.getElementById('stage');
+            return lv.frames > 0 && lv.status && lv.status.viewport &&
+                lv.status.viewport.width === st.clientWidth && lv.lastFrame.w === st.clientWidth;
+        }"""
+    )
+
+
+async def _click_remote(user: Page, remote: Page, selector: str) -> None:
+    """Click, through the live view, on the centre of ``selector`` in the remote page."""
+    box = await remote.locator(selector).bounding_box()
+    assert box is not None
+    rect: dict[str, float] = await user.evaluate(
+        """() => { const r = window.liveview.canvas.getBoundingClientRect(), f = window.liveview.lastFrame;
+            return {left: r.left, top: r.top, sx: r.width / f.w, sy: r.height / f.h}; }"""
+    )
+    x = rect["left"] + (box["x"] + box["width"] / 2) * rect["sx"]
+    y = rect["top"] + (box["y"] + box["height"] / 2) * rect["sy"]
+    await user.mouse.click(x, y)
+
+
+async def _eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
+    async with asyncio.timeout(timeout):
+        while True:
+            value = await check()
+            if value:
+                return value
+            await asyncio.sleep(0.05)
+
+
+async def _status(client: aiohttp.ClientSession, url: str) -> int:
+    async with client.get(url) as response:
+        await response.read()
+        return response.status
+
+
+def _ws_url(url: str) -> str:
+    path, _, query = url.partition("?")
+    return f"{path}/ws?{query}"
+
+
+async def test_viewer_draws_frames_and_state(user: Page, capture: Capture, site: str) -> None:
+    await _open_view(user, capture)
+    drawn = await user.evaluate(
+        """() => { const c = window.liveview.canvas, d = c.getContext('2d')
+              .getImageData(0, 0, c.width, c.height).data;
+            const seen = new Set();
+            for (let i = 0; i < d.length; i += 4 * 97) seen.add(d[i] >> 4 << 8 | d[i + 1] >> 4);
+            return {w: c.width, h: c.height, colours: seen.size}; }"""
+    )
+    assert drawn["w"] > 300 and drawn["h"] > 200
+    assert drawn["colours"] > 3, "the canvas should show the page, not a blank fill"
+    assert await user.locator("#url").text_content() == site + "/"
+    assert await user.locator("#state").text_content() == "open"
+    capture.state[0] = "saving"
+    await user.wait_for_function("() => document.getElementById('state').textContent === 'saving'")
+
+
+async def test_typing_and_enter_submit_the_form(user: Page, capture: Capture) -> None:
+    await _open_view(user, capture)
+    await _click_remote(user, capture.page, "#user")
+    await user.keyboard.type("alice")
+    await _eventually(lambda: _value_is(capture.page, "#user", "alice"))
+    await user.keyboard.press("Backspace")
+    await user.keyboard.type("e!")
+    await _eventually(lambda: _value_is(capture.page, "#user", "alice!"))
+    await user.keyboard.press("Tab")
+    await user.keyboard.type("s3cret")
+    await _eventually(lambda: _value_is(capture.page, "#password", "s3cret"))
+    assert await capture.page.input_value("#user") == "alice!"
+    await user.screenshot(path=SCREENSHOT)
+    await user.keyboard.press("Enter")
+    await capture.page.wait_for_selector("#welcome")
+    assert await capture.page.text_content("#welcome") == "Welcome alice!"
+    assert await capture.page.text_content("#pwlen") == "6"
+    await user.wait_for_function("() => document.getElementById('url').textContent.endsWith('/login')")
+
+
+async def _value_is(page: Page, selector: str, value: str) -> bool:
+    return await page.input_value(selector) == value
+
+
+async def test_paste_inserts_text(user: Page, capture: Capture) -> None:
+    await _open_view(user, capture)
+    await _click_remote(user, capture.page, "#user")
+    await user.evaluate(
+        """() => { const dt = new DataTransfer(); dt.setData('text/plain', 'pasted ünïcode');
+            document.getElementById('kbd').dispatchEvent(
+                new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true})); }"""
+    )
+    await _eventually(lambda: _value_is(capture.page, "#user", "pasted ünïcode"))
+
+
+async def test_wheel_scrolls_remote(user: Page, capture: Capture) -> None:
+    await _open_view(user, capture)
+    await user.mouse.move(300, 300)
+    await user.mouse.wheel(0, 600)
+    await _eventually(lambda: capture.page.evaluate("() => window.scrollY > 100"))
+
+
+async def test_popup_is_followed_and_left(user: Page, capture: Capture, site: str) -> None:
+    await _open_view(user, capture)
+    async with capture.context.expect_page() as opened:
+        await _click_remote(user, capture.page, "#oauth")
+    popup = await opened.value
+    await user.wait_for_function(
+        "(u) => window.liveview.status.url === u && window.liveview.status.pages === 2",
+        arg=site + "/popup",
+    )
+    frames = await user.evaluate("() => window.liveview.frames")
+    await user.wait_for_function(f"() => window.liveview.frames > {frames}")
+    await popup.wait_for_load_state()
+    await _eventually(lambda: _shows_popup_colour(user))
+    await user.wait_for_function(
+        "() => { const v = window.liveview.status.viewport, s = document.getElementById('stage');"
+        " return v && v.width === s.clientWidth; }"
+    )
+    await _click_remote(user, popup, "#close")
+    await popup.wait_for_event("close")
+    await user.wait_for_function(
+        "(u) => window.liveview.status.url === u && window.liveview.status.pages === 1",
+        arg=site + "/",
+    )
+    # Still driving the opener afterwards.
+    await _click_remote(user, capture.page, "#user")
+    await user.keyboard.type("bob")
+    await _eventually(lambda: _value_is(capture.page, "#user", "bob"))
+
+
+async def _shows_popup_colour(user: Page) -> bool:
+    rgb: list[int] = await user.evaluate(
+        """() => Array.from(window.liveview.canvas.getContext('2d')
+            .getImageData(window.liveview.canvas.width - 5, window.liveview.canvas.height - 5, 1, 1)
+            .data.slice(0, 3))"""
+    )
+    return abs(rgb[0] - 0xFF) < 16 and abs(rgb[1] - 0xE0) < 16 and abs(rgb[2] - 0x8A) < 24
+
+
+async def test_resize_changes_remote_viewport(user: Page, capture: Capture) -> None:
+    await _open_view(user, capture)
+    stage = await user.evaluate("() => document.getElementById('stage').clientWidth")
+    assert await capture.page.evaluate("() => window.innerWidth") == stage
+    await user.set_viewport_size({"width": 700, "height": 600})
+    await _eventually(lambda: capture.page.evaluate("() => window.innerWidth === 700"))
+    height = await user.evaluate("() => document.getElementById('stage').clientHeight")
+    assert await capture.page.evaluate("() => window.innerHeight") == height
+    await user.set_viewport_size({"width": 200, "height": 150})  # bounded below
+    await _eventually(lambda: capture.page.evaluate("() => window.innerWidth === 320"))
+    assert await capture.page.evaluate("() => window.innerHeight") == 240
+
+
+async def test_wrong_and_foreign_tokens_get_403(
+    server: LiveViewServer, capture: Capture, remote_browser: Browser, site: str
+) -> None:
+    other_context = await remote_browser.new_context()
+    other_page = await other_context.new_page()
+    other_token = server.register(
+        capture_id="other", owner_id="bob", context=other_context, page=other_page,
+        state_getter=lambda: "open",
+    )
+    base = f"{server.base_url}/live/{capture.capture_id}"
+    try:
+        async with aiohttp.ClientSession() as client:
+            assert await _status(client, capture.url) == 200
+            for url in (
+                f"{base}?token=wrong",
+                f"{base}?token={capture.token[:-1]}",
+                f"{base}",
+                f"{base}?token={other_token}",
+                f"{server.base_url}/live/missing?token={capture.token}",
+            ):
+                assert await _status(client, url) == 403, url
+                assert await _status(client, _ws_url(url)) == 403, url
+            async with client.get(f"{base}?token=wrong") as response:
+                assert await response.text() == "Forbidden"
+    finally:
+        await server.unregister("other")
+        await other_context.close()
+
+
+async def test_unregister_and_expiry_end_access(
+    server: LiveViewServer, capture: Capture, user: Page, remote_browser: Browser
+) -> None:
+    await _open_view(user, capture)
+    assert server.viewers >= 1
+    await server.unregister(capture.capture_id)
+    await user.wait_for_function("() => window.liveview.closeCode === 4403")
+    assert await user.locator("#msg").text_content() == "This live view has ended."
+    async with aiohttp.ClientSession() as client:
+        assert await _status(client, capture.url) == 403
+        assert await _status(client, _ws_url(capture.url)) == 403
+
+        context = await remote_browser.new_context()
+        page = await context.new_page()
+        token = server.register(
+            capture_id="expiring", owner_id="alice", context=context, page=page,
+            state_getter=lambda: "open", expires_at=datetime.now(UTC) + timedelta(seconds=1.5),
+        )
+        url = server.url_for("expiring", token)
+        try:
+            assert await _status(client, url) == 200
+            async with client.ws_connect(_ws_url(url)) as ws:
+                closed = await _eventually(lambda: _closed_code(ws), timeout=5)
+                assert closed == 4403
+            assert await _status(client, url) == 403
+        finally:
+            await server.unregister("expiring")
+            await context.close()
+
+
+async def _closed_code(ws: aiohttp.ClientWebSocketResponse) -> int | None:
+    msg = await ws.receive(timeout=5)
+    return ws.close_code if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) else None
+
+
+async def test_viewer_limit(server: LiveViewServer, capture: Capture) -> None:
+    async with aiohttp.ClientSession() as client:
+        sockets = [await client.ws_connect(_ws_url(capture.url)) for _ in range(3)]
+        try:
+            assert await _status(client, _ws_url(capture.url)) == 429
+        finally:
+            for ws in sockets:
+                await ws.close()
+        await _eventually(lambda: _no_viewers(server))
+        async with client.ws_connect(_ws_url(capture.url)) as ws:
+            msg = await ws.receive_json(timeout=5)
+            assert msg["t"] == "status"
+
+
+async def _no_viewers(server: LiveViewServer) -> bool:
+    return server.viewers == 0
+
+
+async def test_slow_viewer_does_not_pile_up(server: LiveViewServer, capture: Capture) -> None:
+    """A viewer that stops reading gets frames dropped, while another keeps getting frames."""
+    await capture.page.evaluate(
+        """() => { let n = 0; const tick = () => {
+            document.body.style.background = `hsl(${(n += 7) % 360} 80% 60%)`;
+            requestAnimationFrame(tick); }; tick(); }"""
+    )
+    stalled = await _stalled_socket(_ws_url(capture.url))
+    try:
+        async with aiohttp.ClientSession() as client, client.ws_connect(_ws_url(capture.url)) as ws:
+            frames = 0
+            async with asyncio.timeout(60):
+                while server.frames_dropped < 20 or frames < 20:
+                    msg = await ws.receive(timeout=10)
+                    frames += msg.type == aiohttp.WSMsgType.BINARY
+            assert frames >= 20
+    finally:
+        stalled.close()
+
+
+async def _stalled_socket(url: str) -> socket.socket:
+    """A WebSocket client with a tiny receive buffer that never reads after the handshake."""
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = host_port.partition(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (host, int(port)))
+    request = (
+        f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, request.encode())
+    head = await loop.sock_recv(sock, 1024)
+    assert head.startswith(b"HTTP/1.1 101"), head[:40]
+    return sock

@@ -1,0 +1,260 @@
+"""The browse job: authorise, decrypt just in time, restore, navigate, decide, extract.
+
+Idempotent: a job whose result is stored is not run again; expiry is handed to the expiry
+actor through ``on_expired`` (its comment is deduplicated there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from playwright.async_api import BrowserContext, Page, Response
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+from schema import queries
+from schema.audit import AuditLog
+from schema.enums import AuditAction, AuditResult, BrowseOutcome, SessionStatus
+from schema.errors import (
+    AuthSessionExpired,
+    BrowserSessionsError,
+    NavigationFailed,
+    NotOwner,
+    SessionNotActive,
+    SessionRevoked,
+    UrlNotAllowed,
+)
+from schema.jobs import BrowseJob, ExpireJob
+from schema.logs import get_logger
+from schema.redact import secret_values, state_secret_values
+from schema.results import BrowseResult, result_exists, store_result
+from workers.guard import UrlGuard
+from workers.guard_proxy import is_guard_refusal
+from workers.pool import BrowserPool
+from workers.restore import plan_restore
+from workers.state_store import StateStore
+from workers.verdict import Verdict, decide
+
+log = get_logger(__name__)
+
+SELECTOR_WAIT_S = 5.0
+EXTRACT_JS = "(max) => (document.body ? document.body.innerText : '').slice(0, max)"
+
+
+@dataclass(frozen=True)
+class PageOutcome:
+    final_url: str
+    http_status: int | None
+    verdict: Verdict
+    reason: str
+    title: str | None = None
+    text: str | None = None
+    html: str | None = None
+    screenshot: bytes | None = None
+
+
+class BrowseService:
+    """Runs one browse job end to end against the pool; stores exactly one result."""
+
+    def __init__(
+        self,
+        *,
+        db: asyncpg.Pool,
+        pool: BrowserPool,
+        store: StateStore,
+        audit: AuditLog,
+        guard: UrlGuard,
+        on_expired: Callable[[ExpireJob], Awaitable[None]],
+    ) -> None:
+        self._db = db
+        self._pool = pool
+        self._store = store
+        self._audit = audit
+        self._guard = guard
+        self._on_expired = on_expired
+
+    async def run(self, job: BrowseJob, *, attempt: int = 1, final_attempt: bool = True) -> str:
+        """Run the job; returns the outcome code (``ok`` or an error code).
+
+        A retryable failure on a non-final attempt is raised so the caller retries it;
+        everything else ends in a stored result.
+        """
+        if await result_exists(self._db, job.job_id):
+            log.info("browse_duplicate_skipped")
+            return "duplicate"
+        started = time.monotonic()
+        try:
+            outcome = await self._authorised_browse(job)
+        except BrowserSessionsError as err:
+            if err.retryable and not final_attempt:
+                raise
+            await self._finish_error(job, err, attempt, started)
+            return err.code
+        elapsed = int((time.monotonic() - started) * 1000)
+        if outcome.verdict is Verdict.LOGGED_OUT:
+            err = AuthSessionExpired(
+                f"the saved session is no longer logged in ({outcome.reason}); re-login needed"
+            )
+            await self._finish_error(job, err, attempt, started)
+            return err.code
+        await store_result(
+            self._db,
+            BrowseResult(
+                job_id=job.job_id, task_id=job.task_id, owner_id=job.owner_id,
+                session_id=job.session_id, outcome=BrowseOutcome.OK,
+                final_url=outcome.final_url, http_status=outcome.http_status,
+                title=outcome.title, text=outcome.text, html=outcome.html,
+                screenshot=outcome.screenshot, attempts=attempt, duration_ms=elapsed,
+            ),
+        )
+        await self._db.execute(
+            "UPDATE browser_sessions SET last_used_at = now() WHERE id = $1", job.session_id
+        )
+        return BrowseOutcome.OK.value
+
+    async def _authorised_browse(self, job: BrowseJob) -> PageOutcome:
+        session = await self._authorise(job)
+        await self._guard.check_url(job.url)
+        self._guard.check_site(
+            job.url, start_url=session.start_url, extra_origins=session.extra_origins
+        )
+        async with self._db.acquire() as conn:
+            state = await self._store.load(
+                conn, session_id=session.id, owner_id=session.owner_id,
+                actor_id=job.owner_id, task_id=job.task_id, request_id=job.job_id,
+            )
+        with secret_values(state_secret_values(state)):
+            plan = plan_restore(state)
+            del state
+            outcome = await self._browse(job, session, plan.context_options, plan.init_script)
+        await self._audit_use(job, AuditResult.OK, outcome.verdict.value)
+        return outcome
+
+    async def _authorise(self, job: BrowseJob) -> queries.SessionInfo:
+        """Owner binding and status checks, before any browser or key is touched."""
+        session = await queries.get_session(self._db, job.session_id)
+        task_owner = await queries.ensure_task(self._db, task_id=job.task_id, owner_id=job.owner_id)
+        denial: BrowserSessionsError | None = None
+        if task_owner != session.owner_id or job.owner_id != session.owner_id:
+            denial = NotOwner("the session belongs to another user than the task's owner")
+        elif session.status is SessionStatus.REVOKED:
+            denial = SessionRevoked("the session was revoked")
+        elif session.status is SessionStatus.EXPIRED:
+            denial = AuthSessionExpired("the saved session has expired; re-login needed")
+        elif session.status is SessionStatus.PENDING:
+            denial = SessionNotActive("the session has no saved login yet")
+        if denial is not None:
+            await self._audit_use(job, AuditResult.DENIED, denial.code)
+            raise denial
+        return session
+
+    async def _audit_use(self, job: BrowseJob, result: AuditResult, detail: str) -> None:
+        async with self._db.acquire() as conn:
+            await self._audit.write(
+                conn, actor_id=job.owner_id, action=AuditAction.USE, result=result,
+                session_id=job.session_id, task_id=job.task_id, request_id=job.job_id,
+                detail=detail,
+            )
+
+    async def _browse(
+        self,
+        job: BrowseJob,
+        session: queries.SessionInfo,
+        context_options: dict[str, Any],
+        init_script: str | None,
+    ) -> PageOutcome:
+        async with self._pool.context(service_workers="block", **context_options) as context:
+            if init_script:
+                await context.add_init_script(init_script)
+            return await self._visit(job, session, context)
+
+    async def _visit(
+        self, job: BrowseJob, session: queries.SessionInfo, context: BrowserContext
+    ) -> PageOutcome:
+        opts = job.options
+        timeout_ms = opts.timeout_s * 1000
+        page = await context.new_page()
+        page.set_default_timeout(timeout_ms)
+        response: Response | None
+        try:
+            response = await page.goto(job.url, wait_until=opts.wait_until, timeout=timeout_ms)  # type: ignore[arg-type]
+        except PlaywrightTimeout:
+            raise NavigationFailed(f"navigation timed out after {opts.timeout_s:g}s") from None
+        except PlaywrightError as exc:
+            if is_guard_refusal(error=exc):
+                raise UrlNotAllowed("the page redirected to an address that is not allowed") from None
+            raise NavigationFailed(_net_error(exc)) from None
+        if response is not None and is_guard_refusal(response=response):
+            raise UrlNotAllowed("the page redirected to an address that is not allowed")
+        status = response.status if response is not None else None
+        if status is not None and status >= 500:
+            raise NavigationFailed(f"the site answered HTTP {status}")
+        if opts.wait_for_selector:
+            try:
+                await page.wait_for_selector(opts.wait_for_selector, timeout=timeout_ms)
+            except PlaywrightTimeout:
+                raise NavigationFailed("the wait-for selector did not appear in time") from None
+        selector_present = await _selector_present(page, session.logged_in_selector)
+        verdict, reason = decide(
+            final_url=page.url,
+            login_url_pattern=session.login_url_pattern,
+            logged_in_selector=session.logged_in_selector,
+            selector_present=selector_present,
+        )
+        if verdict is Verdict.LOGGED_OUT:
+            return PageOutcome(page.url, status, verdict, reason)
+        return PageOutcome(
+            final_url=page.url,
+            http_status=status,
+            verdict=verdict,
+            reason=reason,
+            title=await page.title(),
+            text=await page.evaluate(EXTRACT_JS, opts.max_text_chars) if opts.extract_text else None,
+            html=await page.content() if opts.extract_html else None,
+            screenshot=await page.screenshot(type="png") if opts.screenshot else None,
+        )
+
+    async def _finish_error(
+        self, job: BrowseJob, err: BrowserSessionsError, attempt: int, started: float
+    ) -> None:
+        stored = await store_result(
+            self._db,
+            BrowseResult.failure(
+                job_id=job.job_id, task_id=job.task_id, owner_id=job.owner_id,
+                session_id=job.session_id, code=err.code, message=err.message,
+                attempts=attempt, duration_ms=int((time.monotonic() - started) * 1000),
+            ),
+        )
+        if isinstance(err, AuthSessionExpired) and stored:
+            await self._on_expired(
+                ExpireJob(session_id=job.session_id, task_id=job.task_id, job_id=job.job_id)
+            )
+
+
+async def _selector_present(page: Page, selector: str | None) -> bool | None:
+    """Whether the logged-in selector shows up within a short wait (None when not set)."""
+    if not selector:
+        return None
+    try:
+        await page.wait_for_selector(selector, state="attached", timeout=SELECTOR_WAIT_S * 1000)
+        return True
+    except PlaywrightTimeout:
+        return False
+    except PlaywrightError:
+        # The page navigated away (e.g. a script sent it to the login page) while waiting.
+        await asyncio.sleep(0)
+        return await page.locator(selector).count() > 0
+
+
+def _net_error(exc: PlaywrightError) -> str:
+    """The net::ERR_* part of a navigation error, without URLs or query strings."""
+    text = str(exc)
+    for token in text.split():
+        if token.startswith("net::"):
+            return f"navigation failed: {token}"
+    return "navigation failed"

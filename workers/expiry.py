@@ -1,0 +1,66 @@
+"""The expiry job: mark the session expired, fail the task, post one comment on it.
+
+Idempotent: the status change happens once, the task update is a no-op the second time,
+and the comment is deduplicated per (task, session, session version).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from schema import queries
+from schema.audit import AuditLog
+from schema.enums import AuditAction, AuditResult, SessionStatus
+from schema.errors import AuthSessionExpired, SessionNotFound
+from schema.jobs import ExpireJob
+from schema.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def expiry_comment(label: str, site: str) -> str:
+    """What the user reads on their task."""
+    return (
+        f'The saved browser session "{label}" for {site} has expired, so this task could not '
+        f"browse as you ({AuthSessionExpired.code}). Open Browser Sessions and click Re-login "
+        f'on "{label}" to log in again; later tasks will use the fresh session.'
+    )
+
+
+class ExpiryService:
+    def __init__(self, *, db: asyncpg.Pool, audit: AuditLog) -> None:
+        self._db = db
+        self._audit = audit
+
+    async def run(self, job: ExpireJob) -> bool:
+        """Apply the expiry; True if a new comment was posted."""
+        async with self._db.acquire() as conn, conn.transaction():
+            try:
+                session = await queries.get_session(conn, job.session_id)
+            except SessionNotFound:
+                log.info("expiry_session_gone")
+                return False
+            changed = await queries.set_session_status(
+                conn, session.id, SessionStatus.EXPIRED, only_from=(SessionStatus.ACTIVE,)
+            )
+            if changed:
+                await self._audit.write(
+                    conn, actor_id="system", action=AuditAction.EXPIRE, result=AuditResult.OK,
+                    session_id=session.id, task_id=job.task_id, request_id=job.job_id,
+                    detail="login check failed during a browse",
+                )
+            await conn.execute(
+                """UPDATE tasks SET status = 'failed', error_code = $2, updated_at = now()
+                   WHERE id = $1 AND (status <> 'failed' OR error_code IS DISTINCT FROM $2)""",
+                job.task_id, AuthSessionExpired.code,
+            )
+            posted = await conn.fetchval(
+                """INSERT INTO task_comments (task_id, body, dedupe_key)
+                   SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM tasks WHERE id = $1)
+                   ON CONFLICT (task_id, dedupe_key) DO NOTHING RETURNING id""",
+                job.task_id,
+                expiry_comment(session.label, session.site),
+                f"{AuthSessionExpired.code}:{session.id}:{session.version}",
+            )
+        log.info("session_expired", newly_expired=changed, comment_posted=posted is not None)
+        return posted is not None

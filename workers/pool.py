@@ -1,0 +1,239 @@
+"""A pool of warm Chromium browsers, handing out one fresh context per job.
+
+Bounded contexts per browser; a browser is retired after K contexts and replaced; a
+crashed or disconnected browser is replaced and the job that was on it gets
+``BrowserCrashed`` (retryable). Every browser call has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from playwright.async_api import Browser, BrowserContext, Playwright
+from playwright.async_api import Error as PlaywrightError
+
+from schema.errors import BrowserCrashed, ServiceUnavailable
+from schema.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(eq=False)
+class _PooledBrowser:
+    browser: Browser
+    number: int
+    in_use: int = 0
+    contexts_opened: int = 0
+    retiring: bool = False
+    dead: bool = False
+    launched_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def pid(self) -> int | None:
+        process = getattr(self.browser, "process", None)
+        return getattr(process, "pid", None)
+
+
+@dataclass(frozen=True)
+class PoolEvent:
+    """What the pool reports to its observer (metrics): launch, crash, retire."""
+
+    kind: str
+
+
+class BrowserPool:
+    """``async with BrowserPool(...) as pool: async with pool.context(...) as ctx: ...``"""
+
+    def __init__(
+        self,
+        *,
+        playwright: Playwright,
+        executable_path: str,
+        launch_args: list[str],
+        launch_options: dict[str, Any] | None = None,
+        size: int = 2,
+        contexts_per_browser: int = 2,
+        max_contexts_per_browser: int = 200,
+        call_timeout: timedelta = timedelta(seconds=30),
+        on_event: Callable[[PoolEvent], None] | None = None,
+    ) -> None:
+        self._playwright = playwright
+        self._executable_path = executable_path
+        self._launch_args = launch_args
+        self._launch_options = launch_options or {}
+        self._size = size
+        self._per_browser = contexts_per_browser
+        self._max_contexts = max_contexts_per_browser
+        self._timeout = call_timeout.total_seconds()
+        self._on_event = on_event or (lambda _e: None)
+        self._browsers: list[_PooledBrowser] = []
+        self._changed = asyncio.Condition()
+        self._launching = 0
+        self._numbers = 0
+        self._closed = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> BrowserPool:
+        await asyncio.gather(*(self._launch() for _ in range(self._size)))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def capacity(self) -> int:
+        return self._size * self._per_browser
+
+    def stats(self) -> dict[str, int]:
+        live = [b for b in self._browsers if not b.dead]
+        return {
+            "browsers": len(live),
+            "contexts_in_use": sum(b.in_use for b in live),
+            "capacity": self.capacity,
+        }
+
+    def browser_pids(self) -> list[int]:
+        return [b.pid for b in self._browsers if not b.dead and b.pid is not None]
+
+    @property
+    def healthy(self) -> bool:
+        return any(not b.dead and b.browser.is_connected() for b in self._browsers)
+
+    @contextlib.asynccontextmanager
+    async def context(self, **context_options: Any) -> AsyncIterator[BrowserContext]:
+        """A fresh context in a warm browser, closed (and its slot released) on exit."""
+        pooled = await self._acquire()
+        context: BrowserContext | None = None
+        try:
+            try:
+                context = await asyncio.wait_for(
+                    pooled.browser.new_context(**context_options), self._timeout
+                )
+            except (PlaywrightError, TimeoutError) as exc:
+                self._check_alive(pooled)
+                raise BrowserCrashed(f"could not open a context: {type(exc).__name__}") from None
+            try:
+                yield context
+            except PlaywrightError as exc:
+                if self._check_alive(pooled):
+                    raise
+                raise BrowserCrashed("the browser went away during the job") from exc
+        finally:
+            if context is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(context.close(), self._timeout)
+            await self._release(pooled)
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._background):
+            task.cancel()
+        browsers, self._browsers = self._browsers, []
+        await asyncio.gather(*(self._close_browser(b) for b in browsers))
+
+    def _check_alive(self, pooled: _PooledBrowser) -> bool:
+        """False (and the browser replaced) if it crashed or disconnected."""
+        if pooled.browser.is_connected() and not pooled.dead:
+            return True
+        self._mark_dead(pooled)
+        return False
+
+    async def _acquire(self) -> _PooledBrowser:
+        async with self._changed:
+            while True:
+                if self._closed:
+                    raise ServiceUnavailable("the browser pool is closed")
+                ready = [
+                    b
+                    for b in self._browsers
+                    if not b.dead and not b.retiring and b.in_use < self._per_browser
+                ]
+                if ready:
+                    pooled = min(ready, key=lambda b: b.in_use)
+                    pooled.in_use += 1
+                    pooled.contexts_opened += 1
+                    if pooled.contexts_opened >= self._max_contexts:
+                        pooled.retiring = True
+                        self._spawn(self._launch())
+                    return pooled
+                try:
+                    await asyncio.wait_for(self._changed.wait(), self._timeout)
+                except TimeoutError:
+                    raise ServiceUnavailable("no browser became free in time") from None
+
+    async def _release(self, pooled: _PooledBrowser) -> None:
+        async with self._changed:
+            pooled.in_use -= 1
+            if pooled.retiring and pooled.in_use == 0 and not pooled.dead:
+                self._browsers.remove(pooled)
+                self._spawn(self._close_browser(pooled))
+                self._on_event(PoolEvent("retire"))
+                log.info("browser_retired", browser=pooled.number, contexts=pooled.contexts_opened)
+            self._changed.notify_all()
+
+    async def _launch(self) -> None:
+        self._launching += 1
+        try:
+            browser = await asyncio.wait_for(
+                self._playwright.chromium.launch(
+                    executable_path=self._executable_path,
+                    args=self._launch_args,
+                    headless=True,
+                    timeout=self._timeout * 1000,
+                    **self._launch_options,
+                ),
+                self._timeout,
+            )
+        except Exception as exc:
+            log.error("browser_launch_failed", error=f"{type(exc).__name__}: {exc}")
+            if not self._browsers and not self._closed:
+                raise ServiceUnavailable(f"cannot launch Chromium: {exc}") from None
+            self._spawn(self._relaunch_later())
+            return
+        finally:
+            self._launching -= 1
+        self._numbers += 1
+        pooled = _PooledBrowser(browser=browser, number=self._numbers)
+        browser.on("disconnected", lambda _b: self._mark_dead(pooled))
+        async with self._changed:
+            if self._closed:
+                await self._close_browser(pooled)
+                return
+            self._browsers.append(pooled)
+            self._changed.notify_all()
+        self._on_event(PoolEvent("launch"))
+        log.debug("browser_launched", browser=pooled.number, pid=pooled.pid)
+
+    async def _relaunch_later(self) -> None:
+        await asyncio.sleep(1.0)
+        if not self._closed:
+            await self._launch()
+
+    def _mark_dead(self, pooled: _PooledBrowser) -> None:
+        if pooled.dead or self._closed:
+            return
+        pooled.dead = True
+        if pooled.retiring:
+            return  # closed on purpose after retirement
+        self._on_event(PoolEvent("crash"))
+        log.warning("browser_crashed", browser=pooled.number, in_use=pooled.in_use)
+        if pooled in self._browsers:
+            self._browsers.remove(pooled)
+        self._spawn(self._launch())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _close_browser(self, pooled: _PooledBrowser) -> None:
+        pooled.retiring = True
+        pooled.dead = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pooled.browser.close(), self._timeout)

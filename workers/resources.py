@@ -1,0 +1,132 @@
+"""What a worker process holds, opened on dramatiq's event loop after boot and closed at
+shutdown: the database pool, Playwright, the guard proxy, the browser pool, keys, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.middleware import Middleware
+from playwright.async_api import Playwright, async_playwright
+
+from schema.audit import AuditLog
+from schema.db import create_pool
+from schema.logs import get_logger
+from schema.sealing import publish_seal_key
+from schema.settings import Settings
+from workers.chromium import HEADLESS_ARGS, find_chromium
+from workers.crypto.keys import LocalFileKeyProvider
+from workers.guard import UrlGuard
+from workers.guard_proxy import GuardProxy, chromium_launch_options
+from workers.pool import BrowserPool, PoolEvent
+from workers.state_store import StateStore
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Resources:
+    """Everything an actor needs, for one worker process."""
+
+    settings: Settings
+    db: asyncpg.Pool
+    provider: LocalFileKeyProvider
+    audit: AuditLog
+    store: StateStore
+    guard: UrlGuard
+    playwright: Playwright
+    proxy: GuardProxy
+    chromium_path: str
+    pool: BrowserPool | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    def launch_options(self) -> dict[str, Any]:
+        """Chromium launch arguments with every request forced through the guard proxy."""
+        options = chromium_launch_options(self.proxy)
+        args = [*HEADLESS_ARGS, *options.pop("args", [])]
+        return {"executable_path": self.chromium_path, "args": args, **options}
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+
+def on_pool_event(event: PoolEvent) -> None:
+    """Hook for metrics (set by workers.metrics when loaded)."""
+
+
+async def open_resources(settings: Settings, *, browse: bool) -> Resources:
+    stack = contextlib.AsyncExitStack()
+    try:
+        db = await create_pool(settings.database_url, min_size=1, max_size=8)
+        stack.push_async_callback(db.close)
+        provider = LocalFileKeyProvider(key_dir=settings.key_dir)
+        audit = AuditLog.from_key_dir(settings.key_dir)
+        async with db.acquire() as conn:
+            await publish_seal_key(conn, provider)
+        guard = UrlGuard(allow_private_hosts=settings.allow_private_hosts)
+        proxy = await stack.enter_async_context(GuardProxy.start(guard=guard))
+        playwright = await stack.enter_async_context(async_playwright())
+        resources = Resources(
+            settings=settings, db=db, provider=provider, audit=audit,
+            store=StateStore(provider=provider, audit=audit, max_state_bytes=settings.max_state_bytes),
+            guard=guard, playwright=playwright, proxy=proxy,
+            chromium_path=find_chromium(settings.chromium_path), _stack=stack,
+        )
+        if browse:
+            options = resources.launch_options()
+            resources.pool = await stack.enter_async_context(
+                BrowserPool(
+                    playwright=playwright,
+                    executable_path=options.pop("executable_path"),
+                    launch_args=options.pop("args"),
+                    launch_options=options,
+                    size=settings.browsers,
+                    contexts_per_browser=settings.contexts_per_browser,
+                    max_contexts_per_browser=settings.browser_max_contexts,
+                    call_timeout=settings.browser_call_timeout,
+                    on_event=lambda e: on_pool_event(e),
+                )
+            )
+        return resources
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+class WorkerResources(Middleware):
+    """Opens :class:`Resources` on the AsyncIO loop after boot; closes them at shutdown.
+
+    List it *before* dramatiq's AsyncIO middleware so it closes before the loop stops.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.resources: Resources | None = None
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        """Open resources for the queues this worker consumes."""
+        queues = worker.queues or {self.settings.queue(q) for q in ("browse", "capture", "expiry")}
+        browse = any(q in queues for q in (self.settings.queue("browse"),))
+        thread = get_event_loop_thread()
+        assert thread is not None, "the AsyncIO middleware must be installed"
+        self.resources = thread.run_coroutine(open_resources(self.settings, browse=browse))
+        log.info("worker_ready", pid=os.getpid(), browse_pool=browse)
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        """Close resources while the loop still runs."""
+        thread = get_event_loop_thread()
+        if self.resources is not None and thread is not None:
+            with contextlib.suppress(Exception):
+                thread.run_coroutine(asyncio.wait_for(self.resources.close(), 30))
+            self.resources = None
+
+    def get(self) -> Resources:
+        if self.resources is None:
+            raise RuntimeError("worker resources are not open (is this a worker process?)")
+        return self.resources
