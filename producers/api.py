@@ -61,7 +61,9 @@ class SessionsClient:
         db = await create_pool(settings.database_url, min_size=1, max_size=5)
         enqueuer = Enqueuer(settings=settings)
         client = cls(
-            settings=settings, db=db, enqueuer=enqueuer,
+            settings=settings,
+            db=db,
+            enqueuer=enqueuer,
             audit=AuditLog.from_key_dir(settings.key_dir),
         )
         try:
@@ -85,8 +87,11 @@ class SessionsClient:
     ) -> dict[str, str]:
         """Create a pending session and start its capture (the login window)."""
         session_id = await self._create_session(
-            owner_id=owner_id, label=label, start_url=start_url,
-            logged_in_selector=logged_in_selector, login_url_pattern=login_url_pattern,
+            owner_id=owner_id,
+            label=label,
+            start_url=start_url,
+            logged_in_selector=logged_in_selector,
+            login_url_pattern=login_url_pattern,
             extra_origins=extra_origins,
         )
         capture_id = await self._start_capture(session_id, owner_id, actor_id=owner_id)
@@ -109,15 +114,20 @@ class SessionsClient:
         _check_state_file(state, self.settings.max_state_bytes)
         seal_key = await current_seal_key(self.db)
         session_id = await self._create_session(
-            owner_id=owner_id, label=label, start_url=start_url,
-            logged_in_selector=logged_in_selector, login_url_pattern=login_url_pattern,
+            owner_id=owner_id,
+            label=label,
+            start_url=start_url,
+            logged_in_selector=logged_in_selector,
+            login_url_pattern=login_url_pattern,
             extra_origins=extra_origins,
         )
         capture_id = await queries.insert_capture(
             self.db, session_id=session_id, owner_id=owner_id, kind="import"
         )
         sealed = seal_text(
-            seal_key.public_key, seal_key.key_id, state,
+            seal_key.public_key,
+            seal_key.key_id,
+            state,
             seal_aad(owner_id=owner_id, session_id=session_id),
         )
         job = ImportJob(
@@ -133,7 +143,9 @@ class SessionsClient:
     async def list_sessions(self, owner_id: str) -> list[queries.SessionInfo]:
         return await queries.list_sessions(self.db, require_id("owner", owner_id))
 
-    async def get_session(self, session_id: str, *, actor_id: str, admin: bool = False) -> queries.SessionInfo:
+    async def get_session(
+        self, session_id: str, *, actor_id: str, admin: bool = False
+    ) -> queries.SessionInfo:
         session = await queries.get_session(self.db, require_id("session", session_id))
         if not admin and session.owner_id != actor_id:
             await self._deny(actor_id, AuditAction.USE, session.id, "metadata read by non-owner")
@@ -148,29 +160,43 @@ class SessionsClient:
         capture_id = await self._start_capture(session.id, session.owner_id, actor_id=actor_id)
         return {"session_id": session.id, "capture_id": capture_id}
 
-    async def revoke(self, session_id: str, *, actor_id: str, admin: bool = False) -> dict[str, str]:
+    async def revoke(
+        self, session_id: str, *, actor_id: str, admin: bool = False
+    ) -> dict[str, str]:
         session = await self._owned(session_id, actor_id, AuditAction.REVOKE, admin=admin)
         async with self.db.acquire() as conn, conn.transaction():
             await queries.set_session_status(conn, session.id, SessionStatus.REVOKED)
             await self._write_audit(
-                conn, actor_id, AuditAction.REVOKE, AuditResult.OK, session.id,
+                conn,
+                actor_id,
+                AuditAction.REVOKE,
+                AuditResult.OK,
+                session.id,
                 "by admin" if admin else "by owner",
             )
         return {"session_id": session.id, "status": SessionStatus.REVOKED.value}
 
-    async def delete(self, session_id: str, *, actor_id: str, admin: bool = False) -> dict[str, Any]:
+    async def delete(
+        self, session_id: str, *, actor_id: str, admin: bool = False
+    ) -> dict[str, Any]:
         session = await self._owned(session_id, actor_id, AuditAction.DELETE, admin=admin)
         async with self.db.acquire() as conn, conn.transaction():
+            await queries.delete_session(conn, session.id)
             await self._write_audit(
-                conn, actor_id, AuditAction.DELETE, AuditResult.OK, session.id,
+                conn,
+                actor_id,
+                AuditAction.DELETE,
+                AuditResult.OK,
+                session.id,
                 "by admin" if admin else "by owner",
             )
-            await queries.delete_session(conn, session.id)
         return {"session_id": session.id, "deleted": True}
 
     # -- captures ---------------------------------------------------------------------
 
-    async def capture_status(self, capture_id: str, *, actor_id: str | None = None) -> queries.CaptureInfo:
+    async def capture_status(
+        self, capture_id: str, *, actor_id: str | None = None
+    ) -> queries.CaptureInfo:
         capture = await queries.get_capture(self.db, require_id("capture", capture_id))
         if actor_id is not None and capture.owner_id != actor_id:
             raise NotOwner("this capture belongs to another user")
@@ -198,7 +224,7 @@ class SessionsClient:
         wanted = set(states)
         while True:
             capture = await queries.get_capture(self.db, capture_id)
-            if (capture.state.is_final if final_only else capture.state in wanted):
+            if capture.state.is_final if final_only else capture.state in wanted:
                 return capture
             if loop.time() >= deadline:
                 return capture
@@ -275,9 +301,14 @@ class SessionsClient:
             )
         async with self.db.acquire() as conn, conn.transaction():
             session_id = await queries.insert_session(
-                conn, owner_id=owner_id, label=require_label(label), start_url=start_url,
-                site=site_of(start_url), logged_in_selector=selector,
-                login_url_pattern=pattern, extra_origins=origins,
+                conn,
+                owner_id=owner_id,
+                label=require_label(label),
+                start_url=start_url,
+                site=site_of(start_url),
+                logged_in_selector=selector,
+                login_url_pattern=pattern,
+                extra_origins=origins,
             )
             await self._write_audit(
                 conn, owner_id, AuditAction.CREATE, AuditResult.OK, session_id, "session added"
@@ -297,7 +328,11 @@ class SessionsClient:
             )
             raise
         await self._write_audit(
-            self.db, actor_id, AuditAction.CAPTURE_START, AuditResult.OK, session_id,
+            self.db,
+            actor_id,
+            AuditAction.CAPTURE_START,
+            AuditResult.OK,
+            session_id,
             f"login window requested ({capture_id})",
         )
         return capture_id
@@ -307,15 +342,20 @@ class SessionsClient:
     ) -> queries.CaptureInfo:
         capture = await self.capture_status(capture_id)
         if capture.owner_id != actor_id:
-            await self._deny(actor_id, AuditAction.CAPTURE_CANCEL, capture.session_id,
-                             f"{signal.value} by non-owner")
+            await self._deny(
+                actor_id,
+                AuditAction.CAPTURE_CANCEL,
+                capture.session_id,
+                f"{signal.value} by non-owner",
+            )
             raise NotOwner("this capture belongs to another user")
         if capture.state.is_final:
             raise CaptureClosed(f"the capture is already {capture.state.value}")
         await self.db.execute(
             """UPDATE captures SET signal = $2, signal_at = now(), updated_at = now()
                WHERE id = $1""",
-            capture.id, signal.value,
+            capture.id,
+            signal.value,
         )
         await self.db.execute("SELECT pg_notify($1, $2)", CAPTURE_CHANNEL, capture.id)
         return await self.capture_status(capture.id)
@@ -344,11 +384,23 @@ class SessionsClient:
     ) -> None:
         if isinstance(db, asyncpg.Pool):
             async with db.acquire() as conn:
-                await self._audit.write(conn, actor_id=actor_id, action=action, result=result,
-                                        session_id=session_id, detail=detail)
+                await self._audit.write(
+                    conn,
+                    actor_id=actor_id,
+                    action=action,
+                    result=result,
+                    session_id=session_id,
+                    detail=detail,
+                )
         else:
-            await self._audit.write(db, actor_id=actor_id, action=action, result=result,
-                                    session_id=session_id, detail=detail)
+            await self._audit.write(
+                db,
+                actor_id=actor_id,
+                action=action,
+                result=result,
+                session_id=session_id,
+                detail=detail,
+            )
 
 
 def _check_state_file(state: bytes, limit: int) -> None:
@@ -359,8 +411,10 @@ def _check_state_file(state: bytes, limit: int) -> None:
         data = json.loads(state)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise InvalidInput("the state file is not valid JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cookies", []), list) or not isinstance(
-        data.get("origins", []), list
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("cookies", []), list)
+        or not isinstance(data.get("origins", []), list)
     ):
         raise InvalidInput("the state file is not a Playwright storageState (cookies, origins)")
 

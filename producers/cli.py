@@ -23,17 +23,25 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("migrate", help="apply schema migrations (idempotent)")
-    m.add_argument("--create-database", action="store_true",
-                   help="create the database first if it does not exist")
+    m.add_argument(
+        "--create-database",
+        action="store_true",
+        help="create the database first if it does not exist",
+    )
 
     w = sub.add_parser("worker", help="run dramatiq workers")
-    w.add_argument("--queues", nargs="+", choices=("browse", "capture", "expiry"),
-                   default=["browse", "capture", "expiry"])
+    w.add_argument(
+        "--queues",
+        nargs="+",
+        choices=("browse", "capture", "expiry"),
+        default=["browse", "capture", "expiry"],
+    )
     w.add_argument("--processes", type=int, default=1)
     w.add_argument("--threads", type=int, default=None)
 
     s = sub.add_parser("sessions", help="manage saved sessions").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     for name in ("add", "import"):
         a = s.add_parser(name)
         a.add_argument("--owner", required=True)
@@ -56,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         d.add_argument("--admin", action="store_true", help="act as an admin (not the owner)")
 
     c = sub.add_parser("capture", help="drive a capture").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     c.add_parser("status").add_argument("capture")
     for name in ("save", "cancel"):
         cc = c.add_parser(name)
@@ -79,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_parser("verify")
 
     k = sub.add_parser("keys", help="key management (workers' hosts only)").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     k.add_parser("rotate")
     sh = k.add_parser("shred")
     sh.add_argument("--user", required=True)
@@ -106,9 +116,12 @@ async def _sessions(args: argparse.Namespace, settings: Settings) -> Any:
     async with SessionsClient.open(settings) as client:
         if args.action == "add":
             return await client.add_session(
-                owner_id=args.owner, label=args.label, start_url=args.start_url,
+                owner_id=args.owner,
+                label=args.label,
+                start_url=args.start_url,
                 logged_in_selector=args.logged_in_selector,
-                login_url_pattern=args.login_url_pattern, extra_origins=args.extra_origin,
+                login_url_pattern=args.login_url_pattern,
+                extra_origins=args.extra_origin,
             )
         if args.action == "import":
             try:
@@ -116,9 +129,13 @@ async def _sessions(args: argparse.Namespace, settings: Settings) -> Any:
             except OSError as exc:
                 raise InvalidInput(f"cannot read the state file: {exc.strerror}") from None
             return await client.import_session(
-                owner_id=args.owner, label=args.label, start_url=args.start_url, state=state,
+                owner_id=args.owner,
+                label=args.label,
+                start_url=args.start_url,
+                state=state,
                 logged_in_selector=args.logged_in_selector,
-                login_url_pattern=args.login_url_pattern, extra_origins=args.extra_origin,
+                login_url_pattern=args.login_url_pattern,
+                extra_origins=args.extra_origin,
                 timeout=timedelta(seconds=args.timeout),
             )
         if args.action == "list":
@@ -146,12 +163,18 @@ async def _browse(args: argparse.Namespace, settings: Settings) -> Any:
     from schema.jobs import BrowseOptions
 
     options = BrowseOptions(
-        wait_until=args.wait_until, wait_for_selector=args.wait_for_selector,
-        extract_html=args.html, screenshot=args.screenshot, timeout_s=args.timeout,
+        wait_until=args.wait_until,
+        wait_for_selector=args.wait_for_selector,
+        extract_html=args.html,
+        screenshot=args.screenshot,
+        timeout_s=args.timeout,
     )
     async with SessionsClient.open(settings) as client:
         result = await client.browse(
-            task_id=args.task, owner_id=args.owner, session_id=args.session, url=args.url,
+            task_id=args.task,
+            owner_id=args.owner,
+            session_id=args.session,
+            url=args.url,
             options=options,
             timeout=timedelta(seconds=args.result_timeout) if args.result_timeout else None,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from schema.errors import InvalidInput
+from schema.errors import InvalidInput, UrlNotAllowed
 
 MAX_ID = 200
 MAX_LABEL = 200
@@ -34,7 +34,9 @@ def require_http_url(name: str, value: str) -> str:
         _ = parts.port
     except ValueError:
         raise InvalidInput(f"{name} is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https"):
+        raise UrlNotAllowed(f"{name} must be an http or https URL")
+    if not parts.hostname:
         raise InvalidInput(f"{name} must be an http(s) URL with a host")
     return value
 

@@ -24,7 +24,11 @@ class ResultWaiter:
     """``await waiter.wait(job_id, owner_id=..., timeout=...)`` → the stored result."""
 
     def __init__(
-        self, *, database_url: str, db: asyncpg.Pool, poll_interval: timedelta = timedelta(seconds=1)
+        self,
+        *,
+        database_url: str,
+        db: asyncpg.Pool,
+        poll_interval: timedelta = timedelta(seconds=1),
     ) -> None:
         self._database_url = database_url
         self._db = db

@@ -103,9 +103,22 @@ class AuditLog:
     ) -> int:
         """Append one row and advance the head; returns the row id.
 
-        Runs in its own transaction (a savepoint inside a caller's transaction, in which
-        case the row commits with the caller's). Raises ``AuditWriteFailed``.
+        ``conn`` is a connection or a pool. Runs in its own transaction (a savepoint inside a
+        caller's transaction, in which case the row commits with the caller's). Raises
+        ``AuditWriteFailed``.
         """
+        if isinstance(conn, asyncpg.Pool):
+            async with conn.acquire() as pooled:
+                return await self.write(
+                    pooled,
+                    actor_id=actor_id,
+                    action=action,
+                    result=result,
+                    session_id=session_id,
+                    task_id=task_id,
+                    request_id=request_id,
+                    detail=detail,
+                )
         action = AuditAction(action)
         result = AuditResult(result)
         if detail is not None:
@@ -176,6 +189,9 @@ async def verify(
 
     ``old_keys`` verify rows written before an audit key rotation.
     """
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as pooled:
+            return await verify(pooled, key, old_keys=old_keys, batch=batch)
     keys = {audit_key_id(k): k for k in (key, *old_keys)}
     prev = GENESIS_HASH
     count = 0

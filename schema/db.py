@@ -14,8 +14,7 @@ from schema.errors import ServiceUnavailable
 
 def _unreachable(exc: BaseException) -> str:
     return (
-        "cannot reach Postgres (check BROWSER_SESSIONS_DATABASE_URL): "
-        f"{type(exc).__name__}: {exc}"
+        f"cannot reach Postgres (check BROWSER_SESSIONS_DATABASE_URL): {type(exc).__name__}: {exc}"
     )
 
 

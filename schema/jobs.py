@@ -49,7 +49,9 @@ class _Payload:
         if not isinstance(data, dict) or data.get("kind") != cls.kind:
             raise InvalidInput(f"not a {cls.kind} payload")
         if data.get("schema_version") != SCHEMA_VERSION:
-            raise InvalidInput(f"unsupported {cls.kind} schema_version {data.get('schema_version')}")
+            raise InvalidInput(
+                f"unsupported {cls.kind} schema_version {data.get('schema_version')}"
+            )
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}
         try:

@@ -20,7 +20,11 @@ _DIR_MODE = 0o700
 
 
 def ensure_key_dir(path: Path) -> Path:
-    """Create ``path`` (mode 0700) if missing; refuse it if others may write to it."""
+    """Create ``path`` (mode 0700) if missing; refuse it if others may replace files in it.
+
+    A sticky world-writable directory (a Kubernetes secret volume) is accepted: others
+    cannot replace its files, and :func:`read_key_file` refuses files they planted.
+    """
     path = path.expanduser()
     try:
         path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
@@ -29,7 +33,7 @@ def ensure_key_dir(path: Path) -> Path:
         raise KeyError_(f"key directory {path} is not usable: {exc.strerror}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise KeyError_(f"key directory {path} is not a directory")
-    if info.st_mode & 0o022:
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
         raise KeyError_(
             f"key directory {path} is writable by group or others "
             f"(mode {stat.S_IMODE(info.st_mode):04o}); chmod 700 it"
@@ -38,7 +42,10 @@ def ensure_key_dir(path: Path) -> Path:
 
 
 def read_key_file(path: Path, *, size: int = KEY_BYTES) -> bytes:
-    """Read exactly ``size`` bytes of key material from a file only its owner can read."""
+    """Read exactly ``size`` bytes of key material from a file only its owner can read.
+
+    The file must belong to this user or root and have no group or other permissions.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -49,6 +56,8 @@ def read_key_file(path: Path, *, size: int = KEY_BYTES) -> bytes:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise KeyError_(f"key file {path} is not a regular file")
+        if info.st_uid not in (os.geteuid(), 0):
+            raise KeyError_(f"key file {path} is owned by another user (uid {info.st_uid})")
         if info.st_mode & 0o077:
             raise KeyError_(
                 f"key file {path} is accessible by group or others "

@@ -206,7 +206,5 @@ async def ensure_task(db: Executor, *, task_id: str, owner_id: str) -> str:
 
 
 async def task_comments(db: Executor, task_id: str) -> list[str]:
-    rows = await db.fetch(
-        "SELECT body FROM task_comments WHERE task_id = $1 ORDER BY id", task_id
-    )
+    rows = await db.fetch("SELECT body FROM task_comments WHERE task_id = $1 ORDER BY id", task_id)
     return [r["body"] for r in rows]

@@ -97,7 +97,11 @@ def scrub(value: Any, *, _depth: int = 0) -> Any:
         return scrub_text(value)
     if isinstance(value, dict):
         return {
-            k: (REDACTED if isinstance(k, str) and _SECRET_KEY.match(k) else scrub(v, _depth=_depth + 1))
+            k: (
+                REDACTED
+                if isinstance(k, str) and _SECRET_KEY.match(k)
+                else scrub(v, _depth=_depth + 1)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list | tuple | set | frozenset):

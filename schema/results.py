@@ -38,13 +38,27 @@ class BrowseResult:
 
     @classmethod
     def failure(
-        cls, *, job_id: str, task_id: str, owner_id: str, session_id: str | None,
-        code: str, message: str, attempts: int = 1, duration_ms: int | None = None,
+        cls,
+        *,
+        job_id: str,
+        task_id: str,
+        owner_id: str,
+        session_id: str | None,
+        code: str,
+        message: str,
+        attempts: int = 1,
+        duration_ms: int | None = None,
     ) -> BrowseResult:
         return cls(
-            job_id=job_id, task_id=task_id, owner_id=owner_id, session_id=session_id,
-            outcome=BrowseOutcome.ERROR, error_code=code, error_message=message,
-            attempts=attempts, duration_ms=duration_ms,
+            job_id=job_id,
+            task_id=task_id,
+            owner_id=owner_id,
+            session_id=session_id,
+            outcome=BrowseOutcome.ERROR,
+            error_code=code,
+            error_message=message,
+            attempts=attempts,
+            duration_ms=duration_ms,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,8 +71,12 @@ class BrowseResult:
         }
         if self.ok:
             data.update(
-                final_url=self.final_url, http_status=self.http_status, title=self.title,
-                text=self.text, duration_ms=self.duration_ms, attempts=self.attempts,
+                final_url=self.final_url,
+                http_status=self.http_status,
+                title=self.title,
+                text=self.text,
+                duration_ms=self.duration_ms,
+                attempts=self.attempts,
             )
             if self.html is not None:
                 data["html"] = self.html
@@ -83,10 +101,21 @@ async def store_result(db: asyncpg.Connection | asyncpg.Pool, result: BrowseResu
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                 ON CONFLICT (job_id) DO NOTHING RETURNING job_id)
             SELECT pg_notify('{RESULTS_CHANNEL}', job_id) FROM ins""",
-        result.job_id, result.task_id, result.owner_id, result.session_id,
-        result.outcome.value, result.error_code, result.error_message, result.final_url,
-        result.http_status, result.title, result.text, result.html, result.screenshot,
-        result.attempts, result.duration_ms,
+        result.job_id,
+        result.task_id,
+        result.owner_id,
+        result.session_id,
+        result.outcome.value,
+        result.error_code,
+        result.error_message,
+        result.final_url,
+        result.http_status,
+        result.title,
+        result.text,
+        result.html,
+        result.screenshot,
+        result.attempts,
+        result.duration_ms,
     )
     return status == "SELECT 1"
 
@@ -97,7 +126,8 @@ async def fetch_result(
     """The result of a job, only if it belongs to ``owner_id``'s task."""
     row = await db.fetchrow(
         f"SELECT {_COLUMNS} FROM browse_results WHERE job_id = $1 AND owner_id = $2",
-        job_id, owner_id,
+        job_id,
+        owner_id,
     )
     if row is None:
         return None

@@ -99,9 +99,7 @@ class _Reader:
         value = self.raw(name)
         return default if value is None else value
 
-    def choice(
-        self, name: str, default: str, allowed: tuple[str, ...], upper: bool = False
-    ) -> str:
+    def choice(self, name: str, default: str, allowed: tuple[str, ...], upper: bool = False) -> str:
         value = self.text(name, default)
         value = value.upper() if upper else value.lower()
         if value not in allowed:

@@ -34,7 +34,9 @@ def missing(what: str) -> None:
 def _reachable(url: str, default_port: int = 5432) -> bool:
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
+        ):
             return True
     except OSError:
         return False
@@ -127,4 +129,3 @@ def base_settings(database_url: str, queue_prefix: str, key_dir: Path) -> Settin
         key_dir=key_dir,
         log_format="json",
     )
-

@@ -13,13 +13,14 @@ import structlog
 from dramatiq.middleware import CurrentMessage
 
 from schema.errors import BrowserSessionsError
-from schema.jobs import BrowseJob, ExpireJob
+from schema.jobs import BrowseJob, ExpireJob, ImportJob
 from schema.logs import configure_logging, get_logger
 from schema.results import BrowseResult, store_result
 from schema.settings import get_settings
 from workers.broker import BROWSE_QUEUE, EXPIRY_QUEUE, build_broker
 from workers.browse import BrowseService
 from workers.expiry import ExpiryService
+from workers.imports import ImportService
 from workers.resources import WorkerResources
 
 settings = get_settings()
@@ -70,7 +71,11 @@ async def browse(payload: dict[str, Any]) -> None:
     res = resources.get()
     assert res.pool is not None, "this worker does not consume the browse queue"
     service = BrowseService(
-        db=res.db, pool=res.pool, store=res.store, audit=res.audit, guard=res.guard,
+        db=res.db,
+        pool=res.pool,
+        store=res.store,
+        audit=res.audit,
+        guard=res.guard,
         on_expired=_enqueue_expiry,
     )
     outcome = "error"
@@ -88,15 +93,20 @@ async def browse(payload: dict[str, Any]) -> None:
             await store_result(
                 res.db,
                 BrowseResult.failure(
-                    job_id=job.job_id, task_id=job.task_id, owner_id=job.owner_id,
-                    session_id=job.session_id, code="INTERNAL_ERROR",
-                    message=f"internal error: {type(exc).__name__}", attempts=retries + 1,
+                    job_id=job.job_id,
+                    task_id=job.task_id,
+                    owner_id=job.owner_id,
+                    session_id=job.session_id,
+                    code="INTERNAL_ERROR",
+                    message=f"internal error: {type(exc).__name__}",
+                    attempts=retries + 1,
                 ),
             )
         raise
     finally:
         log.info(
-            "job_finished", outcome="ok" if outcome == "ok" else "error",
+            "job_finished",
+            outcome="ok" if outcome == "ok" else "error",
             error_code=None if outcome == "ok" else outcome,
             duration_ms=int((time.monotonic() - started) * 1000),
         )
@@ -111,6 +121,27 @@ async def expire(payload: dict[str, Any]) -> None:
     res = resources.get()
     posted = await ExpiryService(db=res.db, audit=res.audit).run(job)
     log.info(
-        "job_finished", outcome="ok", comment_posted=posted,
+        "job_finished",
+        outcome="ok",
+        comment_posted=posted,
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+
+
+@dramatiq.actor(actor_name="import_state", queue_name=settings.queue(BROWSE_QUEUE), max_retries=0)
+async def import_state(payload: dict[str, Any]) -> None:
+    """Open a sealed storageState, verify it is logged in, store it encrypted."""
+    started = time.monotonic()
+    job = ImportJob.from_message(payload)
+    _bind("import_state", job_id=job.capture_id, session_id=job.session_id)
+    res = resources.get()
+    assert res.pool is not None, "this worker does not consume the browse queue"
+    state = await ImportService(
+        db=res.db, pool=res.pool, store=res.store, provider=res.provider
+    ).run(job)
+    log.info(
+        "job_finished",
+        outcome="ok" if state.value == "saved" else "error",
+        capture_state=state.value,
         duration_ms=int((time.monotonic() - started) * 1000),
     )

@@ -29,15 +29,15 @@ from schema.errors import (
     SessionRevoked,
     UrlNotAllowed,
 )
-from schema.jobs import BrowseJob, ExpireJob
+from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.logs import get_logger
-from schema.redact import secret_values, state_secret_values
+from schema.redact import secret_values
 from schema.results import BrowseResult, result_exists, store_result
 from workers.guard import UrlGuard
 from workers.guard_proxy import is_guard_refusal
 from workers.pool import BrowserPool
 from workers.restore import plan_restore
-from workers.state_store import StateStore
+from workers.state_store import StateStore, state_values
 from workers.verdict import Verdict, decide
 
 log = get_logger(__name__)
@@ -96,6 +96,9 @@ class BrowseService:
             await self._finish_error(job, err, attempt, started)
             return err.code
         elapsed = int((time.monotonic() - started) * 1000)
+        await self._db.execute(
+            "UPDATE browser_sessions SET last_used_at = now() WHERE id = $1", job.session_id
+        )
         if outcome.verdict is Verdict.LOGGED_OUT:
             err = AuthSessionExpired(
                 f"the saved session is no longer logged in ({outcome.reason}); re-login needed"
@@ -105,33 +108,49 @@ class BrowseService:
         await store_result(
             self._db,
             BrowseResult(
-                job_id=job.job_id, task_id=job.task_id, owner_id=job.owner_id,
-                session_id=job.session_id, outcome=BrowseOutcome.OK,
-                final_url=outcome.final_url, http_status=outcome.http_status,
-                title=outcome.title, text=outcome.text, html=outcome.html,
-                screenshot=outcome.screenshot, attempts=attempt, duration_ms=elapsed,
+                job_id=job.job_id,
+                task_id=job.task_id,
+                owner_id=job.owner_id,
+                session_id=job.session_id,
+                outcome=BrowseOutcome.OK,
+                final_url=outcome.final_url,
+                http_status=outcome.http_status,
+                title=outcome.title,
+                text=outcome.text,
+                html=outcome.html,
+                screenshot=outcome.screenshot,
+                attempts=attempt,
+                duration_ms=elapsed,
             ),
-        )
-        await self._db.execute(
-            "UPDATE browser_sessions SET last_used_at = now() WHERE id = $1", job.session_id
         )
         return BrowseOutcome.OK.value
 
     async def _authorised_browse(self, job: BrowseJob) -> PageOutcome:
         session = await self._authorise(job)
-        await self._guard.check_url(job.url)
         self._guard.check_site(
             job.url, start_url=session.start_url, extra_origins=session.extra_origins
         )
+        await self._guard.check_url(job.url)
         async with self._db.acquire() as conn:
             state = await self._store.load(
-                conn, session_id=session.id, owner_id=session.owner_id,
-                actor_id=job.owner_id, task_id=job.task_id, request_id=job.job_id,
+                conn,
+                session_id=session.id,
+                owner_id=session.owner_id,
+                actor_id=job.owner_id,
+                task_id=job.task_id,
+                request_id=job.job_id,
             )
-        with secret_values(state_secret_values(state)):
+        with secret_values(state_values(state)):
             plan = plan_restore(state)
             del state
-            outcome = await self._browse(job, session, plan.context_options, plan.init_script)
+            outcome = await open_and_visit(
+                self._pool,
+                plan.context_options,
+                plan.init_script,
+                url=job.url,
+                options=job.options,
+                session=session,
+            )
         await self._audit_use(job, AuditResult.OK, outcome.verdict.value)
         return outcome
 
@@ -156,68 +175,15 @@ class BrowseService:
     async def _audit_use(self, job: BrowseJob, result: AuditResult, detail: str) -> None:
         async with self._db.acquire() as conn:
             await self._audit.write(
-                conn, actor_id=job.owner_id, action=AuditAction.USE, result=result,
-                session_id=job.session_id, task_id=job.task_id, request_id=job.job_id,
+                conn,
+                actor_id=job.owner_id,
+                action=AuditAction.USE,
+                result=result,
+                session_id=job.session_id,
+                task_id=job.task_id,
+                request_id=job.job_id,
                 detail=detail,
             )
-
-    async def _browse(
-        self,
-        job: BrowseJob,
-        session: queries.SessionInfo,
-        context_options: dict[str, Any],
-        init_script: str | None,
-    ) -> PageOutcome:
-        async with self._pool.context(service_workers="block", **context_options) as context:
-            if init_script:
-                await context.add_init_script(init_script)
-            return await self._visit(job, session, context)
-
-    async def _visit(
-        self, job: BrowseJob, session: queries.SessionInfo, context: BrowserContext
-    ) -> PageOutcome:
-        opts = job.options
-        timeout_ms = opts.timeout_s * 1000
-        page = await context.new_page()
-        page.set_default_timeout(timeout_ms)
-        response: Response | None
-        try:
-            response = await page.goto(job.url, wait_until=opts.wait_until, timeout=timeout_ms)  # type: ignore[arg-type]
-        except PlaywrightTimeout:
-            raise NavigationFailed(f"navigation timed out after {opts.timeout_s:g}s") from None
-        except PlaywrightError as exc:
-            if is_guard_refusal(error=exc):
-                raise UrlNotAllowed("the page redirected to an address that is not allowed") from None
-            raise NavigationFailed(_net_error(exc)) from None
-        if response is not None and is_guard_refusal(response=response):
-            raise UrlNotAllowed("the page redirected to an address that is not allowed")
-        status = response.status if response is not None else None
-        if status is not None and status >= 500:
-            raise NavigationFailed(f"the site answered HTTP {status}")
-        if opts.wait_for_selector:
-            try:
-                await page.wait_for_selector(opts.wait_for_selector, timeout=timeout_ms)
-            except PlaywrightTimeout:
-                raise NavigationFailed("the wait-for selector did not appear in time") from None
-        selector_present = await _selector_present(page, session.logged_in_selector)
-        verdict, reason = decide(
-            final_url=page.url,
-            login_url_pattern=session.login_url_pattern,
-            logged_in_selector=session.logged_in_selector,
-            selector_present=selector_present,
-        )
-        if verdict is Verdict.LOGGED_OUT:
-            return PageOutcome(page.url, status, verdict, reason)
-        return PageOutcome(
-            final_url=page.url,
-            http_status=status,
-            verdict=verdict,
-            reason=reason,
-            title=await page.title(),
-            text=await page.evaluate(EXTRACT_JS, opts.max_text_chars) if opts.extract_text else None,
-            html=await page.content() if opts.extract_html else None,
-            screenshot=await page.screenshot(type="png") if opts.screenshot else None,
-        )
 
     async def _finish_error(
         self, job: BrowseJob, err: BrowserSessionsError, attempt: int, started: float
@@ -225,15 +191,84 @@ class BrowseService:
         stored = await store_result(
             self._db,
             BrowseResult.failure(
-                job_id=job.job_id, task_id=job.task_id, owner_id=job.owner_id,
-                session_id=job.session_id, code=err.code, message=err.message,
-                attempts=attempt, duration_ms=int((time.monotonic() - started) * 1000),
+                job_id=job.job_id,
+                task_id=job.task_id,
+                owner_id=job.owner_id,
+                session_id=job.session_id,
+                code=err.code,
+                message=err.message,
+                attempts=attempt,
+                duration_ms=int((time.monotonic() - started) * 1000),
             ),
         )
         if isinstance(err, AuthSessionExpired) and stored:
             await self._on_expired(
                 ExpireJob(session_id=job.session_id, task_id=job.task_id, job_id=job.job_id)
             )
+
+
+async def open_and_visit(
+    pool: BrowserPool,
+    context_options: dict[str, Any],
+    init_script: str | None,
+    *,
+    url: str,
+    options: BrowseOptions,
+    session: queries.SessionInfo,
+) -> PageOutcome:
+    """A fresh pooled context with the state restored, one visit, the context closed."""
+    async with pool.context(service_workers="block", **context_options) as context:
+        if init_script:
+            await context.add_init_script(init_script)
+        return await visit(context, url=url, options=options, session=session)
+
+
+async def visit(
+    context: BrowserContext, *, url: str, options: BrowseOptions, session: queries.SessionInfo
+) -> PageOutcome:
+    """Navigate, map failures to error codes, decide the login verdict, extract."""
+    opts = options
+    timeout_ms = opts.timeout_s * 1000
+    page = await context.new_page()
+    page.set_default_timeout(timeout_ms)
+    response: Response | None
+    try:
+        response = await page.goto(url, wait_until=opts.wait_until, timeout=timeout_ms)  # type: ignore[arg-type]
+    except PlaywrightTimeout:
+        raise NavigationFailed(f"navigation timed out after {opts.timeout_s:g}s") from None
+    except PlaywrightError as exc:
+        if is_guard_refusal(error=exc):
+            raise UrlNotAllowed("the page redirected to an address that is not allowed") from None
+        raise NavigationFailed(_net_error(exc)) from None
+    if response is not None and is_guard_refusal(response=response):
+        raise UrlNotAllowed("the page redirected to an address that is not allowed")
+    status = response.status if response is not None else None
+    if status is not None and status >= 500:
+        raise NavigationFailed(f"the site answered HTTP {status}")
+    if opts.wait_for_selector:
+        try:
+            await page.wait_for_selector(opts.wait_for_selector, timeout=timeout_ms)
+        except PlaywrightTimeout:
+            raise NavigationFailed("the wait-for selector did not appear in time") from None
+    selector_present = await _selector_present(page, session.logged_in_selector)
+    verdict, reason = decide(
+        final_url=page.url,
+        login_url_pattern=session.login_url_pattern,
+        logged_in_selector=session.logged_in_selector,
+        selector_present=selector_present,
+    )
+    if verdict is Verdict.LOGGED_OUT:
+        return PageOutcome(page.url, status, verdict, reason)
+    return PageOutcome(
+        final_url=page.url,
+        http_status=status,
+        verdict=verdict,
+        reason=reason,
+        title=await page.title(),
+        text=await page.evaluate(EXTRACT_JS, opts.max_text_chars) if opts.extract_text else None,
+        html=await page.content() if opts.extract_html else None,
+        screenshot=await page.screenshot(type="png") if opts.screenshot else None,
+    )
 
 
 async def _selector_present(page: Page, selector: str | None) -> bool | None:

@@ -45,14 +45,20 @@ class ExpiryService:
             )
             if changed:
                 await self._audit.write(
-                    conn, actor_id="system", action=AuditAction.EXPIRE, result=AuditResult.OK,
-                    session_id=session.id, task_id=job.task_id, request_id=job.job_id,
+                    conn,
+                    actor_id="system",
+                    action=AuditAction.EXPIRE,
+                    result=AuditResult.OK,
+                    session_id=session.id,
+                    task_id=job.task_id,
+                    request_id=job.job_id,
                     detail="login check failed during a browse",
                 )
             await conn.execute(
                 """UPDATE tasks SET status = 'failed', error_code = $2, updated_at = now()
                    WHERE id = $1 AND (status <> 'failed' OR error_code IS DISTINCT FROM $2)""",
-                job.task_id, AuthSessionExpired.code,
+                job.task_id,
+                AuthSessionExpired.code,
             )
             posted = await conn.fetchval(
                 """INSERT INTO task_comments (task_id, body, dedupe_key)

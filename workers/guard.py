@@ -254,13 +254,19 @@ def _host_key(host: IPAddress | str) -> str:
 
 def _parse_host_port(entry: str) -> tuple[str, int]:
     host, sep, port = entry.strip().lower().rpartition(":")
-    if not sep or not host:
-        raise InvalidInput(f"allow_private_hosts entries must be host:port, got {entry!r}")
-    return _host_key(normalize_host(host.strip("[]") if ":" in host else host)), _port(port, 0)
+    try:
+        if not sep or not host:
+            raise _refuse("malformed", "no port")
+        return _host_key(normalize_host(host.strip("[]") if ":" in host else host)), _port(port, 0)
+    except UrlNotAllowed:
+        raise InvalidInput(
+            f"allow_private_hosts entries must be host:port, got {entry!r}"
+        ) from None
 
 
 def is_local_name(name: str) -> bool:
-    """Names that mean this machine or its private network (``localhost``, ``*.internal``...)."""
+    """Names that mean this machine or its private network: ``localhost``, ``*.internal``,
+    metadata names, and single-label names (resolved through the host's search domains)."""
     name = name.lower().removesuffix(".")
     return (
         name in _BLOCKED_NAMES

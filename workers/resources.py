@@ -19,6 +19,7 @@ from schema.db import create_pool
 from schema.logs import get_logger
 from schema.sealing import publish_seal_key
 from schema.settings import Settings
+from workers.broker import BROWSE_QUEUE, QUEUES
 from workers.chromium import HEADLESS_ARGS, find_chromium
 from workers.crypto.keys import LocalFileKeyProvider
 from workers.guard import UrlGuard
@@ -73,10 +74,18 @@ async def open_resources(settings: Settings, *, browse: bool) -> Resources:
         proxy = await stack.enter_async_context(GuardProxy.start(guard=guard))
         playwright = await stack.enter_async_context(async_playwright())
         resources = Resources(
-            settings=settings, db=db, provider=provider, audit=audit,
-            store=StateStore(provider=provider, audit=audit, max_state_bytes=settings.max_state_bytes),
-            guard=guard, playwright=playwright, proxy=proxy,
-            chromium_path=find_chromium(settings.chromium_path), _stack=stack,
+            settings=settings,
+            db=db,
+            provider=provider,
+            audit=audit,
+            store=StateStore(
+                provider=provider, audit=audit, max_state_bytes=settings.max_state_bytes
+            ),
+            guard=guard,
+            playwright=playwright,
+            proxy=proxy,
+            chromium_path=find_chromium(settings.chromium_path),
+            _stack=stack,
         )
         if browse:
             options = resources.launch_options()
@@ -111,11 +120,16 @@ class WorkerResources(Middleware):
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         """Open resources for the queues this worker consumes."""
-        queues = worker.queues or {self.settings.queue(q) for q in ("browse", "capture", "expiry")}
-        browse = any(q in queues for q in (self.settings.queue("browse"),))
+        queues = worker.consumer_whitelist or {self.settings.queue(q) for q in QUEUES}
+        browse = self.settings.queue(BROWSE_QUEUE) in queues
         thread = get_event_loop_thread()
         assert thread is not None, "the AsyncIO middleware must be installed"
-        self.resources = thread.run_coroutine(open_resources(self.settings, browse=browse))
+        try:
+            self.resources = thread.run_coroutine(open_resources(self.settings, browse=browse))
+        except Exception as exc:
+            # dramatiq only logs failures in this hook; a worker without resources must stop.
+            log.critical("worker_boot_failed", error=f"{type(exc).__name__}: {exc}")
+            os._exit(3)
         log.info("worker_ready", pid=os.getpid(), browse_pool=browse)
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:

@@ -47,8 +47,10 @@ def plan_restore(state: dict[str, Any]) -> RestorePlan:
     by_origin: dict[str, dict[str, list[list[str]]]] = {}
     idb_origins = []
     for origin in origins:
-        entry = {"local": _pairs(origin.get("localStorage")),
-                 "session": _pairs(origin.get("sessionStorage"))}
+        entry = {
+            "local": _pairs(origin.get("localStorage")),
+            "session": _pairs(origin.get("sessionStorage")),
+        }
         if entry["local"] or entry["session"]:
             by_origin[str(origin["origin"])] = entry
         if origin.get("indexedDB"):

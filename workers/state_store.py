@@ -15,6 +15,8 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import asyncpg
+
 from schema.audit import AuditLog
 from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import (
@@ -76,7 +78,19 @@ class StateStore:
         """Encrypt ``state`` into the session row; returns the row's new ``version``.
 
         The row becomes ``active``. ``action`` is the audit action (``save`` or ``import``).
+        ``conn`` is a connection or a pool.
         """
+        if isinstance(conn, asyncpg.Pool):
+            async with conn.acquire() as pooled:
+                return await self.save(
+                    pooled,
+                    session_id=session_id,
+                    owner_id=owner_id,
+                    actor_id=actor_id,
+                    state=state,
+                    request_id=request_id,
+                    action=action,
+                )
         audit: dict[str, Any] = {
             "actor_id": actor_id,
             "action": action,
@@ -133,7 +147,20 @@ class StateStore:
         task_id: str | None,
         request_id: str | None,
     ) -> dict[str, Any]:
-        """The decrypted state, after its ``decrypt`` audit row has been committed."""
+        """The decrypted state, after its ``decrypt`` audit row has been committed.
+
+        ``conn`` is a connection outside any transaction, or a pool.
+        """
+        if isinstance(conn, asyncpg.Pool):
+            async with conn.acquire() as pooled:
+                return await self.load(
+                    pooled,
+                    session_id=session_id,
+                    owner_id=owner_id,
+                    actor_id=actor_id,
+                    task_id=task_id,
+                    request_id=request_id,
+                )
         if conn.is_in_transaction():
             raise BrowserSessionsError(
                 "StateStore.load must run outside a transaction so its audit row commits "

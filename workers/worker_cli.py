@@ -39,9 +39,16 @@ def exec_worker(
         }
     )
     argv = [
-        sys.executable, "-m", "dramatiq", "workers.actors",
-        "--processes", str(processes), "--threads", str(threads),
-        "--queues", *[settings.queue(q) for q in queues],
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "workers.actors",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--queues",
+        *[settings.queue(q) for q in queues],
     ]
     os.execv(sys.executable, argv)
     return 0  # pragma: no cover

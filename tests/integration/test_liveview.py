@@ -228,7 +228,9 @@ async def test_typing_and_enter_submit_the_form(user: Page, capture: Capture) ->
     await capture.page.wait_for_selector("#welcome")
     assert await capture.page.text_content("#welcome") == "Welcome alice!"
     assert await capture.page.text_content("#pwlen") == "6"
-    await user.wait_for_function("() => document.getElementById('url').textContent.endsWith('/login')")
+    await user.wait_for_function(
+        "() => document.getElementById('url').textContent.endsWith('/login')"
+    )
 
 
 async def _value_is(page: Page, selector: str, value: str) -> bool:
@@ -310,7 +312,10 @@ async def test_wrong_and_foreign_tokens_get_403(
     other_context = await remote_browser.new_context()
     other_page = await other_context.new_page()
     other_token = server.register(
-        capture_id="other", owner_id="bob", context=other_context, page=other_page,
+        capture_id="other",
+        owner_id="bob",
+        context=other_context,
+        page=other_page,
         state_getter=lambda: "open",
     )
     base = f"{server.base_url}/live/{capture.capture_id}"
@@ -348,8 +353,12 @@ async def test_unregister_and_expiry_end_access(
         context = await remote_browser.new_context()
         page = await context.new_page()
         token = server.register(
-            capture_id="expiring", owner_id="alice", context=context, page=page,
-            state_getter=lambda: "open", expires_at=datetime.now(UTC) + timedelta(seconds=1.5),
+            capture_id="expiring",
+            owner_id="alice",
+            context=context,
+            page=page,
+            state_getter=lambda: "open",
+            expires_at=datetime.now(UTC) + timedelta(seconds=1.5),
         )
         url = server.url_for("expiring", token)
         try:
@@ -365,7 +374,9 @@ async def test_unregister_and_expiry_end_access(
 
 async def _closed_code(ws: aiohttp.ClientWebSocketResponse) -> int | None:
     msg = await ws.receive(timeout=5)
-    return ws.close_code if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) else None
+    return (
+        ws.close_code if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) else None
+    )
 
 
 async def test_viewer_limit(server: LiveViewServer, capture: Capture) -> None:

@@ -17,9 +17,7 @@ STATE = {
 
 def test_cookies_in_context_storage_in_script() -> None:
     plan = plan_restore(STATE)
-    assert plan.context_options == {
-        "storage_state": {"cookies": STATE["cookies"], "origins": []}
-    }
+    assert plan.context_options == {"storage_state": {"cookies": STATE["cookies"], "origins": []}}
     assert plan.init_script is not None
     match = re.search(r"const entry = \((.*)\)\[location\.origin\]", plan.init_script)
     assert match is not None

@@ -7,7 +7,11 @@ from workers.verdict import Verdict, decide, url_matches
     ("url", "pattern", "expected"),
     [
         ("https://twitter.com/i/flow/login", "https://twitter.com/i/flow/login**", True),
-        ("https://twitter.com/i/flow/login?next=%2Fhome", "https://twitter.com/i/flow/login**", True),
+        (
+            "https://twitter.com/i/flow/login?next=%2Fhome",
+            "https://twitter.com/i/flow/login**",
+            True,
+        ),
         ("https://twitter.com/home", "https://twitter.com/i/flow/login**", False),
         ("https://a.example/login", "https://*.example/login", True),
         ("https://a.b.example/x/login", "https://*.example/login", False),
@@ -33,17 +37,28 @@ def test_login_pattern_wins() -> None:
 
 def test_missing_selector_is_logged_out() -> None:
     verdict, _ = decide(
-        final_url="https://s.test/app", login_url_pattern=None,
-        logged_in_selector="#me", selector_present=False,
+        final_url="https://s.test/app",
+        login_url_pattern=None,
+        logged_in_selector="#me",
+        selector_present=False,
     )
     assert verdict is Verdict.LOGGED_OUT
 
 
 def test_logged_in() -> None:
     verdict, _ = decide(
-        final_url="https://s.test/app", login_url_pattern="https://s.test/login**",
-        logged_in_selector="#me", selector_present=True,
+        final_url="https://s.test/app",
+        login_url_pattern="https://s.test/login**",
+        logged_in_selector="#me",
+        selector_present=True,
     )
     assert verdict is Verdict.LOGGED_IN
-    assert decide(final_url="https://s.test/", login_url_pattern=None,
-                  logged_in_selector=None, selector_present=None)[0] is Verdict.LOGGED_IN
+    assert (
+        decide(
+            final_url="https://s.test/",
+            login_url_pattern=None,
+            logged_in_selector=None,
+            selector_present=None,
+        )[0]
+        is Verdict.LOGGED_IN
+    )

@@ -1,0 +1,320 @@
+"""Browse jobs end to end: producers → RabbitMQ → a real worker with Chromium → Postgres."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import secrets
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from producers.api import SessionsClient
+from producers.enqueue import Enqueuer
+from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
+from tests.integration.conftest import LoginState, WorkerProcess, comments, wait_for
+from workers.fixture_site import FixtureSite
+
+pytestmark = pytest.mark.integration
+
+RESULT = timedelta(seconds=60)
+
+
+def task() -> str:
+    return f"task-{secrets.token_hex(4)}"
+
+
+async def import_session(
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+    user: str,
+    *,
+    selector: str | None = "#whoami",
+) -> str:
+    state = await login_state(user)
+    created = await client.import_session(
+        owner_id=user,
+        label=f"{user}'s fixture",
+        start_url=site.url("/app"),
+        state=json.dumps(state).encode(),
+        logged_in_selector=selector,
+        login_url_pattern=site.url("/login") + "**",
+    )
+    assert created["status"] == "active"
+    return str(created["session_id"])
+
+
+async def test_logged_in_browse_returns_protected_text(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+    db: asyncpg.Connection,
+) -> None:
+    session_id = await import_session(client, site, login_state, "alice")
+    result = await client.browse(
+        task_id=task(),
+        owner_id="alice",
+        session_id=session_id,
+        url=site.url("/app"),
+        timeout=RESULT,
+    )
+    assert result.ok, result.error_message
+    assert "logged in as alice" in (result.text or "")
+    assert result.final_url == site.url("/app")
+    assert result.http_status == 200
+    row = await db.fetchrow(
+        "SELECT status, last_used_at FROM browser_sessions WHERE id = $1", session_id
+    )
+    assert row["status"] == "active" and row["last_used_at"] is not None
+
+
+async def test_expiry_marks_session_fails_task_and_comments_once(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+    db: asyncpg.Connection,
+) -> None:
+    session_id = await import_session(client, site, login_state, "bob")
+    assert site.revoke("bob") >= 1
+    first = task()
+    result = await client.browse(
+        task_id=first,
+        owner_id="bob",
+        session_id=session_id,
+        url=site.url("/app"),
+        timeout=RESULT,
+    )
+    assert not result.ok and result.error_code == "AUTH_SESSION_EXPIRED"
+
+    async def expired() -> bool:
+        status = await db.fetchval("SELECT status FROM browser_sessions WHERE id = $1", session_id)
+        return bool(status == "expired" and await comments(db, first))
+
+    await wait_for(expired, what="session expired and comment posted")
+    task_row = await db.fetchrow("SELECT status, error_code FROM tasks WHERE id = $1", first)
+    assert (task_row["status"], task_row["error_code"]) == ("failed", "AUTH_SESSION_EXPIRED")
+    bodies = await comments(db, first)
+    assert len(bodies) == 1
+    assert "bob's fixture" in bodies[0] and "Re-login" in bodies[0]
+    assert f"127.0.0.1:{site.port}" in bodies[0]
+
+    # A later task fails fast with the same code and gets its own comment.
+    second = task()
+    again = await client.browse(
+        task_id=second,
+        owner_id="bob",
+        session_id=session_id,
+        url=site.url("/app"),
+        timeout=RESULT,
+    )
+    assert again.error_code == "AUTH_SESSION_EXPIRED"
+    assert (again.duration_ms or 0) < 2000
+    await wait_for(lambda: _has_comment(db, second), what="second task's comment")
+    assert len(await comments(db, first)) == 1
+    audit = await db.fetch(
+        "SELECT action, result FROM audit_log WHERE session_id = $1 AND action = 'expire'",
+        session_id,
+    )
+    assert [tuple(r) for r in audit] == [("expire", "ok")]
+
+
+async def _has_comment(db: asyncpg.Connection, task_id: str) -> bool:
+    return len(await comments(db, task_id)) == 1
+
+
+async def test_owner_mismatch_is_refused_and_audited(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+    db: asyncpg.Connection,
+) -> None:
+    session_id = await import_session(client, site, login_state, "carol")
+    result = await client.browse(
+        task_id=task(),
+        owner_id="mallory",
+        session_id=session_id,
+        url=site.url("/app"),
+        timeout=RESULT,
+    )
+    assert result.error_code == "NOT_OWNER"
+    # A task owned by someone else, named by the session's owner, is refused too.
+    theirs = task()
+    await db.execute("INSERT INTO tasks (id, owner_id) VALUES ($1, 'mallory')", theirs)
+    job = await client.enqueue_browse(
+        task_id=theirs, owner_id="carol", session_id=session_id, url=site.url("/app")
+    )
+    refused = await client.wait_result(job, owner_id="carol", timeout=RESULT)
+    assert refused.error_code == "NOT_OWNER"
+    denied = await db.fetchval(
+        "SELECT count(*) FROM audit_log WHERE session_id = $1 AND result = 'denied'", session_id
+    )
+    assert denied == 2
+    decrypts = await db.fetchval(
+        "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'decrypt'", session_id
+    )
+    assert decrypts == 0  # denials never reach a decrypt
+
+
+async def test_revoked_session_fails_fast(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+) -> None:
+    session_id = await import_session(client, site, login_state, "dave")
+    await client.revoke(session_id, actor_id="dave")
+    result = await client.browse(
+        task_id=task(),
+        owner_id="dave",
+        session_id=session_id,
+        url=site.url("/app"),
+        timeout=RESULT,
+    )
+    assert result.error_code == "SESSION_REVOKED"
+    missing = await client.browse(
+        task_id=task(),
+        owner_id="dave",
+        session_id="ses_missing",
+        url=site.url("/app"),
+        timeout=RESULT,
+    )
+    assert missing.error_code == "SESSION_NOT_FOUND"
+
+
+@pytest.fixture(scope="module")
+async def erin_session(
+    browse_worker: WorkerProcess, worker_settings: Any, site: FixtureSite, login_state: LoginState
+) -> str:
+    # No logged-in selector: this session browses public pages of the site too.
+    async with SessionsClient.open(worker_settings) as c:
+        return await import_session(c, site, login_state, "erin", selector=None)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redirect-other-port",
+        "http://localhost:{port}/app",
+        "http://2130706433:{other}/app",
+        "http://[::1]:{port}/app",
+        "http://0x7f.1:{other}/app",
+        "http://127.0.0.1:{other}/app",
+        "file:///etc/passwd",
+        "chrome://version",
+        "https://example.com/",
+    ],
+)
+async def test_guard_refuses(
+    url: str, erin_session: str, client: SessionsClient, site: FixtureSite
+) -> None:
+    other = site.port + 1 if site.port < 65000 else site.port - 1
+    if url == "redirect-other-port":
+        url = site.url(f"/redirect?to=http://127.0.0.1:{other}/")
+    url = url.format(port=site.port, other=other)
+    try:
+        result = await client.browse(
+            task_id=task(), owner_id="erin", session_id=erin_session, url=url, timeout=RESULT
+        )
+        code = result.error_code
+    except Exception as err:  # refused on the producer side already
+        code = getattr(err, "code", repr(err))
+    assert code == "URL_NOT_ALLOWED"
+
+
+async def test_killed_browser_mid_job_is_replaced_and_job_completes(
+    browse_worker: WorkerProcess, client: SessionsClient, site: FixtureSite, erin_session: str
+) -> None:
+    import asyncio
+
+    job = await client.enqueue_browse(
+        task_id=task(),
+        owner_id="erin",
+        session_id=erin_session,
+        url=site.url("/slow?ms=4000"),
+        options=BrowseOptions(timeout_s=20),
+    )
+    await asyncio.sleep(1.5)
+    before = browse_worker.chromium_pids()
+    assert before, "the worker should have a warm browser"
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    result = await client.wait_result(job, owner_id="erin", timeout=RESULT)
+    assert result.ok, result.error_message
+    assert result.attempts >= 2
+    after = browse_worker.chromium_pids()
+    assert after and not set(after) & set(before)
+
+
+async def test_redelivered_messages_do_not_duplicate(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+    db: asyncpg.Connection,
+    worker_settings: Any,
+) -> None:
+    session_id = await import_session(client, site, login_state, "alice")
+    enqueuer = Enqueuer(settings=worker_settings)
+    try:
+        job = BrowseJob(
+            job_id=f"job_{secrets.token_hex(6)}",
+            task_id=task(),
+            owner_id="alice",
+            session_id=session_id,
+            url=site.url("/app"),
+        )
+        await db.execute("INSERT INTO tasks (id, owner_id) VALUES ($1, 'alice')", job.task_id)
+        for _ in range(3):
+            enqueuer.send("browse", job.to_message())
+        first = await client.wait_result(job.job_id, owner_id="alice", timeout=RESULT)
+        assert first.ok
+        expire = ExpireJob(session_id=session_id, task_id=job.task_id, job_id=job.job_id)
+        for _ in range(3):
+            enqueuer.send("expire", expire.to_message())
+        await wait_for(lambda: _has_comment(db, job.task_id), what="expiry comment")
+        await wait_for(lambda: _queue_drained(worker_settings), what="queues drained")
+    finally:
+        enqueuer.close()
+    assert (
+        await db.fetchval("SELECT count(*) FROM browse_results WHERE job_id = $1", job.job_id) == 1
+    )
+    assert len(await comments(db, job.task_id)) == 1
+
+
+async def _queue_drained(settings: Any) -> bool:
+    import asyncio
+
+    import pika
+
+    def depth() -> int:
+        conn = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+        try:
+            ch = conn.channel()
+            total = 0
+            for q in ("browse", "expiry"):
+                total += ch.queue_declare(settings.queue(q), passive=True).method.message_count
+            return total
+        finally:
+            conn.close()
+
+    return await asyncio.to_thread(depth) == 0
+
+
+async def test_result_is_only_readable_by_its_owner(
+    client: SessionsClient, erin_session: str, site: FixtureSite
+) -> None:
+    job = await client.enqueue_browse(
+        task_id=task(), owner_id="erin", session_id=erin_session, url=site.url("/public")
+    )
+    result = await client.wait_result(job, owner_id="erin", timeout=RESULT)
+    assert result.ok
+    with pytest.raises(Exception) as err:
+        await client.wait_result(job, owner_id="mallory", timeout=timedelta(seconds=1))
+    assert getattr(err.value, "code", "") == "RESULT_TIMEOUT"

@@ -1,0 +1,125 @@
+"""The import job: open a sealed storageState, verify it is logged in with a real browse of
+the start URL, and only then encrypt it under the owner's key.
+
+Progress and the verdict are written to the ``captures`` row (kind ``import``) that the
+producer waits on. Idempotent: a capture already in a final state is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from schema import queries
+from schema.enums import AuditAction, CaptureState
+from schema.errors import BrowserSessionsError, CaptureNotLoggedIn, DecryptFailed, InvalidInput
+from schema.jobs import BrowseOptions, ImportJob
+from schema.logs import get_logger
+from schema.redact import secret_values
+from schema.sealing import open_sealed, seal_aad, sealed_key_id
+from workers.browse import open_and_visit
+from workers.crypto.keys import KeyProvider
+from workers.pool import BrowserPool
+from workers.restore import plan_restore
+from workers.state_store import StateStore, state_values
+from workers.verdict import Verdict
+
+log = get_logger(__name__)
+
+
+class ImportService:
+    def __init__(
+        self, *, db: asyncpg.Pool, pool: BrowserPool, store: StateStore, provider: KeyProvider
+    ) -> None:
+        self._db = db
+        self._pool = pool
+        self._store = store
+        self._provider = provider
+
+    async def run(self, job: ImportJob) -> CaptureState:
+        capture = await queries.get_capture(self._db, job.capture_id)
+        if capture.state.is_final:
+            return capture.state
+        await set_capture_state(self._db, job.capture_id, CaptureState.SAVING)
+        try:
+            state = self._open(job)
+            with secret_values(state_values(state)):
+                session = await queries.get_session(self._db, job.session_id)
+                plan = plan_restore(state)
+                outcome = await open_and_visit(
+                    self._pool,
+                    plan.context_options,
+                    plan.init_script,
+                    url=session.start_url,
+                    options=BrowseOptions(extract_text=False),
+                    session=session,
+                )
+                if outcome.verdict is not Verdict.LOGGED_IN:
+                    raise CaptureNotLoggedIn(
+                        f"the imported state is not logged in: {outcome.reason}"
+                    )
+                async with self._db.acquire() as conn:
+                    await self._store.save(
+                        conn,
+                        session_id=session.id,
+                        owner_id=job.owner_id,
+                        actor_id=job.owner_id,
+                        state=state,
+                        request_id=job.capture_id,
+                        action=AuditAction.IMPORT,
+                    )
+        except BrowserSessionsError as err:
+            await set_capture_state(
+                self._db,
+                job.capture_id,
+                CaptureState.FAILED,
+                reason=err.message,
+                error_code=err.code,
+            )
+            log.info("import_refused", error_code=err.code)
+            return CaptureState.FAILED
+        await set_capture_state(self._db, job.capture_id, CaptureState.SAVED)
+        return CaptureState.SAVED
+
+    def _open(self, job: ImportJob) -> dict[str, Any]:
+        try:
+            private_key = self._provider.seal_private_key(sealed_key_id(job.sealed_state))
+            plaintext = open_sealed(
+                private_key,
+                job.sealed_state,
+                seal_aad(owner_id=job.owner_id, session_id=job.session_id),
+            )
+        except BrowserSessionsError:
+            raise
+        except Exception:
+            raise DecryptFailed("the sealed state could not be opened") from None
+        try:
+            state = json.loads(plaintext)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InvalidInput("the state file is not valid JSON") from None
+        if not isinstance(state, dict):
+            raise InvalidInput("the state file is not a Playwright storageState")
+        return state
+
+
+async def set_capture_state(
+    db: asyncpg.Pool | asyncpg.Connection,
+    capture_id: str,
+    state: CaptureState,
+    *,
+    reason: str | None = None,
+    error_code: str | None = None,
+) -> None:
+    """Move a capture to ``state`` (final states stamp ``finished_at``)."""
+    await db.execute(
+        """UPDATE captures SET state = $2, reason = $3, error_code = $4, updated_at = now(),
+               finished_at = CASE WHEN $5 THEN now() ELSE finished_at END
+           WHERE id = $1""",
+        capture_id,
+        state.value,
+        reason,
+        error_code,
+        state.is_final,
+    )

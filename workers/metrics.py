@@ -1,0 +1,389 @@
+"""The workers' Prometheus metrics (prometheus-client in multiprocess mode).
+
+``browser-sessions worker`` sets ``PROMETHEUS_MULTIPROC_DIR`` to a clean directory before
+dramatiq imports anything, so every worker process writes its values to files there and
+dramatiq's Prometheus middleware serves them all, aggregated, on ``dramatiq_prom_port``
+(``BROWSER_SESSIONS_METRICS_PORT``). Without that variable (tests, the CLI) the same
+functions record into the in-process :data:`REGISTRY`.
+
+Labels stay low-cardinality: actor names, outcomes, error codes, capture states. Never a
+user, session, task or URL. Every labelled series the alert rules use is created at import
+so it is scraped (as zero) from process start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+from dramatiq.middleware import Middleware
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from schema.audit import AuditLog
+from schema.enums import FINAL_CAPTURE_STATES, AuditAction, AuditResult, CaptureState
+from schema.errors import ALL_ERRORS, AuditWriteFailed, DecryptFailed, KeyError_, UrlNotAllowed
+from schema.logs import get_logger
+from workers.guard import ResolvedTarget, UrlGuard
+from workers.pool import PoolEvent
+from workers.state_store import StateStore
+
+log = get_logger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+DRAMATIQ_DB_ENV = "dramatiq_prom_db"  # dramatiq's own (lower-case) variable
+if os.environ.get(MULTIPROC_ENV):
+    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
+
+#: Our metrics' registry. In multiprocess mode values live in files and the exposition
+#: server reads them all; this registry only matters in single-process use (tests).
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+ACTORS = ("browse", "import_state", "capture", "expire")
+OK = "ok"
+ERROR = "error"
+OTHER_ERROR = "OTHER"
+ERROR_CODES = tuple(sorted({cls.code for cls in ALL_ERRORS}))
+CAPTURE_FINAL_STATES = tuple(sorted(s.value for s in FINAL_CAPTURE_STATES))
+
+JOBS = Counter(
+    "browser_sessions_jobs",
+    "Finished jobs by actor, outcome (ok|error) and error code ('' when ok).",
+    ["actor", "outcome", "error_code"],
+    registry=REGISTRY,
+)
+JOB_DURATION = Histogram(
+    "browser_sessions_job_duration_seconds",
+    "Time from a job's start to its end, by actor.",
+    ["actor"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800),
+    registry=REGISTRY,
+)
+POOL_BROWSERS = Gauge(
+    "browser_sessions_pool_browsers",
+    "Live browsers in the browse pools.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+POOL_CONTEXTS_IN_USE = Gauge(
+    "browser_sessions_pool_contexts_in_use",
+    "Browser contexts currently handed out by the browse pools.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+POOL_CAPACITY = Gauge(
+    "browser_sessions_pool_capacity",
+    "Contexts the browse pools can hand out at once.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+BROWSER_LAUNCHES = Counter(
+    "browser_sessions_browser_launches", "Browsers launched by the pools.", registry=REGISTRY
+)
+BROWSER_CRASHES = Counter(
+    "browser_sessions_browser_crashes",
+    "Pooled browsers that crashed or disconnected unexpectedly.",
+    registry=REGISTRY,
+)
+BROWSER_RETIREMENTS = Counter(
+    "browser_sessions_browser_retirements",
+    "Pooled browsers retired after their maximum number of contexts.",
+    registry=REGISTRY,
+)
+DECRYPTS = Counter(
+    "browser_sessions_decrypts",
+    "Decryptions of saved session states, by result (ok|error).",
+    ["result"],
+    registry=REGISTRY,
+)
+SESSIONS_EXPIRED = Counter(
+    "browser_sessions_sessions_expired",
+    "Sessions newly marked expired after a failed login check.",
+    registry=REGISTRY,
+)
+CAPTURES = Counter(
+    "browser_sessions_captures",
+    "Captures (login windows and imports) that reached a final state, by state.",
+    ["state"],
+    registry=REGISTRY,
+)
+LIVEVIEW_VIEWERS = Gauge(
+    "browser_sessions_liveview_viewers",
+    "Live-view viewers connected.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+AUDIT_WRITE_FAILURES = Counter(
+    "browser_sessions_audit_write_failures",
+    "Audit rows that could not be written (the guarded action was refused).",
+    registry=REGISTRY,
+)
+RESULT_DELIVERY = Histogram(
+    "browser_sessions_result_delivery_seconds",
+    "Time from a browse job's enqueue to its stored result (retries included).",
+    buckets=(0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600),
+    registry=REGISTRY,
+)
+GUARD_REFUSALS = Counter(
+    "browser_sessions_guard_refusals",
+    "Navigations and browser requests refused by the URL guard.",
+    registry=REGISTRY,
+)
+
+
+def _initialise() -> None:
+    """Create every labelled series the rules and the dashboard use, at zero."""
+    for actor in ACTORS:
+        JOBS.labels(actor, OK, "")
+        for code in ERROR_CODES:
+            JOBS.labels(actor, ERROR, code)
+        JOB_DURATION.labels(actor)
+    for result in (OK, ERROR):
+        DECRYPTS.labels(result)
+    for state in CAPTURE_FINAL_STATES:
+        CAPTURES.labels(state)
+
+
+_initialise()
+
+
+def multiprocess_dir() -> str | None:
+    """The shared metrics directory of this worker, or None in single-process use."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def prometheus_middleware() -> list[Middleware]:
+    """dramatiq's Prometheus middleware when running under ``browser-sessions worker``.
+
+    Imported lazily: its module creates ``dramatiq_prom_db`` at import, and it must only run
+    where that directory is this worker's clean multiprocess directory.
+    """
+    if not os.environ.get(DRAMATIQ_DB_ENV):
+        return []
+    from dramatiq.middleware.prometheus import Prometheus
+
+    return [Prometheus()]
+
+
+# -- recording functions: cheap, never raise on known inputs ---------------------------
+
+
+def record_job(actor: str, outcome: str, error_code: str | None, seconds: float) -> None:
+    """One finished job. ``outcome`` is ``ok`` or ``error``; unknown codes count as OTHER."""
+    if outcome == OK:
+        code = ""
+    else:
+        outcome = ERROR
+        code = error_code if error_code in ERROR_CODES else OTHER_ERROR
+    JOBS.labels(actor, outcome, code).inc()
+    JOB_DURATION.labels(actor).observe(max(seconds, 0.0))
+
+
+def on_pool_event(event: PoolEvent) -> None:
+    """The browser pool's observer: launches, crashes, retirements."""
+    counter = {
+        "launch": BROWSER_LAUNCHES,
+        "crash": BROWSER_CRASHES,
+        "retire": BROWSER_RETIREMENTS,
+    }.get(event.kind)
+    if counter is not None:
+        counter.inc()
+
+
+def set_pool_stats(browsers: int, in_use: int, capacity: int | None = None) -> None:
+    POOL_BROWSERS.set(browsers)
+    POOL_CONTEXTS_IN_USE.set(in_use)
+    if capacity is not None:
+        POOL_CAPACITY.set(capacity)
+
+
+def record_decrypt(ok: bool) -> None:
+    DECRYPTS.labels(OK if ok else ERROR).inc()
+
+
+def record_session_expired() -> None:
+    SESSIONS_EXPIRED.inc()
+
+
+def record_capture(state: CaptureState | str) -> None:
+    """A capture reached ``state`` (a :class:`CaptureState`; anything else is refused)."""
+    CAPTURES.labels(CaptureState(state).value).inc()
+
+
+def set_liveview_viewers(count: int) -> None:
+    LIVEVIEW_VIEWERS.set(count)
+
+
+def record_audit_write_failure() -> None:
+    AUDIT_WRITE_FAILURES.inc()
+
+
+def record_result_delivery(enqueued_at_ms: int | float, *, now: float | None = None) -> None:
+    """Enqueue → result stored, from a dramatiq ``message_timestamp`` (epoch milliseconds)."""
+    seconds = (time.time() if now is None else now) - enqueued_at_ms / 1000
+    RESULT_DELIVERY.observe(max(seconds, 0.0))
+
+
+def record_guard_refusal() -> None:
+    GUARD_REFUSALS.inc()
+
+
+# -- metered versions of the objects whose events we count -----------------------------
+
+
+def _count_refusal_once(exc: UrlNotAllowed) -> None:
+    """Count a refusal once, however many metered layers it passes through."""
+    if not getattr(exc, "_metered", False):
+        exc._metered = True  # type: ignore[attr-defined]
+        record_guard_refusal()
+
+
+class MeteredUrlGuard(UrlGuard):
+    """A :class:`UrlGuard` that counts its refusals (the guard proxy calls it too)."""
+
+    async def check_url(self, url: str, **kwargs: Any) -> ResolvedTarget:
+        try:
+            return await super().check_url(url, **kwargs)
+        except UrlNotAllowed as exc:
+            _count_refusal_once(exc)
+            raise
+
+    async def check_host(self, host: str, port: int) -> ResolvedTarget:
+        try:
+            return await super().check_host(host, port)
+        except UrlNotAllowed as exc:
+            _count_refusal_once(exc)
+            raise
+
+    def check_site(self, url: str, **kwargs: Any) -> None:
+        try:
+            super().check_site(url, **kwargs)
+        except UrlNotAllowed as exc:
+            _count_refusal_once(exc)
+            raise
+
+
+class MeteredAuditLog(AuditLog):
+    """An :class:`AuditLog` that counts rows it could not write."""
+
+    async def write(
+        self,
+        conn: Any,
+        *,
+        actor_id: str,
+        action: AuditAction,
+        result: AuditResult,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        request_id: str | None = None,
+        detail: str | None = None,
+    ) -> int:
+        try:
+            return await super().write(
+                conn,
+                actor_id=actor_id,
+                action=action,
+                result=result,
+                session_id=session_id,
+                task_id=task_id,
+                request_id=request_id,
+                detail=detail,
+            )
+        except AuditWriteFailed:
+            if not isinstance(conn, asyncpg.Pool):  # a pool re-enters with a connection
+                record_audit_write_failure()
+            raise
+
+
+class MeteredStateStore(StateStore):
+    """A :class:`StateStore` that counts decryptions of saved states by result.
+
+    Denials (not found, not owner, revoked) are not decryptions and are not counted.
+    """
+
+    async def load(
+        self,
+        conn: Any,
+        *,
+        session_id: str,
+        owner_id: str,
+        actor_id: str,
+        task_id: str | None,
+        request_id: str | None,
+    ) -> dict[str, Any]:
+        try:
+            state = await super().load(
+                conn,
+                session_id=session_id,
+                owner_id=owner_id,
+                actor_id=actor_id,
+                task_id=task_id,
+                request_id=request_id,
+            )
+        except (DecryptFailed, KeyError_):
+            record_decrypt(False)
+            raise
+        record_decrypt(True)
+        return state
+
+
+class GaugeSampler:
+    """Copies gauges from live objects on the worker's loop every ``interval``.
+
+    ``async with GaugeSampler(pool_stats=pool.stats, viewers=lambda: server.viewers): ...``
+    """
+
+    def __init__(
+        self,
+        *,
+        pool_stats: Callable[[], Mapping[str, int]] | None = None,
+        viewers: Callable[[], int] | None = None,
+        interval: timedelta = timedelta(seconds=5),
+    ) -> None:
+        self._pool_stats = pool_stats
+        self._viewers = viewers
+        self._interval = interval.total_seconds()
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        """Read the sources once (also called on entry and exit)."""
+        if self._pool_stats is not None:
+            stats = self._pool_stats()
+            set_pool_stats(stats["browsers"], stats["contexts_in_use"], stats.get("capacity"))
+        if self._viewers is not None:
+            set_liveview_viewers(self._viewers())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                self.sample()
+            except Exception as exc:  # a metrics hiccup must never stop the worker
+                log.warning("metrics_sample_failed", error=type(exc).__name__)
+
+    async def __aenter__(self) -> GaugeSampler:
+        self.sample()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._pool_stats is not None:
+            set_pool_stats(0, 0, 0)
+        if self._viewers is not None:
+            set_liveview_viewers(0)
