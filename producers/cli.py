@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 from schema.errors import BrowserSessionsError, InvalidInput
 from schema.settings import Settings
 
-Handler = Callable[[argparse.Namespace, Settings], Awaitable[Any]]
+Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, Any]]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--timeout", type=float, default=30.0, help="navigation timeout, seconds")
     b.add_argument("--result-timeout", type=float, default=None)
 
-    a = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
-    a.add_parser("verify")
+    au = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    au.add_parser("verify")
 
     k = sub.add_parser("keys", help="key management (workers' hosts only)").add_subparsers(
         dest="action", required=True

@@ -41,7 +41,7 @@ class Enqueuer:
 
     def send(self, actor_name: str, payload: dict[str, Any], **options: Any) -> str:
         """Blocking send; returns the message id."""
-        message = Message(
+        message: Message[Any] = Message(
             queue_name=self._settings.queue(ACTOR_QUEUES[actor_name]),
             actor_name=actor_name,
             args=(payload,),

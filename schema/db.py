@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -22,7 +21,7 @@ async def connect(database_url: str, *, timeout: float = 10.0) -> asyncpg.Connec
     """One connection, with a clear ``SERVICE_UNAVAILABLE`` when Postgres cannot be reached."""
     try:
         return await asyncpg.connect(database_url, timeout=timeout)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise ServiceUnavailable(_unreachable(exc)) from None
 
 
@@ -34,7 +33,7 @@ async def create_pool(
         pool = await asyncpg.create_pool(
             database_url, min_size=min_size, max_size=max_size, timeout=timeout
         )
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise ServiceUnavailable(_unreachable(exc)) from None
     assert pool is not None
     return pool

@@ -22,7 +22,7 @@ class _ScrubbedRenderer:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> str:
+    def __call__(self, logger: Any, method: str, event_dict: Any) -> str:
         return scrub_text(str(self.inner(logger, method, event_dict)))
 
 
@@ -62,7 +62,7 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            redact_processor,
+            redact_processor,  # type: ignore[list-item]
             _ScrubbedRenderer(renderer),
         ],
     )

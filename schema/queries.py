@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -23,7 +23,7 @@ CAPTURE_COLUMNS = (
     "liveview_token, created_at, updated_at, opened_at, finished_at, expires_at"
 )
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 
 
 def new_id(prefix: str) -> str:

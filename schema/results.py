@@ -117,7 +117,7 @@ async def store_result(db: asyncpg.Connection | asyncpg.Pool, result: BrowseResu
         result.attempts,
         result.duration_ms,
     )
-    return status == "SELECT 1"
+    return bool(status == "SELECT 1")
 
 
 async def fetch_result(
@@ -137,4 +137,5 @@ async def fetch_result(
 
 
 async def result_exists(db: asyncpg.Connection | asyncpg.Pool, job_id: str) -> bool:
-    return bool(await db.fetchval("SELECT 1 FROM browse_results WHERE job_id = $1", job_id))
+    found = await db.fetchval("SELECT 1 FROM browse_results WHERE job_id = $1", job_id)
+    return found is not None

@@ -13,12 +13,13 @@ import structlog
 from dramatiq.middleware import CurrentMessage
 
 from schema.errors import BrowserSessionsError
-from schema.jobs import BrowseJob, ExpireJob, ImportJob
+from schema.jobs import BrowseJob, CaptureJob, ExpireJob, ImportJob
 from schema.logs import configure_logging, get_logger
 from schema.results import BrowseResult, store_result
 from schema.settings import get_settings
-from workers.broker import BROWSE_QUEUE, EXPIRY_QUEUE, build_broker
+from workers.broker import BROWSE_QUEUE, CAPTURE_QUEUE, EXPIRY_QUEUE, build_broker
 from workers.browse import BrowseService
+from workers.capture import CaptureService
 from workers.expiry import ExpiryService
 from workers.imports import ImportService
 from workers.resources import WorkerResources
@@ -144,4 +145,29 @@ async def import_state(payload: dict[str, Any]) -> None:
         outcome="ok" if state.value == "saved" else "error",
         capture_state=state.value,
         duration_ms=int((time.monotonic() - started) * 1000),
+    )
+
+
+@dramatiq.actor(
+    actor_name="capture",
+    queue_name=settings.queue(CAPTURE_QUEUE),
+    max_retries=0,
+    # Its own limit: the capture timeout plus room to save, never dramatiq's 10-minute default.
+    time_limit=int(settings.capture_timeout.total_seconds() * 1000 + 120_000),
+    notify_shutdown=True,
+)
+async def capture(payload: dict[str, Any]) -> None:
+    """Hold a live-view browser for a login until save, cancel or timeout."""
+    started = time.monotonic()
+    job = CaptureJob.from_message(payload)
+    _bind("capture", job_id=job.capture_id, session_id=job.session_id)
+    res = resources.get()
+    assert res.liveview is not None, "this worker does not consume the capture queue"
+    final = await CaptureService(
+        settings=settings, db=res.db, store=res.store, liveview=res.liveview,
+        launch_browser=res.launch_browser,
+    ).run(job)
+    log.info(
+        "job_finished", outcome="ok" if final.value == "saved" else "error",
+        capture_state=final.value, duration_ms=int((time.monotonic() - started) * 1000),
     )

@@ -100,11 +100,11 @@ class BrowseService:
             "UPDATE browser_sessions SET last_used_at = now() WHERE id = $1", job.session_id
         )
         if outcome.verdict is Verdict.LOGGED_OUT:
-            err = AuthSessionExpired(
+            expired = AuthSessionExpired(
                 f"the saved session is no longer logged in ({outcome.reason}); re-login needed"
             )
-            await self._finish_error(job, err, attempt, started)
-            return err.code
+            await self._finish_error(job, expired, attempt, started)
+            return expired.code
         await store_result(
             self._db,
             BrowseResult(

@@ -457,7 +457,7 @@ def _login_body(next_path: str, *, error: str = "") -> str:
     return f"""<h1>Log in</h1>{_error_html(error)}
 <form id="login" method="post" action="/login">
   <input type="hidden" name="next" value="{html.escape(next_path)}">
-  <label>User name <input id="username" name="username" autocomplete="username"></label>
+  <label>User name <input id="username" name="username" autocomplete="username" autofocus></label>
   <label>Password <input id="password" name="password" type="password"
     autocomplete="current-password"></label>
   <button id="submit" type="submit">Log in</button>
@@ -470,7 +470,7 @@ def _totp_body(pending_id: str, next_path: str, *, error: str = "") -> str:
   <input type="hidden" name="pending" value="{html.escape(pending_id)}">
   <input type="hidden" name="next" value="{html.escape(next_path)}">
   <label>Code <input id="totp" name="totp" inputmode="numeric" autocomplete="one-time-code"
-    maxlength="6"></label>
+    maxlength="6" autofocus></label>
   <button id="submit" type="submit">Verify</button>
 </form>"""
 

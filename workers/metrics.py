@@ -17,10 +17,10 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from dramatiq.middleware import Middleware
@@ -333,31 +333,41 @@ class MeteredStateStore(StateStore):
         return state
 
 
+class _HasStats(Protocol):
+    def stats(self) -> Mapping[str, int]: ...
+
+
+class _HasViewers(Protocol):
+    @property
+    def viewers(self) -> int: ...
+
+
 class GaugeSampler:
     """Copies gauges from live objects on the worker's loop every ``interval``.
 
-    ``async with GaugeSampler(pool_stats=pool.stats, viewers=lambda: server.viewers): ...``
+    ``async with GaugeSampler(pool=resources.pool, liveview=resources.liveview): ...``
+    (either may be None: a worker without that part).
     """
 
     def __init__(
         self,
         *,
-        pool_stats: Callable[[], Mapping[str, int]] | None = None,
-        viewers: Callable[[], int] | None = None,
+        pool: _HasStats | None = None,
+        liveview: _HasViewers | None = None,
         interval: timedelta = timedelta(seconds=5),
     ) -> None:
-        self._pool_stats = pool_stats
-        self._viewers = viewers
+        self._pool = pool
+        self._liveview = liveview
         self._interval = interval.total_seconds()
         self._task: asyncio.Task[None] | None = None
 
     def sample(self) -> None:
         """Read the sources once (also called on entry and exit)."""
-        if self._pool_stats is not None:
-            stats = self._pool_stats()
+        if self._pool is not None:
+            stats = self._pool.stats()
             set_pool_stats(stats["browsers"], stats["contexts_in_use"], stats.get("capacity"))
-        if self._viewers is not None:
-            set_liveview_viewers(self._viewers())
+        if self._liveview is not None:
+            set_liveview_viewers(self._liveview.viewers)
 
     async def _run(self) -> None:
         while True:
@@ -383,7 +393,7 @@ class GaugeSampler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._pool_stats is not None:
+        if self._pool is not None:
             set_pool_stats(0, 0, 0)
-        if self._viewers is not None:
+        if self._liveview is not None:
             set_liveview_viewers(0)

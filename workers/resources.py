@@ -12,18 +12,19 @@ from typing import Any
 import asyncpg
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
-from playwright.async_api import Playwright, async_playwright
+from playwright.async_api import Browser, Playwright, async_playwright
 
 from schema.audit import AuditLog
 from schema.db import create_pool
 from schema.logs import get_logger
 from schema.sealing import publish_seal_key
 from schema.settings import Settings
-from workers.broker import BROWSE_QUEUE, QUEUES
+from workers.broker import BROWSE_QUEUE, CAPTURE_QUEUE, QUEUES
 from workers.chromium import HEADLESS_ARGS, find_chromium
 from workers.crypto.keys import LocalFileKeyProvider
 from workers.guard import UrlGuard
 from workers.guard_proxy import GuardProxy, chromium_launch_options
+from workers.liveview import LiveViewServer
 from workers.pool import BrowserPool, PoolEvent
 from workers.state_store import StateStore
 
@@ -44,6 +45,7 @@ class Resources:
     proxy: GuardProxy
     chromium_path: str
     pool: BrowserPool | None = None
+    liveview: LiveViewServer | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
@@ -53,6 +55,13 @@ class Resources:
         args = [*HEADLESS_ARGS, *options.pop("args", [])]
         return {"executable_path": self.chromium_path, "args": args, **options}
 
+    async def launch_browser(self) -> Browser:
+        """A dedicated browser (for a capture), behind the guard proxy like the pool's."""
+        return await self.playwright.chromium.launch(
+            headless=True, timeout=self.settings.browser_call_timeout.total_seconds() * 1000,
+            **self.launch_options(),
+        )
+
     async def close(self) -> None:
         await self._stack.aclose()
 
@@ -61,7 +70,7 @@ def on_pool_event(event: PoolEvent) -> None:
     """Hook for metrics (set by workers.metrics when loaded)."""
 
 
-async def open_resources(settings: Settings, *, browse: bool) -> Resources:
+async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> Resources:
     stack = contextlib.AsyncExitStack()
     try:
         db = await create_pool(settings.database_url, min_size=1, max_size=8)
@@ -102,6 +111,14 @@ async def open_resources(settings: Settings, *, browse: bool) -> Resources:
                     on_event=lambda e: on_pool_event(e),
                 )
             )
+        if capture:
+            resources.liveview = await stack.enter_async_context(
+                LiveViewServer.start(
+                    host=settings.liveview_host,
+                    port=settings.liveview_port,
+                    public_base_url=settings.liveview_public_url or None,
+                )
+            )
         return resources
     except BaseException:
         await stack.aclose()
@@ -122,15 +139,17 @@ class WorkerResources(Middleware):
         """Open resources for the queues this worker consumes."""
         queues = worker.consumer_whitelist or {self.settings.queue(q) for q in QUEUES}
         browse = self.settings.queue(BROWSE_QUEUE) in queues
+        capture = self.settings.queue(CAPTURE_QUEUE) in queues
         thread = get_event_loop_thread()
         assert thread is not None, "the AsyncIO middleware must be installed"
         try:
-            self.resources = thread.run_coroutine(open_resources(self.settings, browse=browse))
+            self.resources = thread.run_coroutine(open_resources(self.settings, browse=browse, capture=capture)
+            )
         except Exception as exc:
             # dramatiq only logs failures in this hook; a worker without resources must stop.
             log.critical("worker_boot_failed", error=f"{type(exc).__name__}: {exc}")
             os._exit(3)
-        log.info("worker_ready", pid=os.getpid(), browse_pool=browse)
+        log.info("worker_ready", pid=os.getpid(), browse_pool=browse, capture=capture)
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         """Close resources while the loop still runs."""

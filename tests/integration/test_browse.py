@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import secrets
+import signal
 from datetime import timedelta
 from typing import Any
 

@@ -1,0 +1,267 @@
+"""Capture jobs through the live view, against a real capture worker and Chromium."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+
+import asyncpg
+import pytest
+from playwright.async_api import Browser
+
+from producers.api import SessionsClient
+from schema.enums import CaptureState
+from schema.settings import Settings
+from tests.integration.conftest import (
+    PASSWORD,
+    WorkerProcess,
+    free_port,
+    run_worker,
+    wait_for,
+)
+from workers import totp
+from workers.fixture_site import FixtureSite
+from workers.liveview_user import LiveViewUser
+
+pytestmark = pytest.mark.integration
+
+TOTP_SECRET = "JBSWY3DPEHPK3PXP"
+RESULT = timedelta(seconds=60)
+
+
+@pytest.fixture(scope="module")
+def capture_settings(worker_settings: Settings) -> Settings:
+    return dataclasses.replace(
+        worker_settings, liveview_port=free_port(), capture_timeout=timedelta(seconds=45)
+    )
+
+
+@pytest.fixture(scope="module")
+def capture_worker(
+    capture_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    log_path = tmp_path_factory.mktemp("capture") / "worker.log"
+    with run_worker(capture_settings, ["capture"], log_path) as worker:
+        yield worker
+
+
+@pytest.fixture
+async def capture_client(capture_settings: Settings) -> AsyncIterator[SessionsClient]:
+    async with SessionsClient.open(capture_settings) as c:
+        yield c
+
+
+async def open_capture(
+    client: SessionsClient, site: FixtureSite, owner: str
+) -> tuple[str, str, str]:
+    created = await client.add_session(
+        owner_id=owner,
+        label=f"{owner} on fixture",
+        start_url=site.url("/app"),
+        logged_in_selector="#whoami",
+        login_url_pattern=site.url("/login") + "**",
+    )
+    capture = await client.wait_capture(
+        created["capture_id"], states=[CaptureState.OPEN], final_only=False, timeout=RESULT
+    )
+    assert capture.state is CaptureState.OPEN, capture
+    url = capture.to_dict()["liveview_url"]
+    assert url and "token=" in url
+    return created["session_id"], created["capture_id"], url
+
+
+async def log_in_through_live_view(user: LiveViewUser, site: FixtureSite, name: str) -> None:
+    await user.wait_for_remote_url("/login")
+    x, y = await user.locate(site.url("/login?next=/app"), "#username")
+    await user.click_remote(x, y)
+    await user.type(name)
+    await user.press("Tab")
+    await user.type(PASSWORD)
+    await user.press("Enter", settle=True)  # the two-step page loads; its code field has focus
+    await user.type(totp.totp(TOTP_SECRET))
+    await user.press("Enter")
+    await user.wait_for_remote_url("/app")
+
+
+async def test_login_through_live_view_then_browse(
+    capture_worker: WorkerProcess,
+    browse_worker: WorkerProcess,
+    capture_client: SessionsClient,
+    site: FixtureSite,
+    browser: Browser,
+    db: asyncpg.Connection,
+) -> None:
+    owner = f"frank-{secrets.token_hex(3)}"
+    site.add_user(owner, PASSWORD, totp_secret=TOTP_SECRET)
+    session_id, capture_id, url = await open_capture(capture_client, site, owner)
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        viewer = await context.new_page()
+        user = LiveViewUser(viewer=viewer, browser=browser)
+        await user.open(url)
+
+        # Save before logging in: refused with a reason, the window stays open.
+        await capture_client.save_capture(capture_id, actor_id=owner)
+        refused = await capture_client.wait_capture(
+            capture_id, states=[CaptureState.NOT_LOGGED_IN], final_only=False, timeout=RESULT
+        )
+        assert refused.state is CaptureState.NOT_LOGGED_IN
+        assert refused.reason and "login page" in refused.reason
+        await user.wait_for_state("not_logged_in")
+
+        await log_in_through_live_view(user, site, owner)
+        await viewer.screenshot(path=str(capture_worker.log_path.parent / "liveview.png"))
+        await capture_client.save_capture(capture_id, actor_id=owner)
+        saved = await capture_client.wait_capture(capture_id, timeout=RESULT)
+        assert saved.state is CaptureState.SAVED, saved
+        assert saved.to_dict()["liveview_url"] is None
+    finally:
+        await context.close()
+
+    session = await db.fetchrow(
+        "SELECT status, version FROM browser_sessions WHERE id = $1", session_id
+    )
+    assert (session["status"], session["version"]) == ("active", 1)
+    result = await capture_client.browse(
+        task_id=f"task-{secrets.token_hex(4)}",
+        owner_id=owner,
+        session_id=session_id,
+        url=site.url("/app"),
+        timeout=RESULT,
+    )
+    assert result.ok, result.error_message
+    assert f"logged in as {owner}" in (result.text or "")
+
+    # Re-login of an expired session turns it active again with a new version.
+    site.revoke(owner)
+    expired = await capture_client.browse(
+        task_id=f"task-{secrets.token_hex(4)}",
+        owner_id=owner,
+        session_id=session_id,
+        url=site.url("/app"),
+        timeout=RESULT,
+    )
+    assert expired.error_code == "AUTH_SESSION_EXPIRED"
+
+    async def is_expired() -> bool:
+        status = await db.fetchval("SELECT status FROM browser_sessions WHERE id = $1", session_id)
+        return bool(status == "expired")
+
+    await wait_for(is_expired, what="session expired")
+    relogin = await capture_client.relogin(session_id, actor_id=owner)
+    capture = await capture_client.wait_capture(
+        relogin["capture_id"], states=[CaptureState.OPEN], final_only=False, timeout=RESULT
+    )
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        user = LiveViewUser(viewer=await context.new_page(), browser=browser)
+        await user.open(str(capture.to_dict()["liveview_url"]))
+        await log_in_through_live_view(user, site, owner)
+        await capture_client.save_capture(capture.id, actor_id=owner)
+        saved = await capture_client.wait_capture(capture.id, timeout=RESULT)
+        assert saved.state is CaptureState.SAVED
+    finally:
+        await context.close()
+    session = await db.fetchrow(
+        "SELECT status, version FROM browser_sessions WHERE id = $1", session_id
+    )
+    assert (session["status"], session["version"]) == ("active", 2)
+    again = await capture_client.browse(
+        task_id=f"task-{secrets.token_hex(4)}",
+        owner_id=owner,
+        session_id=session_id,
+        url=site.url("/app"),
+        timeout=RESULT,
+    )
+    assert again.ok and f"logged in as {owner}" in (again.text or "")
+
+
+async def test_cancel_and_token_checks(
+    capture_worker: WorkerProcess,
+    capture_client: SessionsClient,
+    site: FixtureSite,
+    browser: Browser,
+) -> None:
+    import aiohttp
+
+    _, capture_id, url = await open_capture(capture_client, site, "grace")
+    _, other_capture, other_url = await open_capture(capture_client, site, "heidi")
+    base, token = url.split("?token=")
+    other_token = other_url.split("?token=")[1]
+    async with aiohttp.ClientSession() as http:
+        for bad in (f"{base}?token=wrong", f"{base}?token={other_token}", base):
+            async with http.get(bad) as response:
+                assert response.status == 403
+                assert "<canvas" not in await response.text()
+        async with http.get(url) as response:
+            assert response.status == 200
+        # Only the owner may signal a capture.
+        with pytest.raises(Exception) as err:
+            await capture_client.cancel_capture(capture_id, actor_id="heidi")
+        assert getattr(err.value, "code", "") == "NOT_OWNER"
+        await capture_client.cancel_capture(capture_id, actor_id="grace")
+        done = await capture_client.wait_capture(capture_id, timeout=RESULT)
+        assert done.state is CaptureState.CANCELLED
+        async with http.get(url) as response:
+            assert response.status == 403  # the token expired with the capture
+    await capture_client.cancel_capture(other_capture, actor_id="heidi")
+
+
+async def test_timeout(
+    capture_settings: Settings, tmp_path_factory: pytest.TempPathFactory, site: FixtureSite
+) -> None:
+    short = dataclasses.replace(
+        capture_settings,
+        liveview_port=free_port(),
+        capture_timeout=timedelta(seconds=3),
+        queue_prefix=capture_settings.queue_prefix + "short.",
+    )
+    log_path = tmp_path_factory.mktemp("capture-timeout") / "worker.log"
+    with run_worker(short, ["capture"], log_path):
+        async with SessionsClient.open(short) as client:
+            created = await client.add_session(
+                owner_id="ivan",
+                label="ivan",
+                start_url=site.url("/app"),
+                logged_in_selector="#whoami",
+            )
+            done = await client.wait_capture(created["capture_id"], timeout=RESULT)
+    assert done.state is CaptureState.TIMED_OUT
+
+
+async def test_worker_shutdown_interrupts_capture(
+    capture_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+    site: FixtureSite,
+    db: asyncpg.Connection,
+) -> None:
+    settings = dataclasses.replace(
+        capture_settings,
+        liveview_port=free_port(),
+        queue_prefix=capture_settings.queue_prefix + "stop.",
+    )
+    log_path = tmp_path_factory.mktemp("capture-stop") / "worker.log"
+    async with SessionsClient.open(settings) as client:
+        with run_worker(settings, ["capture"], log_path) as worker:
+            session_id, capture_id, _ = await open_capture(client, site, "judy")
+            browsers = worker.chromium_pids()
+            assert browsers
+        # run_worker's exit sent SIGTERM and waited for the worker to stop.
+        done = await client.capture_status(capture_id)
+    assert done.state is CaptureState.INTERRUPTED
+    assert all(not _alive(pid) for pid in browsers)
+    row = await db.fetchrow(
+        "SELECT status, enc_ciphertext IS NULL AS empty FROM browser_sessions WHERE id = $1",
+        session_id,
+    )
+    assert (row["status"], row["empty"]) == ("pending", True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

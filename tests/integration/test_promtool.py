@@ -1,0 +1,73 @@
+"""promtool on deploy/prometheus: the rules and the config load, and the rule unit tests
+(rules_test.yml: backlog, decrypt failures and the other alerts on synthetic series) pass."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import missing
+
+pytestmark = pytest.mark.integration
+
+PROMETHEUS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    path = shutil.which("promtool") or "/usr/bin/promtool"
+    if not Path(path).is_file():
+        missing("promtool (Debian package prometheus)")
+    return path
+
+
+def _run(promtool: str, *args: str) -> str:
+    done = subprocess.run(
+        [promtool, *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=60
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    return output
+
+
+def test_check_rules(promtool: str) -> None:
+    output = _run(promtool, "check", "rules", "rules.yml")
+    assert "SUCCESS" in output
+
+
+def test_check_config(promtool: str) -> None:
+    output = _run(promtool, "check", "config", "prometheus.yml")
+    assert "is valid prometheus config file" in output
+
+
+def test_rule_unit_tests(promtool: str) -> None:
+    output = _run(promtool, "test", "rules", "rules_test.yml")
+    assert "SUCCESS" in output
+
+
+def test_rule_unit_tests_cover_backlog_and_decrypt_failures() -> None:
+    text = (PROMETHEUS / "rules_test.yml").read_text()
+    for alert in ("BrowserSessionsQueueBacklog", "BrowserSessionsDecryptFailed"):
+        assert f"alertname: {alert}\n        exp_alerts:\n          - exp_labels:" in text, alert
+
+
+def test_a_broken_rule_test_fails(promtool: str, tmp_path: Path) -> None:
+    """The unit tests can fail: expecting the decrypt alert before any failure does."""
+    text = (PROMETHEUS / "rules_test.yml").read_text()
+    broken = text.replace(
+        "      - eval_time: 9m\n        alertname: BrowserSessionsDecryptFailed\n"
+        "        exp_alerts: []",
+        "      - eval_time: 9m\n        alertname: BrowserSessionsDecryptFailed\n"
+        "        exp_alerts:\n          - exp_labels:\n              severity: critical",
+    )
+    assert broken != text
+    (tmp_path / "rules.yml").write_text((PROMETHEUS / "rules.yml").read_text())
+    (tmp_path / "rules_test.yml").write_text(broken)
+    done = subprocess.run(
+        [promtool, "test", "rules", "rules_test.yml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0

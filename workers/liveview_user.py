@@ -1,0 +1,115 @@
+"""A scripted user of the live view, for the demo, tests and the benchmark.
+
+It drives the live-view page the way a person does: it waits for frames, clicks on the
+picture of the remote browser and types on the keyboard. To know *where* a remote element
+is, it measures the same page in its own browser at the remote viewport size, as a person
+would simply see it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from playwright.async_api import Browser, Page
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    frames: int
+    width: int
+    height: int
+
+
+class LiveViewUser:
+    """``user = LiveViewUser(viewer=page, browser=browser); await user.open(url)``"""
+
+    def __init__(self, *, viewer: Page, browser: Browser, timeout_s: float = 20.0) -> None:
+        self.viewer = viewer
+        self._browser = browser
+        self._timeout_ms = timeout_s * 1000
+
+    async def open(self, url: str) -> FrameInfo:
+        await self.viewer.goto(url)
+        await self.viewer.wait_for_function(
+            "() => window.liveview && window.liveview.frames > 0", timeout=self._timeout_ms
+        )
+        return await self.frame_info()
+
+    async def frame_info(self) -> FrameInfo:
+        info = await self.viewer.evaluate(
+            "() => ({f: window.liveview.frames, w: window.liveview.lastFrame.w,"
+            " h: window.liveview.lastFrame.h})"
+        )
+        return FrameInfo(frames=int(info["f"]), width=int(info["w"]), height=int(info["h"]))
+
+    async def state(self) -> str | None:
+        status = await self.viewer.evaluate("() => window.liveview.status")
+        return None if not status else str(status.get("state"))
+
+    async def remote_url(self) -> str | None:
+        status = await self.viewer.evaluate("() => window.liveview.status")
+        return None if not status else status.get("url")
+
+    async def locate(self, url: str, selector: str) -> tuple[float, float]:
+        """Where ``selector`` sits on ``url`` at the remote viewport size (CSS px)."""
+        info = await self.frame_info()
+        context = await self._browser.new_context(
+            viewport={"width": info.width, "height": info.height}
+        )
+        try:
+            page = await context.new_page()
+            await page.goto(url)
+            box = await page.locator(selector).bounding_box(timeout=self._timeout_ms)
+            if box is None:
+                raise LookupError(f"{selector} is not visible on {url}")
+            return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        finally:
+            await context.close()
+
+    async def click_remote(self, x: float, y: float) -> None:
+        """Click the picture of the remote page at remote CSS coordinates (x, y)."""
+        info = await self.frame_info()
+        rect = await self.viewer.evaluate(
+            "() => { const r = window.liveview.canvas.getBoundingClientRect();"
+            " return {left: r.left, top: r.top, width: r.width, height: r.height}; }"
+        )
+        sx, sy = rect["width"] / info.width, rect["height"] / info.height
+        await self.viewer.mouse.click(rect["left"] + x * sx, rect["top"] + y * sy)
+
+    async def type(self, text: str) -> None:
+        await self.viewer.keyboard.type(text, delay=15)
+
+    async def press(self, key: str, *, settle: bool = False) -> None:
+        """Press a key; with ``settle``, wait until the page it changed has settled."""
+        before = (await self.frame_info()).frames
+        await self.viewer.keyboard.press(key)
+        if settle:
+            await self.wait_for_settled_frames(since=before)
+
+    async def wait_for_remote_url(self, fragment: str) -> None:
+        """Wait until the remote page's URL (shown in the live view) contains ``fragment``."""
+        deadline = asyncio.get_running_loop().time() + self._timeout_ms / 1000
+        while fragment not in (await self.remote_url() or ""):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"the remote page never reached a URL with {fragment!r}")
+            await asyncio.sleep(0.1)
+
+    async def wait_for_settled_frames(self, *, since: int, settle_s: float = 1.0) -> None:
+        """Wait for a frame after number ``since`` (the page changed), then let it settle.
+
+        A blinking caret keeps frames coming, so "no frames for a while" never happens.
+        """
+        deadline = asyncio.get_running_loop().time() + self._timeout_ms / 1000
+        while (await self.frame_info()).frames <= since:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("the remote page did not change")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(settle_s)
+
+    async def wait_for_state(self, state: str) -> None:
+        deadline = asyncio.get_running_loop().time() + self._timeout_ms / 1000
+        while await self.state() != state:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"the capture never reached {state!r}")
+            await asyncio.sleep(0.1)
