@@ -1,0 +1,666 @@
+"""Benchmark authenticated browse jobs three ways against the local fixture site.
+
+``python -m workers.bench_browse [--jobs N] [--concurrency C] [--memory-jobs M]`` runs the same
+N jobs (open ``/app`` with a saved login, wait for ``#whoami``, take the visible text) at the
+same concurrency: (a) plain Playwright, one warm browser and ``new_context(storage_state=...)``
+per job; (b) a browser launched per job; (c) the whole system: producers → RabbitMQ → a real
+``browser-sessions worker`` subprocess → Postgres result. It then runs M more system jobs and
+reports the worker tree's memory (RSS and PSS, browsers included) before and after. It prints
+a table and, as its last line, one JSON object. Needs Postgres, RabbitMQ and Chromium; uses
+a throw-away database, queue prefix and key directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from playwright.async_api import Browser, Playwright, async_playwright
+
+from producers.api import SessionsClient
+from schema.migrate import migrate
+from schema.settings import Settings
+from workers.chromium import HEADLESS_ARGS, find_chromium
+from workers.fixture_site import FixtureSite
+
+USER = "bench"
+PAGE = "/app"
+LOGGED_IN_SELECTOR = "#whoami"
+CALL_TIMEOUT = timedelta(seconds=30)
+WORKER_START_TIMEOUT = timedelta(seconds=90)
+MEMORY_SETTLE = timedelta(seconds=3)
+_QUEUES = ("browse", "capture", "expiry")
+
+
+class BenchError(RuntimeError):
+    """A job or a set-up step failed; the benchmark's figures would mean nothing."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """What to run; ``base`` supplies the Postgres server and RabbitMQ to use."""
+
+    base: Settings
+    jobs: int = 40
+    concurrency: int = 2
+    memory_jobs: int = 1000
+    warmup: int = 2
+    browsers: int = 1
+    contexts_per_browser: int = 2
+    threads: int | None = None
+    worker_log: Path | None = None
+    job_timeout: timedelta = timedelta(seconds=60)
+
+    @property
+    def worker_threads(self) -> int:
+        return self.threads or self.browsers * self.contexts_per_browser
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One job: latency in seconds and the text it extracted; phases for system jobs."""
+
+    latency_s: float
+    text: str
+    enqueue_s: float | None = None
+    worker_s: float | None = None
+
+
+@dataclass(frozen=True)
+class PathResult:
+    name: str
+    wall_s: float
+    samples: list[Sample]
+
+    @property
+    def jobs_per_s(self) -> float:
+        return len(self.samples) / self.wall_s
+
+    def latency_ms(self, q: float) -> float:
+        return percentile([s.latency_s * 1000 for s in self.samples], q)
+
+    def phase_ms(self, field: str, q: float) -> float | None:
+        values = [getattr(s, field) for s in self.samples if getattr(s, field) is not None]
+        return percentile([v * 1000 for v in values], q) if values else None
+
+    @property
+    def texts(self) -> set[str]:
+        return {s.text for s in self.samples}
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A worker process tree's resident memory, browsers included."""
+
+    processes: int
+    rss_kb: int
+    pss_kb: int
+
+    @property
+    def rss_mb(self) -> float:
+        return self.rss_kb / 1024
+
+    @property
+    def pss_mb(self) -> float:
+        return self.pss_kb / 1024
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+async def run_path(
+    name: str, jobs: int, concurrency: int, job: Callable[[int], Awaitable[Sample]]
+) -> PathResult:
+    """Run ``jobs`` jobs with at most ``concurrency`` in flight; latency from job start."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> Sample:
+        async with gate:
+            return await job(i)
+
+    started = time.monotonic()
+    samples = await asyncio.gather(*(one(i) for i in range(jobs)))
+    return PathResult(name, time.monotonic() - started, list(samples))
+
+
+def check_text(text: str, where: str) -> str:
+    if f"logged in as {USER}" not in text:
+        raise BenchError(f"{where}: the page is not logged in ({text[:80]!r})")
+    return text
+
+
+# ----- (a) and (b): Playwright the way its docs show -------------------------------------
+
+
+def _seconds(delta: timedelta) -> float:
+    return delta.total_seconds()
+
+
+async def visit_page(browser: Browser, state: dict[str, Any], url: str) -> str:
+    """A context with the saved state, one page, the logged-in text; the context closed."""
+    timeout_ms = _seconds(CALL_TIMEOUT) * 1000
+    context = await asyncio.wait_for(
+        browser.new_context(storage_state=state), _seconds(CALL_TIMEOUT)  # type: ignore[arg-type]
+    )
+    try:
+        page = await asyncio.wait_for(context.new_page(), _seconds(CALL_TIMEOUT))
+        await page.goto(url, timeout=timeout_ms)
+        await page.wait_for_selector(LOGGED_IN_SELECTOR, timeout=timeout_ms)
+        return await page.inner_text("body", timeout=timeout_ms)
+    finally:
+        await asyncio.wait_for(context.close(), _seconds(CALL_TIMEOUT))
+
+
+async def launch(playwright: Playwright, chromium: str) -> Browser:
+    return await playwright.chromium.launch(
+        executable_path=chromium,
+        args=list(HEADLESS_ARGS),
+        headless=True,
+        timeout=_seconds(CALL_TIMEOUT) * 1000,
+    )
+
+
+async def log_in(browser: Browser, site: FixtureSite, password: str) -> dict[str, Any]:
+    """Log in once with a real browser; the storage state has the cookie and the token."""
+    timeout_ms = _seconds(CALL_TIMEOUT) * 1000
+    context = await asyncio.wait_for(browser.new_context(), _seconds(CALL_TIMEOUT))
+    try:
+        page = await asyncio.wait_for(context.new_page(), _seconds(CALL_TIMEOUT))
+        await page.goto(site.url("/login?next=" + PAGE), timeout=timeout_ms)
+        await page.fill("#username", USER, timeout=timeout_ms)
+        await page.fill("#password", password, timeout=timeout_ms)
+        await page.click("#submit", timeout=timeout_ms)
+        await page.wait_for_selector(LOGGED_IN_SELECTOR, timeout=timeout_ms)
+        state = dict(await asyncio.wait_for(context.storage_state(), _seconds(CALL_TIMEOUT)))
+    finally:
+        await asyncio.wait_for(context.close(), _seconds(CALL_TIMEOUT))
+    if not state.get("origins"):
+        raise BenchError("the saved state has no localStorage token")
+    return state
+
+
+# ----- (c): the worker subprocess --------------------------------------------------------
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The BROWSER_SESSIONS_* environment that reproduces ``settings`` in a subprocess."""
+    return {
+        "BROWSER_SESSIONS_DATABASE_URL": settings.database_url,
+        "BROWSER_SESSIONS_AMQP_URL": settings.amqp_url,
+        "BROWSER_SESSIONS_QUEUE_PREFIX": settings.queue_prefix,
+        "BROWSER_SESSIONS_KEY_DIR": str(settings.key_dir),
+        "BROWSER_SESSIONS_ALLOW_PRIVATE_HOSTS": ",".join(sorted(settings.allow_private_hosts)),
+        "BROWSER_SESSIONS_METRICS_PORT": str(settings.metrics_port),
+        "BROWSER_SESSIONS_HEALTH_PORT": str(settings.health_port),
+        "BROWSER_SESSIONS_LIVEVIEW_PORT": str(settings.liveview_port),
+        "BROWSER_SESSIONS_BROWSERS": str(settings.browsers),
+        "BROWSER_SESSIONS_CONTEXTS_PER_BROWSER": str(settings.contexts_per_browser),
+        "BROWSER_SESSIONS_BROWSER_MAX_CONTEXTS": str(settings.browser_max_contexts),
+        "BROWSER_SESSIONS_LOG_FORMAT": "json",
+        "BROWSER_SESSIONS_LOG_LEVEL": settings.log_level,
+    }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class WorkerTree:
+    """A ``browser-sessions worker`` subprocess and everything below it."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def pids(self) -> list[int]:
+        """The worker and every process below it (dramatiq children, drivers, browsers)."""
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    stat = (entry / "stat").read_text()
+                    parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        found, frontier = [self.process.pid], [self.process.pid]
+        while frontier:
+            pid = frontier.pop()
+            children = [c for c, p in parents.items() if p == pid]
+            found.extend(children)
+            frontier.extend(children)
+        return found
+
+    def memory(self) -> Memory:
+        """Summed VmRSS (double-counts shared pages) and PSS (shares split) of the tree."""
+        rss = pss = count = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, ValueError):
+                rss += _kb_field(Path(f"/proc/{pid}/status").read_text(), "VmRSS:")
+                pss += _kb_field(Path(f"/proc/{pid}/smaps_rollup").read_text(), "Pss:")
+                count += 1
+        return Memory(processes=count, rss_kb=rss, pss_kb=pss)
+
+
+def _kb_field(text: str, name: str) -> int:
+    for line in text.splitlines():
+        if line.startswith(name):
+            return int(line.split()[1])
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def run_worker(settings: Settings, log_path: Path, *, threads: int) -> AsyncIterator[WorkerTree]:
+    """Start ``browser-sessions worker --queues browse expiry`` and wait until it is ready."""
+    command = [sys.executable, "-m", "producers.cli", "worker", "--queues", "browse", "expiry"]
+    command += ["--threads", str(threads)]
+    env = {**os.environ, **settings_env(settings)}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    worker = WorkerTree(process, log_path)
+    try:
+        deadline = time.monotonic() + _seconds(WORKER_START_TIMEOUT)
+        while "worker_ready" not in worker.log():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"the worker did not start:\n{worker.log()[-4000:]}")
+            await asyncio.sleep(0.2)
+        yield worker
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, 30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await asyncio.to_thread(process.wait)
+
+
+def _with_db(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+@contextlib.asynccontextmanager
+async def bench_database(server_url: str) -> AsyncIterator[str]:
+    """A fresh migrated ``bs_bench_<random>`` database on the server, dropped afterwards."""
+    name = f"bs_bench_{secrets.token_hex(4)}"
+    admin_url = _with_db(server_url, "postgres")
+    admin = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = _with_db(server_url, name)
+    try:
+        await migrate(url)
+        yield url
+    finally:
+        admin = await asyncpg.connect(admin_url, timeout=10)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def delete_queues(amqp_url: str, prefix: str) -> None:
+    """Remove this run's queues (and their delay and dead-letter queues) from RabbitMQ."""
+    import pika
+
+    with contextlib.suppress(Exception):
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            channel = conn.channel()
+            for base in _QUEUES:
+                for suffix in ("", ".DQ", ".XQ"):
+                    channel.queue_delete(f"{prefix}{base}{suffix}")
+        finally:
+            conn.close()
+
+
+@contextlib.asynccontextmanager
+async def system_settings(config: BenchConfig, site: FixtureSite) -> AsyncIterator[Settings]:
+    """Settings on a throw-away database, queue prefix and key directory (mode 0700)."""
+    prefix = f"bs-bench-{secrets.token_hex(4)}."
+    key_dir = Path(tempfile.mkdtemp(prefix="bs-bench-keys-"))
+    key_dir.chmod(0o700)
+    try:
+        async with bench_database(config.base.database_url) as database_url:
+            yield dataclasses.replace(
+                config.base,
+                database_url=database_url,
+                queue_prefix=prefix,
+                key_dir=key_dir,
+                allow_private_hosts=frozenset({f"{site.host}:{site.port}"}),
+                metrics_port=free_port(),
+                health_port=free_port(),
+                liveview_port=free_port(),
+                browsers=config.browsers,
+                contexts_per_browser=config.contexts_per_browser,
+                log_format="json",
+            )
+    finally:
+        await asyncio.to_thread(delete_queues, config.base.amqp_url, prefix)
+        shutil.rmtree(key_dir, ignore_errors=True)
+
+
+async def settled_memory(worker: WorkerTree) -> Memory:
+    """The tree's memory once closed contexts have gone (a short pause, then a sample)."""
+    await asyncio.sleep(_seconds(MEMORY_SETTLE))
+    return worker.memory()
+
+
+class PeakSampler:
+    """Samples the worker tree's memory every ``interval`` while the block runs."""
+
+    def __init__(self, *, worker: WorkerTree, interval: timedelta = timedelta(seconds=2)) -> None:
+        self._worker = worker
+        self._interval = _seconds(interval)
+        self.samples: list[Memory] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> PeakSampler:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            self.samples.append(self._worker.memory())
+            await asyncio.sleep(self._interval)
+
+
+# ----- the benchmark ---------------------------------------------------------------------
+
+
+async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
+    """Run all three paths and the memory run; returns the report (see :func:`report`)."""
+    if config.jobs < 1 or config.concurrency < 1 or config.memory_jobs < 0:
+        raise BenchError("jobs and concurrency must be at least 1, memory jobs at least 0")
+    chromium = find_chromium(config.base.chromium_path)
+    password = secrets.token_urlsafe(12)
+    results: dict[str, PathResult] = {}
+    async with FixtureSite.start() as site, async_playwright() as playwright:
+        site.add_user(USER, password)
+        url = site.url(PAGE)
+
+        # (a) plain Playwright: one warm browser, storage_state per context.
+        browser = await launch(playwright, chromium)
+        try:
+            state = await log_in(browser, site, password)
+
+            async def plain(_i: int) -> Sample:
+                started = time.monotonic()
+                text = await visit_page(browser, state, url)
+                return Sample(time.monotonic() - started, check_text(text, "plain"))
+
+            await run_path("warm-up", config.warmup, config.concurrency, plain)
+            results["plain"] = await run_path("plain", config.jobs, config.concurrency, plain)
+        finally:
+            await asyncio.wait_for(browser.close(), _seconds(CALL_TIMEOUT))
+
+        # (b) a browser launched per job.
+        async def per_launch(_i: int) -> Sample:
+            started = time.monotonic()
+            own = await launch(playwright, chromium)
+            try:
+                text = await visit_page(own, state, url)
+            finally:
+                await asyncio.wait_for(own.close(), _seconds(CALL_TIMEOUT))
+            return Sample(time.monotonic() - started, check_text(text, "launch"))
+
+        await run_path("warm-up", config.warmup, config.concurrency, per_launch)
+        results["launch"] = await run_path("launch", config.jobs, config.concurrency, per_launch)
+
+        # (c) the whole system.
+        system = await _run_system(config, site, state, url)
+    results.update(system.paths)
+    return report(config, results, system)
+
+
+@dataclass
+class _SystemRun:
+    paths: dict[str, PathResult]
+    memory: dict[str, Memory]
+    peak: Memory | None
+    settings: Settings
+
+
+async def _run_system(
+    config: BenchConfig, site: FixtureSite, state: dict[str, Any], url: str
+) -> _SystemRun:
+    with contextlib.ExitStack() as cleanup:
+        if config.worker_log is not None:
+            log_path = config.worker_log
+        else:
+            log_dir = tempfile.mkdtemp(prefix="bs-bench-log-")
+            cleanup.callback(shutil.rmtree, log_dir, ignore_errors=True)
+            log_path = Path(log_dir) / "worker.log"
+        async with (
+            system_settings(config, site) as settings,
+            run_worker(settings, log_path, threads=config.worker_threads) as worker,
+            SessionsClient.open(settings) as client,
+        ):
+            created = await client.import_session(
+                owner_id=USER,
+                label="bench fixture",
+                start_url=url,
+                state=json.dumps(state).encode(),
+                logged_in_selector=LOGGED_IN_SELECTOR,
+                login_url_pattern=site.url("/login") + "**",
+            )
+            session_id = str(created["session_id"])
+
+            async def job(i: int) -> Sample:
+                started = time.monotonic()
+                job_id = await client.enqueue_browse(
+                    task_id=f"bench-{secrets.token_hex(6)}",
+                    owner_id=USER,
+                    session_id=session_id,
+                    url=url,
+                )
+                enqueued = time.monotonic()
+                result = await client.wait_result(
+                    job_id, owner_id=USER, timeout=config.job_timeout
+                )
+                done = time.monotonic()
+                if not result.ok:
+                    raise BenchError(f"system job failed: {result.error_code} {result.error_message}")
+                return Sample(
+                    done - started,
+                    check_text(result.text or "", "system"),
+                    enqueue_s=enqueued - started,
+                    worker_s=(result.duration_ms or 0) / 1000,
+                )
+
+            await run_path("warm-up", config.warmup, config.concurrency, job)
+            memory = {"start": await settled_memory(worker)}
+            paths = {"system": await run_path("system", config.jobs, config.concurrency, job)}
+            peak: Memory | None = None
+            if config.memory_jobs:
+                memory["timed"] = await settled_memory(worker)
+                async with PeakSampler(worker=worker) as sampler:
+                    paths["memory"] = await run_path(
+                        "memory", config.memory_jobs, config.concurrency, job
+                    )
+                peak = max(sampler.samples, key=lambda m: m.rss_kb, default=None)
+            memory["end"] = await settled_memory(worker)
+    return _SystemRun(paths=paths, memory=memory, peak=peak, settings=settings)
+
+
+def _r(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _change_pct(start: float, end: float) -> float:
+    return round((end - start) / start * 100, 1) if start else 0.0
+
+
+def report(config: BenchConfig, paths: dict[str, PathResult], system: _SystemRun) -> dict[str, Any]:
+    """The JSON report: throughput, latency, ratios, memory, targets."""
+    plain, launch_, sys_ = paths["plain"], paths["launch"], paths["system"]
+    texts = set().union(*(p.texts for p in paths.values()))
+    start, end = system.memory["start"], system.memory["end"]
+    out: dict[str, Any] = {
+        "bench": "browse",
+        "jobs": config.jobs,
+        "concurrency": config.concurrency,
+        "warmup_jobs": config.warmup,
+        "memory_jobs": config.memory_jobs,
+        "worker": {
+            "browsers": config.browsers,
+            "contexts_per_browser": config.contexts_per_browser,
+            "threads": config.worker_threads,
+            "browser_max_contexts": system.settings.browser_max_contexts,
+        },
+        "system_jobs_per_s": _r(sys_.jobs_per_s, 3),
+        "plain_jobs_per_s": _r(plain.jobs_per_s, 3),
+        "launch_jobs_per_s": _r(launch_.jobs_per_s, 3),
+        "ratio_vs_plain": _r(sys_.jobs_per_s / plain.jobs_per_s, 3),
+        "ratio_vs_launch": _r(sys_.jobs_per_s / launch_.jobs_per_s, 3),
+        "system_p50_ms": _r(sys_.latency_ms(50)),
+        "system_p95_ms": _r(sys_.latency_ms(95)),
+        "plain_p50_ms": _r(plain.latency_ms(50)),
+        "plain_p95_ms": _r(plain.latency_ms(95)),
+        "launch_p50_ms": _r(launch_.latency_ms(50)),
+        "launch_p95_ms": _r(launch_.latency_ms(95)),
+        "system_enqueue_p50_ms": _r(sys_.phase_ms("enqueue_s", 50)),
+        "system_worker_p50_ms": _r(sys_.phase_ms("worker_s", 50)),
+        "system_worker_p95_ms": _r(sys_.phase_ms("worker_s", 95)),
+        "worker_rss_mb_start": _r(start.rss_mb),
+        "worker_rss_mb_end": _r(end.rss_mb),
+        "worker_rss_change_pct": _change_pct(start.rss_kb, end.rss_kb),
+        "worker_pss_mb_start": _r(start.pss_mb),
+        "worker_pss_mb_end": _r(end.pss_mb),
+        "worker_pss_change_pct": _change_pct(start.pss_kb, end.pss_kb),
+        "worker_rss_mb_peak": _r(system.peak.rss_mb) if system.peak else None,
+        "worker_processes_start": start.processes,
+        "worker_processes_end": end.processes,
+        "same_text": len(texts) == 1,
+        "text_chars": len(next(iter(texts))) if len(texts) == 1 else None,
+    }
+    if "memory" in paths:
+        out["memory_run_jobs_per_s"] = _r(paths["memory"].jobs_per_s, 3)
+        out["memory_run_p50_ms"] = _r(paths["memory"].latency_ms(50))
+        out["worker_rss_mb_before_memory_run"] = _r(system.memory["timed"].rss_mb)
+    out["targets"] = {
+        "throughput_vs_plain_ge_1.3": out["ratio_vs_plain"] >= 1.3,
+        "throughput_vs_launch_ge_2.5": out["ratio_vs_launch"] >= 2.5,
+        "system_p50_le_plain_p50": out["system_p50_ms"] <= out["plain_p50_ms"],
+        "rss_flat_within_10pct": abs(out["worker_rss_change_pct"]) <= 10,
+        "pss_flat_within_10pct": abs(out["worker_pss_change_pct"]) <= 10,
+    }
+    return out
+
+
+def render_table(rep: dict[str, Any], paths: Sequence[str] = ("plain", "launch", "system")) -> str:
+    """A readable summary of a report."""
+    lines = [
+        f"browse benchmark: {rep['jobs']} jobs per path, {rep['concurrency']} in flight, "
+        f"worker {rep['worker']['browsers']} browser(s) x "
+        f"{rep['worker']['contexts_per_browser']} contexts, {rep['worker']['threads']} threads",
+        "",
+        f"{'path':<28} {'jobs/s':>8} {'p50 ms':>9} {'p95 ms':>9}",
+        "-" * 57,
+    ]
+    labels = {
+        "plain": "(a) plain Playwright",
+        "launch": "(b) browser per job",
+        "system": "(c) system (enqueue→result)",
+    }
+    for name in paths:
+        lines.append(
+            f"{labels[name]:<28} {rep[f'{name}_jobs_per_s']:>8.2f} "
+            f"{rep[f'{name}_p50_ms']:>9.0f} {rep[f'{name}_p95_ms']:>9.0f}"
+        )
+    if "memory_run_jobs_per_s" in rep:
+        lines.append(
+            f"{'    system, memory run':<28} {rep['memory_run_jobs_per_s']:>8.2f} "
+            f"{rep['memory_run_p50_ms']:>9.0f} {'':>9}  ({rep['memory_jobs']} jobs)"
+        )
+    lines += [
+        "",
+        f"system vs plain: {rep['ratio_vs_plain']:.2f}x   system vs launch: "
+        f"{rep['ratio_vs_launch']:.2f}x   same text on every path: {rep['same_text']}",
+        f"system p50 split: enqueue {rep['system_enqueue_p50_ms']} ms, worker "
+        f"{rep['system_worker_p50_ms']} ms, rest = queue wait + result notify",
+        f"worker tree RSS: {rep['worker_rss_mb_start']} → {rep['worker_rss_mb_end']} MB "
+        f"({rep['worker_rss_change_pct']:+.1f}%), PSS: {rep['worker_pss_mb_start']} → "
+        f"{rep['worker_pss_mb_end']} MB ({rep['worker_pss_change_pct']:+.1f}%), "
+        f"peak RSS {rep['worker_rss_mb_peak']} MB",
+        "targets: "
+        + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in rep["targets"].items()),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m workers.bench_browse", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--jobs", type=int, default=40, help="timed jobs per path")
+    parser.add_argument("--concurrency", type=int, default=2, help="jobs in flight")
+    parser.add_argument(
+        "--memory-jobs", type=int, default=1000, help="extra system jobs for the memory figure"
+    )
+    parser.add_argument("--warmup", type=int, default=2, help="untimed jobs per path first")
+    parser.add_argument("--browsers", type=int, default=1, help="worker's pooled browsers")
+    parser.add_argument("--contexts-per-browser", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="default browsers x contexts")
+    parser.add_argument("--worker-log", type=Path, default=None, help="keep the worker's log")
+    args = parser.parse_args(argv)
+    from schema.logs import configure_logging
+
+    configure_logging(level="WARNING", fmt="console")
+    config = BenchConfig(
+        base=Settings.from_env(),
+        jobs=args.jobs,
+        concurrency=args.concurrency,
+        memory_jobs=args.memory_jobs,
+        warmup=args.warmup,
+        browsers=args.browsers,
+        contexts_per_browser=args.contexts_per_browser,
+        threads=args.threads,
+        worker_log=args.worker_log,
+    )
+    rep = asyncio.run(run_benchmark(config))
+    print(render_table(rep))
+    print(json.dumps(rep, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

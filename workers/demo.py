@@ -1,0 +1,258 @@
+"""``browser-sessions demo``: the whole product in one command.
+
+Starts the fixture site and the workers, adds a session, logs in *through the live-view
+page* (a scripted user in headless Chromium clicking and typing, 2FA included), saves,
+browses a protected page, expires the session on the site, shows AUTH_SESSION_EXPIRED, the
+Expired status and the task comment, re-logs in, browses again, verifies the audit chain,
+saves a screenshot of the live view, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from playwright.async_api import Browser, async_playwright
+
+from producers.api import SessionsClient
+from schema import queries
+from schema.audit import load_audit_key, verify
+from schema.db import connect
+from schema.enums import CaptureState
+from schema.migrate import migrate
+from schema.settings import Settings
+from workers import totp
+from workers.chromium import HEADLESS_ARGS, find_chromium
+from workers.fixture_site import FixtureSite
+from workers.liveview_user import LiveViewUser
+from workers.processes import free_port, run_worker
+
+T = TypeVar("T")
+USER, PASSWORD, TOTP_SECRET = "alice", "correct horse battery", "JBSWY3DPEHPK3PXP"
+WAIT = timedelta(seconds=60)
+
+
+class Demo:
+    """Numbered steps with progress lines; remembers whether every step passed."""
+
+    def __init__(self, out: Any = None) -> None:
+        self.out = out or sys.stdout
+        self.passed = 0
+        self.failed: list[str] = []
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        self.out.write(f"{text}\n")
+        self.out.flush()
+
+    async def step(self, title: str, action: Callable[[], Awaitable[T]]) -> T:
+        number = self.passed + len(self.failed) + 1
+        self.say(f"[{number:2d}] {title} ...")
+        began = time.monotonic()
+        try:
+            result = await action()
+        except Exception as exc:
+            self.failed.append(title)
+            self.say(f"     FAILED: {type(exc).__name__}: {exc}")
+            raise
+        self.passed += 1
+        self.say(f"     ok ({(time.monotonic() - began) * 1000:.0f} ms)")
+        return result
+
+
+async def run_demo(settings: Settings, *, out: Any = None) -> bool:
+    demo = Demo(out)
+    workdir = Path(tempfile.mkdtemp(prefix="browser-sessions-demo-"))
+    try:
+        await _run(demo, settings, workdir)
+    except Exception:
+        pass
+    elapsed = time.monotonic() - demo.started
+    if demo.failed:
+        demo.say(
+            f"DEMO FAILED: {demo.passed} steps passed, failed at: {demo.failed[0]} "
+            f"({elapsed:.1f} s; logs in {workdir})"
+        )
+        return False
+    demo.say(f"DEMO PASSED: all {demo.passed} steps passed in {elapsed:.1f} s")
+    return True
+
+
+async def _run(demo: Demo, settings: Settings, workdir: Path) -> None:
+    chromium = find_chromium(settings.chromium_path)
+    await demo.step("migrate the database", lambda: migrate(settings.database_url))
+    async with FixtureSite.start() as site:
+        site.add_user(USER, PASSWORD, totp_secret=TOTP_SECRET)
+        demo.say(f"     fixture site at {site.base_url} (user {USER}, password + TOTP)")
+        run = dataclasses.replace(
+            settings,
+            chromium_path=chromium,
+            queue_prefix=f"{settings.queue_prefix}demo-{secrets.token_hex(3)}.",
+            allow_private_hosts=settings.allow_private_hosts | {f"127.0.0.1:{site.port}"},
+            liveview_port=free_port(),
+            metrics_port=free_port(),
+            health_port=free_port(),
+            browsers=1,
+        )
+        demo.say("[..] starting workers (browse+expiry, capture) ...")
+        with (
+            run_worker(run, ["browse", "expiry"], workdir / "browse-worker.log"),
+            run_worker(
+                dataclasses.replace(run, metrics_port=free_port(), health_port=free_port()),
+                ["capture"],
+                workdir / "capture-worker.log",
+            ),
+        ):
+            demo.say(f"     workers ready (logs in {workdir})")
+            async with SessionsClient.open(run) as client, async_playwright() as pw:
+                browser = await pw.chromium.launch(
+                    executable_path=chromium, args=list(HEADLESS_ARGS), headless=True
+                )
+                try:
+                    await _story(demo, client, site, browser, workdir, run)
+                finally:
+                    await browser.close()
+        demo.say("     workers stopped")
+
+
+async def _story(
+    demo: Demo,
+    client: SessionsClient,
+    site: FixtureSite,
+    browser: Browser,
+    workdir: Path,
+    settings: Settings,
+) -> None:
+    created = await demo.step(
+        "add a session (label 'Fixture site', start URL /app) and open its login window",
+        lambda: client.add_session(
+            owner_id=USER,
+            label="Fixture site",
+            start_url=site.url("/app"),
+            logged_in_selector="#whoami",
+            login_url_pattern=site.url("/login") + "**",
+        ),
+    )
+    session_id, capture_id = created["session_id"], created["capture_id"]
+    demo.say(f"     session {session_id}, capture {capture_id}")
+    screenshot = workdir / "liveview.png"
+
+    async def login(capture_id: str, shot: Path | None) -> None:
+        capture = await client.wait_capture(
+            capture_id, states=[CaptureState.OPEN], final_only=False, timeout=WAIT
+        )
+        url = capture.to_dict()["liveview_url"]
+        if not url:
+            raise RuntimeError(f"the capture is {capture.state.value}, not open")
+        demo.say(f"     live view: {url.split('?')[0]}?token=…")
+        context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+        try:
+            user = LiveViewUser(viewer=await context.new_page(), browser=browser)
+            await user.open(url)
+            await user.wait_for_remote_url("/login")
+            x, y = await user.locate(site.url("/login?next=/app"), "#username")
+            await user.click_remote(x, y)
+            await user.type(USER)
+            await user.press("Tab")
+            await user.type(PASSWORD)
+            await user.press("Enter", settle=True)
+            await user.type(totp.totp(TOTP_SECRET))
+            await user.press("Enter")
+            await user.wait_for_remote_url("/app")
+            await _sleep(1.0)  # let the logged-in page paint before the screenshot
+            if shot is not None:
+                await user.viewer.screenshot(path=str(shot))
+            await client.save_capture(capture_id, actor_id=USER)
+            saved = await client.wait_capture(capture_id, timeout=WAIT)
+            if saved.state is not CaptureState.SAVED:
+                raise RuntimeError(f"save ended {saved.state.value}: {saved.reason}")
+        finally:
+            await context.close()
+
+    await demo.step(
+        "log in through the live view (click, type, password, 2FA code) and Save",
+        lambda: login(capture_id, screenshot),
+    )
+    demo.say(f"     live-view screenshot: {screenshot}")
+
+    async def browse(task_id: str) -> Any:
+        return await client.browse(
+            task_id=task_id,
+            owner_id=USER,
+            session_id=session_id,
+            url=site.url("/app"),
+            timeout=WAIT,
+        )
+
+    async def browse_ok() -> None:
+        result = await browse(f"task-{secrets.token_hex(4)}")
+        if not result.ok:
+            raise RuntimeError(f"{result.error_code}: {result.error_message}")
+        demo.say(f"     the agent sees: {result.title!r} — {(result.text or '').strip()[:80]!r}")
+
+    await demo.step("browse the protected page with the saved session", browse_ok)
+    await demo.step(
+        "revoke alice's login on the site (server side)", _async(lambda: site.revoke(USER))
+    )
+    expired_task = f"task-{secrets.token_hex(4)}"
+
+    async def browse_expired() -> None:
+        result = await browse(expired_task)
+        if result.error_code != "AUTH_SESSION_EXPIRED":
+            raise RuntimeError(f"expected AUTH_SESSION_EXPIRED, got {result.outcome}")
+        demo.say(f"     browse failed with {result.error_code}")
+        deadline = time.monotonic() + 20
+        while True:
+            session = await queries.get_session(client.db, session_id)
+            comments = await queries.task_comments(client.db, expired_task)
+            if session.status.value == "expired" and comments:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the session was not marked expired with a comment")
+            await _sleep(0.2)
+        demo.say(f"     session status: {session.status.value}")
+        demo.say(f"     task comment: {comments[0]}")
+
+    await demo.step(
+        "browse again: AUTH_SESSION_EXPIRED, session Expired, task comment", browse_expired
+    )
+    relogin = await demo.step(
+        "re-login: start a fresh capture into the same session",
+        lambda: client.relogin(session_id, actor_id=USER),
+    )
+    await demo.step(
+        "log in again through the live view and Save", lambda: login(relogin["capture_id"], None)
+    )
+    await demo.step("browse the protected page again", browse_ok)
+
+    async def audit() -> None:
+        conn = await connect(settings.database_url)
+        try:
+            report = await verify(conn, load_audit_key(settings.key_dir))
+        finally:
+            await conn.close()
+        if not report.ok:
+            raise RuntimeError(report.message)
+        demo.say(f"     audit chain intact: {report.rows} rows")
+
+    await demo.step("verify the audit log's hash chain", audit)
+
+
+def _async(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    async def run() -> Any:
+        return fn()
+
+    return run
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
