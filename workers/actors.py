@@ -164,10 +164,15 @@ async def capture(payload: dict[str, Any]) -> None:
     res = resources.get()
     assert res.liveview is not None, "this worker does not consume the capture queue"
     final = await CaptureService(
-        settings=settings, db=res.db, store=res.store, liveview=res.liveview,
+        settings=settings,
+        db=res.db,
+        store=res.store,
+        liveview=res.liveview,
         launch_browser=res.launch_browser,
     ).run(job)
     log.info(
-        "job_finished", outcome="ok" if final.value == "saved" else "error",
-        capture_state=final.value, duration_ms=int((time.monotonic() - started) * 1000),
+        "job_finished",
+        outcome="ok" if final.value == "saved" else "error",
+        capture_state=final.value,
+        duration_ms=int((time.monotonic() - started) * 1000),
     )

@@ -21,8 +21,6 @@ import os
 import secrets
 import shutil
 import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,11 +28,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from playwright.async_api import Browser, Playwright, async_playwright
+from playwright.async_api import Browser, Playwright, StorageState, async_playwright
 
 from producers.api import SessionsClient
 from schema.migrate import migrate
@@ -64,6 +62,7 @@ class BenchConfig:
     concurrency: int = 2
     memory_jobs: int = 1000
     warmup: int = 2
+    rounds: int = 4
     browsers: int = 1
     contexts_per_browser: int = 2
     threads: int | None = None
@@ -163,7 +162,7 @@ async def visit_page(browser: Browser, state: dict[str, Any], url: str) -> str:
     """A context with the saved state, one page, the logged-in text; the context closed."""
     timeout_ms = _seconds(CALL_TIMEOUT) * 1000
     context = await asyncio.wait_for(
-        browser.new_context(storage_state=state), _seconds(CALL_TIMEOUT)  # type: ignore[arg-type]
+        browser.new_context(storage_state=cast(StorageState, state)), _seconds(CALL_TIMEOUT)
     )
     try:
         page = await asyncio.wait_for(context.new_page(), _seconds(CALL_TIMEOUT))
@@ -236,7 +235,7 @@ def free_port() -> int:
 class WorkerTree:
     """A ``browser-sessions worker`` subprocess and everything below it."""
 
-    process: subprocess.Popen[bytes]
+    process: asyncio.subprocess.Process
     log_path: Path
 
     def log(self) -> str:
@@ -277,32 +276,46 @@ def _kb_field(text: str, name: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def run_worker(settings: Settings, log_path: Path, *, threads: int) -> AsyncIterator[WorkerTree]:
+async def run_worker(
+    settings: Settings, log_path: Path, *, threads: int
+) -> AsyncIterator[WorkerTree]:
     """Start ``browser-sessions worker --queues browse expiry`` and wait until it is ready."""
-    command = [sys.executable, "-m", "producers.cli", "worker", "--queues", "browse", "expiry"]
+    command = ["-m", "producers.cli", "worker", "--queues", "browse", "expiry"]
     command += ["--threads", str(threads)]
-    env = {**os.environ, **settings_env(settings)}
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *command,
+            env={**os.environ, **settings_env(settings)},
+            stdout=log_fd,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
         )
+    finally:
+        os.close(log_fd)
     worker = WorkerTree(process, log_path)
     try:
         deadline = time.monotonic() + _seconds(WORKER_START_TIMEOUT)
         while "worker_ready" not in worker.log():
-            if process.poll() is not None or time.monotonic() > deadline:
+            if process.returncode is not None or time.monotonic() > deadline:
                 raise BenchError(f"the worker did not start:\n{worker.log()[-4000:]}")
             await asyncio.sleep(0.2)
         yield worker
     finally:
+        await _stop(process)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM the worker's process group (browsers too); SIGKILL after 30 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), 30)
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.to_thread(process.wait, 30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await asyncio.to_thread(process.wait)
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
 
 
 def _with_db(url: str, name: str) -> str:
@@ -350,8 +363,8 @@ def delete_queues(amqp_url: str, prefix: str) -> None:
 async def system_settings(config: BenchConfig, site: FixtureSite) -> AsyncIterator[Settings]:
     """Settings on a throw-away database, queue prefix and key directory (mode 0700)."""
     prefix = f"bs-bench-{secrets.token_hex(4)}."
-    key_dir = Path(tempfile.mkdtemp(prefix="bs-bench-keys-"))
-    key_dir.chmod(0o700)
+    key_dir = Path(tempfile.mkdtemp(prefix="bs-bench-keys-"))  # created with mode 0700
+    os.chmod(key_dir, 0o700)
     try:
         async with bench_database(config.base.database_url) as database_url:
             yield dataclasses.replace(
@@ -405,50 +418,8 @@ class PeakSampler:
 
 # ----- the benchmark ---------------------------------------------------------------------
 
-
-async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
-    """Run all three paths and the memory run; returns the report (see :func:`report`)."""
-    if config.jobs < 1 or config.concurrency < 1 or config.memory_jobs < 0:
-        raise BenchError("jobs and concurrency must be at least 1, memory jobs at least 0")
-    chromium = find_chromium(config.base.chromium_path)
-    password = secrets.token_urlsafe(12)
-    results: dict[str, PathResult] = {}
-    async with FixtureSite.start() as site, async_playwright() as playwright:
-        site.add_user(USER, password)
-        url = site.url(PAGE)
-
-        # (a) plain Playwright: one warm browser, storage_state per context.
-        browser = await launch(playwright, chromium)
-        try:
-            state = await log_in(browser, site, password)
-
-            async def plain(_i: int) -> Sample:
-                started = time.monotonic()
-                text = await visit_page(browser, state, url)
-                return Sample(time.monotonic() - started, check_text(text, "plain"))
-
-            await run_path("warm-up", config.warmup, config.concurrency, plain)
-            results["plain"] = await run_path("plain", config.jobs, config.concurrency, plain)
-        finally:
-            await asyncio.wait_for(browser.close(), _seconds(CALL_TIMEOUT))
-
-        # (b) a browser launched per job.
-        async def per_launch(_i: int) -> Sample:
-            started = time.monotonic()
-            own = await launch(playwright, chromium)
-            try:
-                text = await visit_page(own, state, url)
-            finally:
-                await asyncio.wait_for(own.close(), _seconds(CALL_TIMEOUT))
-            return Sample(time.monotonic() - started, check_text(text, "launch"))
-
-        await run_path("warm-up", config.warmup, config.concurrency, per_launch)
-        results["launch"] = await run_path("launch", config.jobs, config.concurrency, per_launch)
-
-        # (c) the whole system.
-        system = await _run_system(config, site, state, url)
-    results.update(system.paths)
-    return report(config, results, system)
+PATHS = ("plain", "launch", "system")
+Job = Callable[[int], Awaitable[Sample]]
 
 
 @dataclass
@@ -459,9 +430,56 @@ class _SystemRun:
     settings: Settings
 
 
-async def _run_system(
-    config: BenchConfig, site: FixtureSite, state: dict[str, Any], url: str
+async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
+    """Run the three paths (interleaved in rounds) and the memory run; returns the report."""
+    if config.jobs < 1 or config.concurrency < 1 or config.memory_jobs < 0 or config.rounds < 1:
+        raise BenchError("jobs, concurrency and rounds must be at least 1, memory jobs >= 0")
+    chromium = find_chromium(config.base.chromium_path)
+    password = secrets.token_urlsafe(12)
+    load_before = os.getloadavg()
+    async with FixtureSite.start() as site, async_playwright() as playwright:
+        site.add_user(USER, password)
+        url = site.url(PAGE)
+        browser = await launch(playwright, chromium)
+        try:
+            state = await log_in(browser, site, password)
+
+            async def plain(_i: int) -> Sample:
+                started = time.monotonic()
+                text = await visit_page(browser, state, url)
+                return Sample(time.monotonic() - started, check_text(text, "plain"))
+
+            async def per_launch(_i: int) -> Sample:
+                started = time.monotonic()
+                own = await launch(playwright, chromium)
+                try:
+                    text = await visit_page(own, state, url)
+                finally:
+                    await asyncio.wait_for(own.close(), _seconds(CALL_TIMEOUT))
+                return Sample(time.monotonic() - started, check_text(text, "launch"))
+
+            system = await _run_all(
+                config, site, state, url, {"plain": plain, "launch": per_launch}
+            )
+        finally:
+            await asyncio.wait_for(browser.close(), _seconds(CALL_TIMEOUT))
+    return report(config, system, load=(load_before[0], os.getloadavg()[0]))
+
+
+def _split(jobs: int, rounds: int) -> list[int]:
+    """``jobs`` spread over ``rounds`` as evenly as possible (no empty round)."""
+    rounds = min(rounds, jobs)
+    return [jobs // rounds + (1 if r < jobs % rounds else 0) for r in range(rounds)]
+
+
+async def _run_all(
+    config: BenchConfig,
+    site: FixtureSite,
+    state: dict[str, Any],
+    url: str,
+    local_jobs: dict[str, Job],
 ) -> _SystemRun:
+    """Start the system, then run every path in rounds so outside load hits them alike."""
     with contextlib.ExitStack() as cleanup:
         if config.worker_log is not None:
             log_path = config.worker_log
@@ -484,7 +502,7 @@ async def _run_system(
             )
             session_id = str(created["session_id"])
 
-            async def job(i: int) -> Sample:
+            async def system(_i: int) -> Sample:
                 started = time.monotonic()
                 job_id = await client.enqueue_browse(
                     task_id=f"bench-{secrets.token_hex(6)}",
@@ -493,12 +511,10 @@ async def _run_system(
                     url=url,
                 )
                 enqueued = time.monotonic()
-                result = await client.wait_result(
-                    job_id, owner_id=USER, timeout=config.job_timeout
-                )
+                result = await client.wait_result(job_id, owner_id=USER, timeout=config.job_timeout)
                 done = time.monotonic()
                 if not result.ok:
-                    raise BenchError(f"system job failed: {result.error_code} {result.error_message}")
+                    raise BenchError(f"system job failed: {result.error_code}")
                 return Sample(
                     done - started,
                     check_text(result.text or "", "system"),
@@ -506,19 +522,30 @@ async def _run_system(
                     worker_s=(result.duration_ms or 0) / 1000,
                 )
 
-            await run_path("warm-up", config.warmup, config.concurrency, job)
+            jobs: dict[str, Job] = {**local_jobs, "system": system}
+            for name in PATHS:
+                await run_path("warm-up", config.warmup, config.concurrency, jobs[name])
             memory = {"start": await settled_memory(worker)}
-            paths = {"system": await run_path("system", config.jobs, config.concurrency, job)}
+            rounds: dict[str, list[PathResult]] = {name: [] for name in PATHS}
+            for count in _split(config.jobs, config.rounds):
+                for name in PATHS:
+                    rounds[name].append(await run_path(name, count, config.concurrency, jobs[name]))
+            paths = {name: merge(name, results) for name, results in rounds.items()}
             peak: Memory | None = None
             if config.memory_jobs:
                 memory["timed"] = await settled_memory(worker)
                 async with PeakSampler(worker=worker) as sampler:
                     paths["memory"] = await run_path(
-                        "memory", config.memory_jobs, config.concurrency, job
+                        "memory", config.memory_jobs, config.concurrency, system
                     )
                 peak = max(sampler.samples, key=lambda m: m.rss_kb, default=None)
             memory["end"] = await settled_memory(worker)
     return _SystemRun(paths=paths, memory=memory, peak=peak, settings=settings)
+
+
+def merge(name: str, results: Sequence[PathResult]) -> PathResult:
+    """One path's rounds as one result: summed wall time, pooled samples."""
+    return PathResult(name, sum(r.wall_s for r in results), [s for r in results for s in r.samples])
 
 
 def _r(value: float | None, digits: int = 1) -> float | None:
@@ -529,8 +556,9 @@ def _change_pct(start: float, end: float) -> float:
     return round((end - start) / start * 100, 1) if start else 0.0
 
 
-def report(config: BenchConfig, paths: dict[str, PathResult], system: _SystemRun) -> dict[str, Any]:
+def report(config: BenchConfig, system: _SystemRun, *, load: tuple[float, float]) -> dict[str, Any]:
     """The JSON report: throughput, latency, ratios, memory, targets."""
+    paths = system.paths
     plain, launch_, sys_ = paths["plain"], paths["launch"], paths["system"]
     texts = set().union(*(p.texts for p in paths.values()))
     start, end = system.memory["start"], system.memory["end"]
@@ -538,6 +566,7 @@ def report(config: BenchConfig, paths: dict[str, PathResult], system: _SystemRun
         "bench": "browse",
         "jobs": config.jobs,
         "concurrency": config.concurrency,
+        "rounds": min(config.rounds, config.jobs),
         "warmup_jobs": config.warmup,
         "memory_jobs": config.memory_jobs,
         "worker": {
@@ -571,6 +600,8 @@ def report(config: BenchConfig, paths: dict[str, PathResult], system: _SystemRun
         "worker_processes_end": end.processes,
         "same_text": len(texts) == 1,
         "text_chars": len(next(iter(texts))) if len(texts) == 1 else None,
+        "load_avg_1m_before": round(load[0], 2),
+        "load_avg_1m_after": round(load[1], 2),
     }
     if "memory" in paths:
         out["memory_run_jobs_per_s"] = _r(paths["memory"].jobs_per_s, 3)
@@ -637,6 +668,9 @@ def main(argv: list[str] | None = None) -> int:
         "--memory-jobs", type=int, default=1000, help="extra system jobs for the memory figure"
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed jobs per path first")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="interleave the paths in this many rounds"
+    )
     parser.add_argument("--browsers", type=int, default=1, help="worker's pooled browsers")
     parser.add_argument("--contexts-per-browser", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="default browsers x contexts")
@@ -651,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         memory_jobs=args.memory_jobs,
         warmup=args.warmup,
+        rounds=args.rounds,
         browsers=args.browsers,
         contexts_per_browser=args.contexts_per_browser,
         threads=args.threads,

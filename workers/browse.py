@@ -38,7 +38,7 @@ from workers.guard_proxy import is_guard_refusal
 from workers.pool import BrowserPool
 from workers.restore import plan_restore
 from workers.state_store import StateStore, state_values
-from workers.verdict import Verdict, decide
+from workers.verdict import Verdict, decide, url_matches
 
 log = get_logger(__name__)
 
@@ -250,7 +250,9 @@ async def visit(
             await page.wait_for_selector(opts.wait_for_selector, timeout=timeout_ms)
         except PlaywrightTimeout:
             raise NavigationFailed("the wait-for selector did not appear in time") from None
-    selector_present = await _selector_present(page, session.logged_in_selector)
+    selector_present = await _selector_present(
+        page, session.logged_in_selector, session.login_url_pattern
+    )
     verdict, reason = decide(
         final_url=page.url,
         login_url_pattern=session.login_url_pattern,
@@ -271,19 +273,36 @@ async def visit(
     )
 
 
-async def _selector_present(page: Page, selector: str | None) -> bool | None:
-    """Whether the logged-in selector shows up within a short wait (None when not set)."""
+async def _selector_present(
+    page: Page, selector: str | None, login_url_pattern: str | None
+) -> bool | None:
+    """Whether the logged-in selector shows up within a short wait (None when not set).
+
+    The wait ends early when the page lands on the login page (a script sent it there).
+    """
     if not selector:
         return None
+    waits = [
+        asyncio.ensure_future(
+            page.wait_for_selector(selector, state="attached", timeout=SELECTOR_WAIT_S * 1000)
+        )
+    ]
+    if login_url_pattern:
+        waits.append(
+            asyncio.ensure_future(
+                page.wait_for_url(
+                    lambda url: url_matches(url, login_url_pattern), timeout=SELECTOR_WAIT_S * 1000
+                )
+            )
+        )
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, *done, return_exceptions=True)
     try:
-        await page.wait_for_selector(selector, state="attached", timeout=SELECTOR_WAIT_S * 1000)
-        return True
-    except PlaywrightTimeout:
-        return False
-    except PlaywrightError:
-        # The page navigated away (e.g. a script sent it to the login page) while waiting.
-        await asyncio.sleep(0)
         return await page.locator(selector).count() > 0
+    except PlaywrightError:
+        return False
 
 
 def _net_error(exc: PlaywrightError) -> str:

@@ -72,8 +72,9 @@ async def run_demo(settings: Settings, *, out: Any = None) -> bool:
     workdir = Path(tempfile.mkdtemp(prefix="browser-sessions-demo-"))
     try:
         await _run(demo, settings, workdir)
-    except Exception:
-        pass
+    except Exception as exc:
+        if not demo.failed:  # a failure outside a step (set-up, workers) still fails the demo
+            demo.failed.append(f"set-up: {type(exc).__name__}: {exc}")
     elapsed = time.monotonic() - demo.started
     if demo.failed:
         demo.say(

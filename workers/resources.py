@@ -58,7 +58,8 @@ class Resources:
     async def launch_browser(self) -> Browser:
         """A dedicated browser (for a capture), behind the guard proxy like the pool's."""
         return await self.playwright.chromium.launch(
-            headless=True, timeout=self.settings.browser_call_timeout.total_seconds() * 1000,
+            headless=True,
+            timeout=self.settings.browser_call_timeout.total_seconds() * 1000,
             **self.launch_options(),
         )
 
@@ -143,7 +144,8 @@ class WorkerResources(Middleware):
         thread = get_event_loop_thread()
         assert thread is not None, "the AsyncIO middleware must be installed"
         try:
-            self.resources = thread.run_coroutine(open_resources(self.settings, browse=browse, capture=capture)
+            self.resources = thread.run_coroutine(
+                open_resources(self.settings, browse=browse, capture=capture)
             )
         except Exception as exc:
             # dramatiq only logs failures in this hook; a worker without resources must stop.

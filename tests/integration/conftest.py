@@ -46,7 +46,9 @@ async def browser(chromium_path: str) -> AsyncIterator[Browser]:
 def login_state(browser: Browser, site: FixtureSite) -> LoginState:
     """Log a user in on the fixture site with a real browser; returns its storage state."""
 
-    async def login(user: str, *, indexed_db: bool = False) -> dict[str, Any]:
+    async def login(
+        user: str, *, indexed_db: bool = False, session_storage: bool = False
+    ) -> dict[str, Any]:
         context = await browser.new_context()
         try:
             page = await context.new_page()
@@ -55,7 +57,13 @@ def login_state(browser: Browser, site: FixtureSite) -> LoginState:
             await page.fill("#password", PASSWORD)
             await page.click("#submit")
             await page.wait_for_selector("#whoami", timeout=10_000)
-            return dict(await context.storage_state(indexed_db=indexed_db))
+            state = dict(await context.storage_state(indexed_db=indexed_db))
+            if session_storage:  # Playwright leaves it out; the capture worker adds it
+                items = await page.evaluate("() => Object.entries(sessionStorage)")
+                for origin in state["origins"]:
+                    if origin["origin"] == site.base_url:
+                        origin["sessionStorage"] = [{"name": k, "value": v} for k, v in items]
+            return state
         finally:
             await context.close()
 

@@ -318,3 +318,52 @@ async def test_result_is_only_readable_by_its_owner(
     with pytest.raises(Exception) as err:
         await client.wait_result(job, owner_id="mallory", timeout=timedelta(seconds=1))
     assert getattr(err.value, "code", "") == "RESULT_TIMEOUT"
+
+
+async def test_session_storage_and_indexeddb_are_restored(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+) -> None:
+    state = await login_state("alice", indexed_db=True, session_storage=True)
+    origin = next(o for o in state["origins"] if o["origin"] == site.base_url)
+    assert origin.get("indexedDB") and origin.get("sessionStorage")
+    created = await client.import_session(
+        owner_id="alice",
+        label="alice (all storage)",
+        start_url=site.url("/app"),
+        state=json.dumps(state).encode(),
+        logged_in_selector="#whoami",
+        login_url_pattern=site.url("/login") + "**",
+    )
+    for path in ("/app-session-storage", "/app-indexeddb"):
+        result = await client.browse(
+            task_id=task(),
+            owner_id="alice",
+            session_id=created["session_id"],
+            url=site.url(path),
+            timeout=RESULT,
+        )
+        assert result.ok, (path, result.error_message)
+        assert "logged in as alice" in (result.text or "")
+    # Without them, the same pages are logged out: the restore is what makes them work.
+    origin.pop("sessionStorage")
+    origin.pop("indexedDB")
+    bare = await client.import_session(
+        owner_id="alice",
+        label="alice (no storage)",
+        start_url=site.url("/app"),
+        state=json.dumps(state).encode(),
+        logged_in_selector="#whoami",
+        login_url_pattern=site.url("/login") + "**",
+    )
+    for path in ("/app-session-storage", "/app-indexeddb"):
+        result = await client.browse(
+            task_id=task(),
+            owner_id="alice",
+            session_id=bare["session_id"],
+            url=site.url(path),
+            timeout=RESULT,
+        )
+        assert result.error_code == "AUTH_SESSION_EXPIRED", path

@@ -133,6 +133,15 @@ async def test_login_through_live_view_then_browse(
     )
     assert result.ok, result.error_message
     assert f"logged in as {owner}" in (result.text or "")
+    for path in ("/app-session-storage", "/app-indexeddb"):  # captured and restored too
+        more = await capture_client.browse(
+            task_id=f"task-{secrets.token_hex(4)}",
+            owner_id=owner,
+            session_id=session_id,
+            url=site.url(path),
+            timeout=RESULT,
+        )
+        assert more.ok, (path, more.error_message)
 
     # Re-login of an expired session turns it active again with a new version.
     site.revoke(owner)

@@ -39,9 +39,7 @@ SUMMARY_FIELDS = ("job_id", "actor", "task_id", "session_id", "outcome", "error_
 
 @pytest.fixture(scope="module")
 def expiry_settings(base_settings: Settings) -> Settings:
-    return dataclasses.replace(
-        base_settings, metrics_port=free_port(), health_port=free_port()
-    )
+    return dataclasses.replace(base_settings, metrics_port=free_port(), health_port=free_port())
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +53,12 @@ def expiry_worker(
 
 
 async def scrape(port: int) -> Samples:
-    async with aiohttp.ClientSession() as http, http.get(
-        f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=10)
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=10)
+        ) as response,
+    ):
         assert response.status == 200
         text = await response.text()
     return {
@@ -74,9 +75,12 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def get_json(port: int, path: str) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as http, http.get(
-        f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(total=10)
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(total=10)
+        ) as response,
+    ):
         return response.status, await response.json()
 
 
@@ -138,10 +142,16 @@ async def test_scrape_has_every_metric_rules_and_dashboard_use(
     assert {n for n in used if n.startswith("dramatiq_")} <= dramatiq_sample_names()
 
     assert value(samples, "browser_sessions_sessions_expired_total") >= 1
-    assert value(
-        samples, "browser_sessions_jobs_total", actor="expire", outcome="error",
-        error_code="INVALID_INPUT",
-    ) >= 1
+    assert (
+        value(
+            samples,
+            "browser_sessions_jobs_total",
+            actor="expire",
+            outcome="error",
+            error_code="INVALID_INPUT",
+        )
+        >= 1
+    )
     assert value(samples, "browser_sessions_job_duration_seconds_count", actor="expire") >= 2
     assert value(samples, "browser_sessions_decrypts_total", result="error") == 0
     # Low cardinality: no label value names a user, session, task or job.
@@ -195,8 +205,11 @@ async def test_browse_moves_pool_decrypt_and_delivery_metrics_and_logs_no_secret
 ) -> None:
     state = await login_state("erin")
     created = await client.import_session(
-        owner_id="erin", label="erin's fixture", start_url=site.url("/app"),
-        state=json.dumps(state).encode(), logged_in_selector="#whoami",
+        owner_id="erin",
+        label="erin's fixture",
+        start_url=site.url("/app"),
+        state=json.dumps(state).encode(),
+        logged_in_selector="#whoami",
         login_url_pattern=site.url("/login") + "**",
     )
     session_id = str(created["session_id"])

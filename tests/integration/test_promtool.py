@@ -68,6 +68,9 @@ def test_a_broken_rule_test_fails(promtool: str, tmp_path: Path) -> None:
     (tmp_path / "rules_test.yml").write_text(broken)
     done = subprocess.run(
         [promtool, "test", "rules", "rules_test.yml"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode != 0

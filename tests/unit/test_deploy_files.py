@@ -303,9 +303,7 @@ def test_prometheus_scrapes_the_compose_services() -> None:
 
 def test_dockerfile() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
-    instructions = [
-        line.split(None, 1) for line in text.splitlines() if line and line[0].isupper()
-    ]
+    instructions = [line.split(None, 1) for line in text.splitlines() if line and line[0].isupper()]
     assert instructions[0] == ["FROM", "python:3.11-slim"]
     users = [arg for op, arg in instructions if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
@@ -382,9 +380,10 @@ def test_keys_come_from_a_secret_read_only() -> None:
         assert {"name": "keys-secret", "mountPath": "/secret", "readOnly": True} in init[
             "volumeMounts"
         ]
-        mounts = {m["name"]: m for m in _worker_container({"spec": {"template": {"spec": spec}}})[
-            "volumeMounts"
-        ]}
+        mounts = {
+            m["name"]: m
+            for m in _worker_container({"spec": {"template": {"spec": spec}}})["volumeMounts"]
+        }
         assert mounts["keys"]["readOnly"] is True
         assert defaults.key_dir.parent == Path(mounts["keys"]["mountPath"])
         assert spec["securityContext"]["runAsNonRoot"] is True
@@ -412,6 +411,8 @@ def test_the_liveview_service_selects_capture_pods() -> None:
     pods = _by_kind("Deployment")["worker-capture"]["spec"]["template"]
     assert service["selector"].items() <= pods["metadata"]["labels"].items()
     (port,) = service["ports"]
-    container_ports = {p["name"]: p["containerPort"] for p in _worker_container(
-        {"spec": {"template": pods}})["ports"]}
+    container_ports = {
+        p["name"]: p["containerPort"]
+        for p in _worker_container({"spec": {"template": pods}})["ports"]
+    }
     assert container_ports[port["targetPort"]] == Settings().liveview_port
