@@ -1,0 +1,43 @@
+"""``browser-sessions keys ...``: rotate and retire root key versions, shred a user.
+
+Runs where the workers' key provider is (never on the orchestrator side).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schema.audit import AuditLog
+from schema.db import connect
+from schema.settings import Settings
+from workers.crypto import keys, user_keys
+
+
+async def _run(settings: Settings, action: str, **kwargs: Any) -> dict[str, Any]:
+    provider = keys.provider_from_settings(settings)
+    audit = AuditLog(key=provider.audit_key())
+    conn = await connect(settings.database_url)
+    try:
+        fn = getattr(user_keys, action)
+        result: dict[str, Any] = await fn(conn, provider, audit=audit, **kwargs)
+        return result
+    finally:
+        await conn.close()
+
+
+async def rotate_root(settings: Settings) -> dict[str, Any]:
+    """Rewrap every user key under a new root key version; payloads are untouched."""
+    return await _run(settings, "rotate_root", actor_id="admin")
+
+
+async def retire_root(settings: Settings, *, version: int) -> dict[str, Any]:
+    """Retire root key version N once no user key needs it."""
+    provider = keys.provider_from_settings(settings)
+    return await _run(
+        settings, "retire_root", key_id=f"{provider.name}:{version}", actor_id="admin"
+    )
+
+
+async def shred_user(settings: Settings, *, owner_id: str, actor_id: str) -> dict[str, Any]:
+    """Destroy a user's key material: their sessions become unreadable and revoked."""
+    return await _run(settings, "shred_user", owner_id=owner_id, actor_id=actor_id)
