@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
 
 from schema import queries
 from schema.db import listening
@@ -35,7 +35,7 @@ log = get_logger(__name__)
 
 CAPTURE_CHANNEL = "capture_signals"
 POLL_S = 1.0
-VIEWPORT = {"width": 1280, "height": 800}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
 SESSION_STORAGE_JS = "() => [location.origin, Object.entries(window.sessionStorage)]"
 
 

@@ -367,3 +367,56 @@ async def test_session_storage_and_indexeddb_are_restored(
             timeout=RESULT,
         )
         assert result.error_code == "AUTH_SESSION_EXPIRED", path
+
+
+async def test_canary_secret_never_in_logs_or_plain_columns(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+    database_url: str,
+) -> None:
+    import asyncio
+
+    canary = f"CANARY{secrets.token_hex(8)}"
+    state = await login_state("alice")
+    host = site.host
+    state["cookies"].append(
+        {
+            "name": "canary",
+            "value": canary,
+            "domain": host,
+            "path": "/",
+            "expires": -1,
+            "httpOnly": True,
+            "secure": False,
+            "sameSite": "Lax",
+        }
+    )
+    origin = next(o for o in state["origins"] if o["origin"] == site.base_url)
+    origin["localStorage"].append({"name": "canary", "value": canary})
+    created = await client.import_session(
+        owner_id="alice",
+        label="canary",
+        start_url=site.url("/app"),
+        state=json.dumps(state).encode(),
+        logged_in_selector="#whoami",
+    )
+    result = await client.browse(
+        task_id=task(),
+        owner_id="alice",
+        session_id=created["session_id"],
+        url=site.url("/app"),
+        options=BrowseOptions(extract_html=True),
+        timeout=RESULT,
+    )
+    assert result.ok
+    assert canary not in json.dumps(result.to_dict())
+    assert canary not in browse_worker.log()
+    dump = await asyncio.to_thread(
+        __import__("subprocess").run,
+        ["pg_dump", database_url],
+        capture_output=True,
+        check=True,
+    )
+    assert canary.encode() not in dump.stdout

@@ -85,6 +85,7 @@ async def log_in_through_live_view(user: LiveViewUser, site: FixtureSite, name: 
     await user.wait_for_remote_url("/app")
 
 
+@pytest.mark.timeout(360)
 async def test_login_through_live_view_then_browse(
     capture_worker: WorkerProcess,
     browse_worker: WorkerProcess,
@@ -197,7 +198,7 @@ async def test_cancel_and_token_checks(
 
     _, capture_id, url = await open_capture(capture_client, site, "grace")
     _, other_capture, other_url = await open_capture(capture_client, site, "heidi")
-    base, token = url.split("?token=")
+    base = url.split("?token=")[0]
     other_token = other_url.split("?token=")[1]
     async with aiohttp.ClientSession() as http:
         for bad in (f"{base}?token=wrong", f"{base}?token={other_token}", base):
