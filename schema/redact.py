@@ -25,7 +25,8 @@ _SECRET_KEY = re.compile(
 )
 _PATTERNS = (
     (
-        re.compile(r"(?im)\b((?:set-)?cookie|(?:proxy-)?authorization)(\s*[:=]\s*)[^\n]*"),
+        # Up to the end of the line, a quote or a backslash (an escaped newline in JSON).
+        re.compile(r"(?im)\b((?:set-)?cookie|(?:proxy-)?authorization)(\s*[:=]\s*)[^\n\"\\]*"),
         rf"\1\2{REDACTED}",
     ),
     (
