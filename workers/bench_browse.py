@@ -68,6 +68,7 @@ class BenchConfig:
     threads: int | None = None
     worker_log: Path | None = None
     job_timeout: timedelta = timedelta(seconds=60)
+    memory_settle: timedelta = MEMORY_SETTLE
 
     @property
     def worker_threads(self) -> int:
@@ -89,10 +90,15 @@ class PathResult:
     name: str
     wall_s: float
     samples: list[Sample]
+    cpu_s: float = 0.0  # CPU of this process tree (worker and browsers included) meanwhile
 
     @property
     def jobs_per_s(self) -> float:
         return len(self.samples) / self.wall_s
+
+    @property
+    def cpu_ms_per_job(self) -> float:
+        return self.cpu_s * 1000 / len(self.samples)
 
     def latency_ms(self, q: float) -> float:
         return percentile([s.latency_s * 1000 for s in self.samples], q)
@@ -140,9 +146,99 @@ async def run_path(
         async with gate:
             return await job(i)
 
+    cpu = tree_cpu_s(os.getpid())
     started = time.monotonic()
     samples = await asyncio.gather(*(one(i) for i in range(jobs)))
-    return PathResult(name, time.monotonic() - started, list(samples))
+    wall = time.monotonic() - started
+    return PathResult(name, wall, list(samples), tree_cpu_s(os.getpid()) - cpu)
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [root], [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [c for c, p in parents.items() if p == pid]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds used by the tree so far, reaped children included (utime+stime+cu+cs).
+
+    Postgres and RabbitMQ run outside the tree and are not counted.
+    """
+    ticks = 0
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _direct_children() -> dict[int, str]:
+    """This process's children and their states (``Z`` for a zombie)."""
+    me, found = os.getpid(), {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == me:
+                    found[int(entry.name)] = fields[0]
+    return found
+
+
+def _set_subreaper(on: bool) -> bool:
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+class OrphanKeeper:
+    """Keeps orphaned descendants in this process tree so their CPU time is counted.
+
+    A closing browser's last children outlive it and would be re-parented to init, taking
+    their CPU time with them. As a child subreaper this process adopts them instead; they are
+    counted while they run and as zombies, and :meth:`reap` collects them. It never touches a
+    child this process started itself (those present on entry, and any passed to ``keep``).
+    """
+
+    def __init__(self) -> None:
+        self._keep: set[int] = set()
+        self._on = False
+
+    def __enter__(self) -> OrphanKeeper:
+        self._keep = set(_direct_children())
+        self._on = _set_subreaper(True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reap()
+        if self._on:
+            _set_subreaper(False)
+
+    def keep(self, pid: int) -> None:
+        self._keep.add(pid)
+
+    def reap(self) -> None:
+        for pid, state in _direct_children().items():
+            if pid not in self._keep and state == "Z":
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
 
 
 def check_text(text: str, where: str) -> str:
@@ -243,19 +339,7 @@ class WorkerTree:
 
     def pids(self) -> list[int]:
         """The worker and every process below it (dramatiq children, drivers, browsers)."""
-        parents: dict[int, int] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    stat = (entry / "stat").read_text()
-                    parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-        found, frontier = [self.process.pid], [self.process.pid]
-        while frontier:
-            pid = frontier.pop()
-            children = [c for c, p in parents.items() if p == pid]
-            found.extend(children)
-            frontier.extend(children)
-        return found
+        return process_tree(self.process.pid)
 
     def memory(self) -> Memory:
         """Summed VmRSS (double-counts shared pages) and PSS (shares split) of the tree."""
@@ -385,9 +469,9 @@ async def system_settings(config: BenchConfig, site: FixtureSite) -> AsyncIterat
         shutil.rmtree(key_dir, ignore_errors=True)
 
 
-async def settled_memory(worker: WorkerTree) -> Memory:
+async def settled_memory(worker: WorkerTree, settle: timedelta) -> Memory:
     """The tree's memory once closed contexts have gone (a short pause, then a sample)."""
-    await asyncio.sleep(_seconds(MEMORY_SETTLE))
+    await asyncio.sleep(_seconds(settle))
     return worker.memory()
 
 
@@ -458,9 +542,10 @@ async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
                     await asyncio.wait_for(own.close(), _seconds(CALL_TIMEOUT))
                 return Sample(time.monotonic() - started, check_text(text, "launch"))
 
-            system = await _run_all(
-                config, site, state, url, {"plain": plain, "launch": per_launch}
-            )
+            with OrphanKeeper() as keeper:
+                system = await _run_all(
+                    config, site, state, url, {"plain": plain, "launch": per_launch}, keeper
+                )
         finally:
             await asyncio.wait_for(browser.close(), _seconds(CALL_TIMEOUT))
     return report(config, system, load=(load_before[0], os.getloadavg()[0]))
@@ -478,6 +563,7 @@ async def _run_all(
     state: dict[str, Any],
     url: str,
     local_jobs: dict[str, Job],
+    keeper: OrphanKeeper,
 ) -> _SystemRun:
     """Start the system, then run every path in rounds so outside load hits them alike."""
     with contextlib.ExitStack() as cleanup:
@@ -492,6 +578,7 @@ async def _run_all(
             run_worker(settings, log_path, threads=config.worker_threads) as worker,
             SessionsClient.open(settings) as client,
         ):
+            keeper.keep(worker.process.pid)
             created = await client.import_session(
                 owner_id=USER,
                 label="bench fixture",
@@ -525,27 +612,34 @@ async def _run_all(
             jobs: dict[str, Job] = {**local_jobs, "system": system}
             for name in PATHS:
                 await run_path("warm-up", config.warmup, config.concurrency, jobs[name])
-            memory = {"start": await settled_memory(worker)}
+            memory = {"start": await settled_memory(worker, config.memory_settle)}
             rounds: dict[str, list[PathResult]] = {name: [] for name in PATHS}
             for count in _split(config.jobs, config.rounds):
                 for name in PATHS:
                     rounds[name].append(await run_path(name, count, config.concurrency, jobs[name]))
+                    keeper.reap()
             paths = {name: merge(name, results) for name, results in rounds.items()}
             peak: Memory | None = None
             if config.memory_jobs:
-                memory["timed"] = await settled_memory(worker)
+                memory["timed"] = await settled_memory(worker, config.memory_settle)
                 async with PeakSampler(worker=worker) as sampler:
                     paths["memory"] = await run_path(
                         "memory", config.memory_jobs, config.concurrency, system
                     )
                 peak = max(sampler.samples, key=lambda m: m.rss_kb, default=None)
-            memory["end"] = await settled_memory(worker)
+                keeper.reap()
+            memory["end"] = await settled_memory(worker, config.memory_settle)
     return _SystemRun(paths=paths, memory=memory, peak=peak, settings=settings)
 
 
 def merge(name: str, results: Sequence[PathResult]) -> PathResult:
     """One path's rounds as one result: summed wall time, pooled samples."""
-    return PathResult(name, sum(r.wall_s for r in results), [s for r in results for s in r.samples])
+    return PathResult(
+        name,
+        sum(r.wall_s for r in results),
+        [s for r in results for s in r.samples],
+        sum(r.cpu_s for r in results),
+    )
 
 
 def _r(value: float | None, digits: int = 1) -> float | None:
@@ -586,6 +680,12 @@ def report(config: BenchConfig, system: _SystemRun, *, load: tuple[float, float]
         "plain_p95_ms": _r(plain.latency_ms(95)),
         "launch_p50_ms": _r(launch_.latency_ms(50)),
         "launch_p95_ms": _r(launch_.latency_ms(95)),
+        "cores": os.cpu_count(),
+        "plain_cpu_ms_per_job": _r(plain.cpu_ms_per_job),
+        "launch_cpu_ms_per_job": _r(launch_.cpu_ms_per_job),
+        "system_cpu_ms_per_job": _r(sys_.cpu_ms_per_job),
+        "ratio_vs_plain_by_cpu": _r(plain.cpu_ms_per_job / sys_.cpu_ms_per_job, 3),
+        "ratio_vs_launch_by_cpu": _r(launch_.cpu_ms_per_job / sys_.cpu_ms_per_job, 3),
         "system_enqueue_p50_ms": _r(sys_.phase_ms("enqueue_s", 50)),
         "system_worker_p50_ms": _r(sys_.phase_ms("worker_s", 50)),
         "system_worker_p95_ms": _r(sys_.phase_ms("worker_s", 95)),
@@ -599,13 +699,15 @@ def report(config: BenchConfig, system: _SystemRun, *, load: tuple[float, float]
         "worker_processes_start": start.processes,
         "worker_processes_end": end.processes,
         "same_text": len(texts) == 1,
-        "text_chars": len(next(iter(texts))) if len(texts) == 1 else None,
+        "distinct_texts": len(texts),
+        "text": next(iter(texts)) if len(texts) == 1 else None,
         "load_avg_1m_before": round(load[0], 2),
         "load_avg_1m_after": round(load[1], 2),
     }
     if "memory" in paths:
         out["memory_run_jobs_per_s"] = _r(paths["memory"].jobs_per_s, 3)
         out["memory_run_p50_ms"] = _r(paths["memory"].latency_ms(50))
+        out["memory_run_cpu_ms_per_job"] = _r(paths["memory"].cpu_ms_per_job)
         out["worker_rss_mb_before_memory_run"] = _r(system.memory["timed"].rss_mb)
     out["targets"] = {
         "throughput_vs_plain_ge_1.3": out["ratio_vs_plain"] >= 1.3,
@@ -624,8 +726,8 @@ def render_table(rep: dict[str, Any], paths: Sequence[str] = ("plain", "launch",
         f"worker {rep['worker']['browsers']} browser(s) x "
         f"{rep['worker']['contexts_per_browser']} contexts, {rep['worker']['threads']} threads",
         "",
-        f"{'path':<28} {'jobs/s':>8} {'p50 ms':>9} {'p95 ms':>9}",
-        "-" * 57,
+        f"{'path':<28} {'jobs/s':>8} {'p50 ms':>9} {'p95 ms':>9} {'CPU ms/job':>11}",
+        "-" * 69,
     ]
     labels = {
         "plain": "(a) plain Playwright",
@@ -635,7 +737,8 @@ def render_table(rep: dict[str, Any], paths: Sequence[str] = ("plain", "launch",
     for name in paths:
         lines.append(
             f"{labels[name]:<28} {rep[f'{name}_jobs_per_s']:>8.2f} "
-            f"{rep[f'{name}_p50_ms']:>9.0f} {rep[f'{name}_p95_ms']:>9.0f}"
+            f"{rep[f'{name}_p50_ms']:>9.0f} {rep[f'{name}_p95_ms']:>9.0f} "
+            f"{rep[f'{name}_cpu_ms_per_job']:>11.0f}"
         )
     if "memory_run_jobs_per_s" in rep:
         lines.append(
@@ -646,6 +749,8 @@ def render_table(rep: dict[str, Any], paths: Sequence[str] = ("plain", "launch",
         "",
         f"system vs plain: {rep['ratio_vs_plain']:.2f}x   system vs launch: "
         f"{rep['ratio_vs_launch']:.2f}x   same text on every path: {rep['same_text']}",
+        f"by CPU per job (less sensitive to other load on the machine): system vs plain "
+        f"{rep['ratio_vs_plain_by_cpu']:.2f}x, vs launch {rep['ratio_vs_launch_by_cpu']:.2f}x",
         f"system p50 split: enqueue {rep['system_enqueue_p50_ms']} ms, worker "
         f"{rep['system_worker_p50_ms']} ms, rest = queue wait + result notify",
         f"worker tree RSS: {rep['worker_rss_mb_start']} → {rep['worker_rss_mb_end']} MB "

@@ -159,6 +159,7 @@ class _Viewer:
         self._page_changed = asyncio.Event()
         self._status_due = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._attach_failures = 0
 
     def page_changed(self) -> None:
         self._page_changed.set()
@@ -195,7 +196,7 @@ class _Viewer:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._background.discard(task)
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled() or task.exception() is None or self.ws.closed:
             return
         log.warning(
             "liveview_viewer_failed",
@@ -241,14 +242,18 @@ class _Viewer:
                         "everyNthFrame": 1,
                     },
                 )
+            self._attach_failures = 0
         except (PlaywrightError, TimeoutError) as exc:
+            self._attach_failures += 1
             log.info(
                 "liveview_attach_failed",
                 capture_id=self.target.capture_id,
                 error=type(exc).__name__,
+                failures=self._attach_failures,
             )
-            self._page_changed.set()  # look again: the page may have closed meanwhile
-            await asyncio.sleep(0.1)
+            await self._detach()
+            self._page_changed.set()  # try again: or the page closed and another is on top
+            await asyncio.sleep(min(5.0, 0.05 * 2**self._attach_failures))
 
     async def _detach(self) -> None:
         cdp, self._cdp, self._page, self._pending = self._cdp, None, None, None
@@ -595,6 +600,8 @@ class LiveViewServer:
             raise InvalidInput("capture_id and owner_id are required")
         if capture_id in self._targets:
             raise InvalidInput("this capture already has a live view", capture_id=capture_id)
+        if page.context is not context:
+            raise InvalidInput("page must belong to context")
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidInput("expires_at must be timezone-aware")
         token = secrets.token_urlsafe(32)

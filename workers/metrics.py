@@ -153,11 +153,6 @@ def _initialise() -> None:
 _initialise()
 
 
-def multiprocess_dir() -> str | None:
-    """The shared metrics directory of this worker, or None in single-process use."""
-    return os.environ.get(MULTIPROC_ENV) or None
-
-
 def prometheus_middleware() -> list[Middleware]:
     """dramatiq's Prometheus middleware when running under ``browser-sessions worker``.
 

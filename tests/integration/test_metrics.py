@@ -8,8 +8,8 @@ import asyncio
 import dataclasses
 import json
 import secrets
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -21,15 +21,12 @@ from producers.api import SessionsClient
 from producers.enqueue import Enqueuer
 from schema.jobs import ExpireJob
 from schema.settings import Settings
-from tests.integration.conftest import (
-    LoginState,
-    WorkerProcess,
-    free_port,
-    run_worker,
-    wait_for,
-)
+from tests.conftest import AMQP_URL, _delete_queues
+from tests.integration.conftest import LoginState, wait_for
 from tests.unit.test_deploy_files import dramatiq_sample_names, used_metric_names
 from workers.fixture_site import FixtureSite
+from workers.health import HealthServer, amqp_check
+from workers.processes import WorkerProcess, free_port, run_worker
 
 pytestmark = pytest.mark.integration
 
@@ -38,18 +35,36 @@ SUMMARY_FIELDS = ("job_id", "actor", "task_id", "session_id", "outcome", "error_
 
 
 @pytest.fixture(scope="module")
-def expiry_settings(base_settings: Settings) -> Settings:
-    return dataclasses.replace(base_settings, metrics_port=free_port(), health_port=free_port())
+def ops_settings(base_settings: Settings, site: FixtureSite) -> Settings:
+    """This module's own queues and ports: no other test's worker takes its jobs or ports."""
+    return dataclasses.replace(
+        base_settings,
+        queue_prefix=f"{base_settings.queue_prefix}ops.",
+        allow_private_hosts=frozenset({f"127.0.0.1:{site.port}"}),
+        metrics_port=free_port(),
+        health_port=free_port(),
+        browsers=1,
+        contexts_per_browser=2,
+    )
 
 
 @pytest.fixture(scope="module")
-def expiry_worker(
-    expiry_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+def ops_worker(
+    ops_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    """A real ``browser-sessions worker --queues expiry`` with its own metrics port."""
-    log_path = tmp_path_factory.mktemp("expiry-worker") / "worker.log"
-    with run_worker(expiry_settings, ["expiry"], log_path) as worker:
-        yield worker
+    """A real ``browser-sessions worker --queues browse expiry``."""
+    log_path = tmp_path_factory.mktemp("ops-worker") / "worker.log"
+    try:
+        with run_worker(ops_settings, ["browse", "expiry"], log_path) as worker:
+            yield worker
+    finally:
+        _delete_queues(ops_settings.queue_prefix)
+
+
+@pytest.fixture
+async def ops_client(ops_settings: Settings) -> AsyncIterator[SessionsClient]:
+    async with SessionsClient.open(ops_settings) as client:
+        yield client
 
 
 async def scrape(port: int) -> Samples:
@@ -108,22 +123,27 @@ async def expiring_session(db: asyncpg.Connection) -> tuple[str, str]:
     return session_id, task_id
 
 
-async def test_scrape_has_every_metric_rules_and_dashboard_use(
-    expiry_worker: WorkerProcess, expiry_settings: Settings, db: asyncpg.Connection
-) -> None:
-    session_id, task_id = await expiring_session(db)
-    job_id = f"j-{secrets.token_hex(6)}"
-    enqueuer = Enqueuer(settings=expiry_settings)
+async def send_expire(settings: Settings, *payloads: dict[str, Any]) -> None:
+    enqueuer = Enqueuer(settings=settings)
     try:
-        await enqueuer.send_async(
-            "expire", ExpireJob(session_id=session_id, task_id=task_id, job_id=job_id).to_message()
-        )
-        # A malformed payload: not retryable, so it errors and is dead-lettered.
-        await enqueuer.send_async("expire", {"kind": "expire", "schema_version": 999})
+        for payload in payloads:
+            await enqueuer.send_async("expire", payload)
     finally:
         await asyncio.to_thread(enqueuer.close)
 
-    port = expiry_settings.metrics_port
+
+async def test_scrape_has_every_metric_rules_and_dashboard_use(
+    ops_worker: WorkerProcess, ops_settings: Settings, db: asyncpg.Connection
+) -> None:
+    session_id, task_id = await expiring_session(db)
+    job_id = f"j-{secrets.token_hex(6)}"
+    await send_expire(
+        ops_settings,
+        ExpireJob(session_id=session_id, task_id=task_id, job_id=job_id).to_message(),
+        # A malformed payload: not retryable, so it errors and is dead-lettered.
+        {"kind": "expire", "schema_version": 999},
+    )
+    port = ops_settings.metrics_port
 
     async def jobs_counted() -> bool:
         samples = await scrape(port)
@@ -138,20 +158,17 @@ async def test_scrape_has_every_metric_rules_and_dashboard_use(
 
     used = {n for n in used_metric_names() if n.startswith(("browser_sessions_", "dramatiq_"))}
     assert used - names == set()
-    # dramatiq's series that the rules and dashboard use are live here too.
     assert {n for n in used if n.startswith("dramatiq_")} <= dramatiq_sample_names()
 
     assert value(samples, "browser_sessions_sessions_expired_total") >= 1
-    assert (
-        value(
-            samples,
-            "browser_sessions_jobs_total",
-            actor="expire",
-            outcome="error",
-            error_code="INVALID_INPUT",
-        )
-        >= 1
+    invalid = value(
+        samples,
+        "browser_sessions_jobs_total",
+        actor="expire",
+        outcome="error",
+        error_code="INVALID_INPUT",
     )
+    assert invalid >= 1
     assert value(samples, "browser_sessions_job_duration_seconds_count", actor="expire") >= 2
     assert value(samples, "browser_sessions_decrypts_total", result="error") == 0
     # Low cardinality: no label value names a user, session, task or job.
@@ -160,34 +177,30 @@ async def test_scrape_has_every_metric_rules_and_dashboard_use(
     assert all(len(v) < 64 for v in label_values)
 
 
-async def test_health_endpoints(expiry_worker: WorkerProcess, expiry_settings: Settings) -> None:
-    status, body = await get_json(expiry_settings.health_port, "/healthz")
+async def test_health_endpoints(ops_worker: WorkerProcess, ops_settings: Settings) -> None:
+    status, body = await get_json(ops_settings.health_port, "/healthz")
     assert status == 200 and body["status"] == "ok"
-    status, body = await get_json(expiry_settings.health_port, "/readyz")
+    status, body = await get_json(ops_settings.health_port, "/readyz")
     assert status == 200, body
     assert body["status"] == "ready"
-    assert set(body["checks"]) == {"database", "broker"}  # no browser pool on expiry workers
+    assert set(body["checks"]) == {"database", "broker", "browser_pool"}
     assert all(check["ok"] for check in body["checks"].values())
 
 
 async def test_expire_job_summary_line(
-    expiry_worker: WorkerProcess, expiry_settings: Settings, db: asyncpg.Connection
+    ops_worker: WorkerProcess, ops_settings: Settings, db: asyncpg.Connection
 ) -> None:
     session_id, task_id = await expiring_session(db)
     job_id = f"j-{secrets.token_hex(6)}"
-    enqueuer = Enqueuer(settings=expiry_settings)
-    try:
-        await enqueuer.send_async(
-            "expire", ExpireJob(session_id=session_id, task_id=task_id, job_id=job_id).to_message()
-        )
-    finally:
-        await asyncio.to_thread(enqueuer.close)
+    await send_expire(
+        ops_settings, ExpireJob(session_id=session_id, task_id=task_id, job_id=job_id).to_message()
+    )
 
     async def logged() -> bool:
-        return bool(summary_lines(expiry_worker, job_id))
+        return bool(summary_lines(ops_worker, job_id))
 
     await wait_for(logged, timeout=30, what="the job's summary line")
-    (line,) = summary_lines(expiry_worker, job_id)
+    (line,) = summary_lines(ops_worker, job_id)
     assert line["actor"] == "expire"
     assert (line["job_id"], line["task_id"], line["session_id"]) == (job_id, task_id, session_id)
     assert line["outcome"] == "ok" and line["error_code"] is None
@@ -196,15 +209,14 @@ async def test_expire_job_summary_line(
 
 
 async def test_browse_moves_pool_decrypt_and_delivery_metrics_and_logs_no_secret(
-    browse_worker: WorkerProcess,
-    worker_settings: Settings,
-    client: SessionsClient,
+    ops_worker: WorkerProcess,
+    ops_settings: Settings,
+    ops_client: SessionsClient,
     site: FixtureSite,
     login_state: LoginState,
-    tmp_path: Path,
 ) -> None:
     state = await login_state("erin")
-    created = await client.import_session(
+    created = await ops_client.import_session(
         owner_id="erin",
         label="erin's fixture",
         start_url=site.url("/app"),
@@ -214,29 +226,86 @@ async def test_browse_moves_pool_decrypt_and_delivery_metrics_and_logs_no_secret
     )
     session_id = str(created["session_id"])
     task_id = f"task-{secrets.token_hex(4)}"
-    result = await client.browse(
+    result = await ops_client.browse(
         task_id=task_id, owner_id="erin", session_id=session_id, url=site.url("/app")
     )
     assert result.ok, result.error_message
+    denied = await ops_client.browse(
+        task_id=f"task-{secrets.token_hex(4)}",
+        owner_id="erin",
+        session_id=session_id,
+        url="http://169.254.169.254/latest/meta-data/",
+    )
+    assert denied.error_code == "URL_NOT_ALLOWED"
 
-    samples = await scrape(worker_settings.metrics_port)
+    async def both_counted() -> bool:
+        # A job is counted right after its result is stored, so the scrape may lag a moment.
+        samples = await scrape(ops_settings.metrics_port)
+        return value(samples, "browser_sessions_jobs_total", actor="browse") >= 2
+
+    await wait_for(both_counted, timeout=10, what="both browse jobs counted")
+    samples = await scrape(ops_settings.metrics_port)
     assert value(samples, "browser_sessions_jobs_total", actor="browse", outcome="ok") >= 1
+    assert value(samples, "browser_sessions_jobs_total", actor="import_state", outcome="ok") >= 1
+    assert value(samples, "browser_sessions_captures_total", state="saved") >= 1  # the import
     assert value(samples, "browser_sessions_decrypts_total", result="ok") >= 1
+    assert value(samples, "browser_sessions_guard_refusals_total") >= 1
+    refused = value(
+        samples,
+        "browser_sessions_jobs_total",
+        actor="browse",
+        outcome="error",
+        error_code="URL_NOT_ALLOWED",
+    )
+    assert refused >= 1
     assert value(samples, "browser_sessions_result_delivery_seconds_count") >= 1
     assert value(samples, "browser_sessions_browser_launches_total") >= 1
     assert value(samples, "browser_sessions_pool_browsers") >= 1
-    assert value(samples, "browser_sessions_pool_capacity") == (
-        worker_settings.browsers * worker_settings.contexts_per_browser
-    )
-    status, body = await get_json(worker_settings.health_port, "/readyz")
+    capacity = ops_settings.browsers * ops_settings.contexts_per_browser
+    assert value(samples, "browser_sessions_pool_capacity") == capacity
+    status, body = await get_json(ops_settings.health_port, "/readyz")
     assert status == 200 and body["checks"]["browser_pool"]["ok"] is True
 
-    (line,) = summary_lines(browse_worker, result.job_id)
+    async def logged() -> bool:
+        return bool(summary_lines(ops_worker, result.job_id))
+
+    await wait_for(logged, timeout=10, what="the browse job's summary line")
+    (line,) = summary_lines(ops_worker, result.job_id)
     assert all(field in line for field in SUMMARY_FIELDS)
     assert (line["actor"], line["task_id"], line["session_id"]) == ("browse", task_id, session_id)
     assert line["outcome"] == "ok" and line["duration_ms"] >= 0
-    log = browse_worker.log()
+    log = ops_worker.log()
     cookie_values = [c["value"] for c in state["cookies"] if len(c["value"]) >= 8]
     assert cookie_values, "the fixture login sets a session cookie"
     for secret in cookie_values:
         assert secret not in log
+
+
+async def test_readiness_reports_each_failing_check() -> None:
+    """503 with the failing check named: a closed port, a check that hangs; the live broker
+    still answers the AMQP handshake."""
+    closed = free_port()
+
+    async def hangs() -> bool:
+        await asyncio.sleep(30)
+        return True
+
+    checks = {
+        "broker": amqp_check(AMQP_URL),
+        "down": amqp_check(f"amqp://guest:guest@127.0.0.1:{closed}/%2F"),
+        "slow": hangs,
+    }
+    async with HealthServer(
+        port=0, host="127.0.0.1", checks=checks, check_timeout=timedelta(seconds=0.5)
+    ) as server:
+        status, body = await get_json(server.port, "/readyz")
+        assert status == 503 and body["status"] == "not_ready"
+        assert body["checks"]["broker"]["ok"] is True
+        assert body["checks"]["down"] == {
+            "ok": False,
+            "ms": body["checks"]["down"]["ms"],
+            "error": "ConnectionRefusedError",
+        }
+        assert body["checks"]["slow"]["error"] == "timeout"
+        status, body = await get_json(server.port, "/healthz")
+        assert status == 200 and body["status"] == "ok"

@@ -56,16 +56,23 @@ def test_rule_unit_tests_cover_backlog_and_decrypt_failures() -> None:
 
 def test_a_broken_rule_test_fails(promtool: str, tmp_path: Path) -> None:
     """The unit tests can fail: expecting the decrypt alert before any failure does."""
-    text = (PROMETHEUS / "rules_test.yml").read_text()
-    broken = text.replace(
-        "      - eval_time: 9m\n        alertname: BrowserSessionsDecryptFailed\n"
-        "        exp_alerts: []",
-        "      - eval_time: 9m\n        alertname: BrowserSessionsDecryptFailed\n"
-        "        exp_alerts:\n          - exp_labels:\n              severity: critical",
-    )
-    assert broken != text
     (tmp_path / "rules.yml").write_text((PROMETHEUS / "rules.yml").read_text())
-    (tmp_path / "rules_test.yml").write_text(broken)
+    (tmp_path / "rules_test.yml").write_text(
+        """rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'browser_sessions_decrypts_total{result="error"}'
+        values: '0x20'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: BrowserSessionsDecryptFailed
+        exp_alerts:
+          - exp_labels:
+              severity: critical
+"""
+    )
     done = subprocess.run(
         [promtool, "test", "rules", "rules_test.yml"],
         cwd=tmp_path,
@@ -74,3 +81,4 @@ def test_a_broken_rule_test_fails(promtool: str, tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode != 0
+    assert "BrowserSessionsDecryptFailed" in done.stdout + done.stderr

@@ -265,9 +265,8 @@ def test_compose_runs_only_commands_that_exist() -> None:
     assert migrate, "a migrate one-shot"
     for name, service in services.items():
         if service.get("command", [None])[0] == "worker":
-            assert service["depends_on"][migrate[0]]["condition"] == (
-                "service_completed_successfully"
-            )
+            condition = service["depends_on"][migrate[0]]["condition"]
+            assert condition == "service_completed_successfully", name
 
 
 def test_compose_mounts_only_files_that_exist() -> None:
@@ -338,7 +337,8 @@ def test_kustomization_lists_files_that_exist() -> None:
 
 
 def _worker_container(deployment: dict[str, Any]) -> dict[str, Any]:
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = containers
     return container
 
 
