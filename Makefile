@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export BROWSER_SESSIONS_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/browser_sessions
 export BROWSER_SESSIONS_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2F
 
-.PHONY: help venv chromium services db test lint demo bench bench-crypto bench-liveview clean
+.PHONY: help venv chromium services promtool db test lint demo bench bench-crypto bench-liveview clean
 
 help:
 	@echo "make demo   - set everything up and run the end-to-end demo"
@@ -36,7 +36,10 @@ services:
 db: venv services
 	@$(BIN)/browser-sessions migrate --create-database >/dev/null && echo "database ready: migrated"
 
-test: venv chromium services
+promtool:
+	@bash deploy/dev/ensure-promtool.sh
+
+test: venv chromium services promtool
 	$(BIN)/pytest
 
 lint: venv

@@ -5,19 +5,32 @@ Run with ``browser-sessions worker`` (which runs dramatiq on this module).
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
 import structlog
 from dramatiq.middleware import CurrentMessage
 
+from schema.enums import CaptureState
 from schema.errors import BrowserSessionsError
 from schema.jobs import BrowseJob, CaptureJob, ExpireJob, ImportJob
 from schema.logs import configure_logging, get_logger
 from schema.results import BrowseResult, store_result
 from schema.settings import get_settings
-from workers.broker import BROWSE_QUEUE, CAPTURE_QUEUE, EXPIRY_QUEUE, build_broker
+from workers import metrics
+from workers.broker import (
+    BROWSE_QUEUE,
+    CAPTURE_QUEUE,
+    EXPIRY_QUEUE,
+    RetryWhen,
+    build_broker,
+    never_retry,
+    retry_transient,
+)
 from workers.browse import BrowseService
 from workers.capture import CaptureService
 from workers.expiry import ExpiryService
@@ -50,6 +63,67 @@ def _bind(actor: str, **ids: Any) -> None:
     )
 
 
+@dataclass
+class _Job:
+    """What an actor reports about its job: its outcome code and extra summary fields."""
+
+    code: str = "ok"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _job(actor: str, retry_when: RetryWhen) -> Iterator[_Job]:
+    """Binds the log context; at the end writes the job's one summary line and its metrics.
+
+    Counted once, when the job ends for good: an attempt that will be retried logs
+    ``outcome=retry`` and is not counted (dramatiq_message_retries_total counts those).
+    """
+    started = time.monotonic()
+    _bind(actor, job_id=None, task_id=None, session_id=None)
+    job = _Job()
+    final = True
+    try:
+        yield job
+    except BaseException as exc:
+        job.code = exc.code if isinstance(exc, BrowserSessionsError) else "INTERNAL_ERROR"
+        final = isinstance(exc, Exception) and not retry_when(_retries(), exc)
+        raise
+    finally:
+        seconds = time.monotonic() - started
+        ok = job.code in ("ok", "duplicate")
+        if final:
+            metrics.record_job(actor, "ok" if ok else "error", None if ok else job.code, seconds)
+        log.info(
+            "job_finished",
+            outcome="ok" if ok else ("error" if final else "retry"),
+            error_code=None if ok else job.code,
+            attempt=_retries() + 1,
+            duration_ms=int(seconds * 1000),
+            **job.extra,
+        )
+
+
+async def _capture_code(db: Any, capture_id: str, state: CaptureState) -> str:
+    """The job outcome code of a capture or an import that ended in ``state``."""
+    if state in (CaptureState.SAVED, CaptureState.CANCELLED):
+        return "ok"
+    if state is CaptureState.TIMED_OUT:
+        return "CAPTURE_TIMEOUT"
+    code = await db.fetchval("SELECT error_code FROM captures WHERE id = $1", capture_id)
+    return str(code or "INTERNAL_ERROR")
+
+
+def _record_delivery() -> None:
+    """Enqueue → stored result, from the message's own timestamp (retries included)."""
+    message = CurrentMessage.get_current_message()
+    if message is not None:
+        metrics.record_result_delivery(message.message_timestamp)
+
+
+BROWSE_RETRY = retry_transient(settings.browse_retries)
+EXPIRE_RETRY = retry_transient(10)
+
+
 async def _enqueue_expiry(job: ExpireJob) -> None:
     import asyncio
 
@@ -60,119 +134,100 @@ async def _enqueue_expiry(job: ExpireJob) -> None:
 @dramatiq.actor(
     actor_name="browse",
     queue_name=settings.queue(BROWSE_QUEUE),
-    max_retries=settings.browse_retries,
+    retry_when=BROWSE_RETRY,
     time_limit=int(settings.navigation_timeout.total_seconds() * 1000 * 4 + 60_000),
 )
 async def browse(payload: dict[str, Any]) -> None:
     """Run one browse job and store its result."""
-    started = time.monotonic()
-    job = BrowseJob.from_message(payload)
-    _bind("browse", job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
-    retries = _retries()
-    res = resources.get()
-    assert res.pool is not None, "this worker does not consume the browse queue"
-    service = BrowseService(
-        db=res.db,
-        pool=res.pool,
-        store=res.store,
-        audit=res.audit,
-        guard=res.guard,
-        on_expired=_enqueue_expiry,
-    )
-    outcome = "error"
-    try:
-        outcome = await service.run(
-            job, attempt=retries + 1, final_attempt=retries >= settings.browse_retries
+    with _job("browse", BROWSE_RETRY) as report:
+        job = BrowseJob.from_message(payload)
+        _bind("browse", job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
+        retries = _retries()
+        res = resources.get()
+        assert res.pool is not None, "this worker does not consume the browse queue"
+        service = BrowseService(
+            db=res.db,
+            pool=res.pool,
+            store=res.store,
+            audit=res.audit,
+            guard=res.guard,
+            on_expired=_enqueue_expiry,
         )
-    except BrowserSessionsError as err:
-        outcome = err.code
-        log.warning("job_retrying", error_code=err.code, attempt=retries + 1)
-        raise
-    except Exception as exc:
-        outcome = "INTERNAL_ERROR"
-        if retries >= settings.browse_retries:
-            await store_result(
-                res.db,
-                BrowseResult.failure(
-                    job_id=job.job_id,
-                    task_id=job.task_id,
-                    owner_id=job.owner_id,
-                    session_id=job.session_id,
-                    code="INTERNAL_ERROR",
-                    message=f"internal error: {type(exc).__name__}",
-                    attempts=retries + 1,
-                ),
+        try:
+            report.code = await service.run(
+                job, attempt=retries + 1, final_attempt=retries >= settings.browse_retries
             )
-        raise
-    finally:
-        log.info(
-            "job_finished",
-            outcome="ok" if outcome == "ok" else "error",
-            error_code=None if outcome == "ok" else outcome,
-            duration_ms=int((time.monotonic() - started) * 1000),
-        )
+        except BrowserSessionsError:
+            raise
+        except Exception as exc:
+            if retries >= settings.browse_retries:
+                await store_result(
+                    res.db,
+                    BrowseResult.failure(
+                        job_id=job.job_id,
+                        task_id=job.task_id,
+                        owner_id=job.owner_id,
+                        session_id=job.session_id,
+                        code="INTERNAL_ERROR",
+                        message=f"internal error: {type(exc).__name__}",
+                        attempts=retries + 1,
+                    ),
+                )
+            raise
+        if report.code != "duplicate":
+            _record_delivery()
 
 
-@dramatiq.actor(actor_name="expire", queue_name=settings.queue(EXPIRY_QUEUE), max_retries=10)
+@dramatiq.actor(
+    actor_name="expire", queue_name=settings.queue(EXPIRY_QUEUE), retry_when=EXPIRE_RETRY
+)
 async def expire(payload: dict[str, Any]) -> None:
     """Mark the session expired, fail the task, post one comment."""
-    started = time.monotonic()
-    job = ExpireJob.from_message(payload)
-    _bind("expire", job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
-    res = resources.get()
-    posted = await ExpiryService(db=res.db, audit=res.audit).run(job)
-    log.info(
-        "job_finished",
-        outcome="ok",
-        comment_posted=posted,
-        duration_ms=int((time.monotonic() - started) * 1000),
-    )
+    with _job("expire", EXPIRE_RETRY) as report:
+        job = ExpireJob.from_message(payload)
+        _bind("expire", job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
+        res = resources.get()
+        report.extra["comment_posted"] = await ExpiryService(db=res.db, audit=res.audit).run(job)
 
 
-@dramatiq.actor(actor_name="import_state", queue_name=settings.queue(BROWSE_QUEUE), max_retries=0)
+@dramatiq.actor(
+    actor_name="import_state", queue_name=settings.queue(BROWSE_QUEUE), retry_when=never_retry
+)
 async def import_state(payload: dict[str, Any]) -> None:
     """Open a sealed storageState, verify it is logged in, store it encrypted."""
-    started = time.monotonic()
-    job = ImportJob.from_message(payload)
-    _bind("import_state", job_id=job.capture_id, session_id=job.session_id)
-    res = resources.get()
-    assert res.pool is not None, "this worker does not consume the browse queue"
-    state = await ImportService(
-        db=res.db, pool=res.pool, store=res.store, provider=res.provider
-    ).run(job)
-    log.info(
-        "job_finished",
-        outcome="ok" if state.value == "saved" else "error",
-        capture_state=state.value,
-        duration_ms=int((time.monotonic() - started) * 1000),
-    )
+    with _job("import_state", never_retry) as report:
+        job = ImportJob.from_message(payload)
+        _bind("import_state", job_id=job.capture_id, task_id=None, session_id=job.session_id)
+        res = resources.get()
+        assert res.pool is not None, "this worker does not consume the browse queue"
+        state = await ImportService(
+            db=res.db, pool=res.pool, store=res.store, provider=res.provider
+        ).run(job)
+        report.code = await _capture_code(res.db, job.capture_id, state)
+        report.extra["capture_state"] = state.value
 
 
 @dramatiq.actor(
     actor_name="capture",
     queue_name=settings.queue(CAPTURE_QUEUE),
-    max_retries=0,
+    retry_when=never_retry,
     # Its own limit: the capture timeout plus room to save, never dramatiq's 10-minute default.
     time_limit=int(settings.capture_timeout.total_seconds() * 1000 + 120_000),
     notify_shutdown=True,
 )
 async def capture(payload: dict[str, Any]) -> None:
     """Hold a live-view browser for a login until save, cancel or timeout."""
-    started = time.monotonic()
-    job = CaptureJob.from_message(payload)
-    _bind("capture", job_id=job.capture_id, session_id=job.session_id)
-    res = resources.get()
-    assert res.liveview is not None, "this worker does not consume the capture queue"
-    final = await CaptureService(
-        settings=settings,
-        db=res.db,
-        store=res.store,
-        liveview=res.liveview,
-        launch_browser=res.launch_browser,
-    ).run(job)
-    log.info(
-        "job_finished",
-        outcome="ok" if final.value == "saved" else "error",
-        capture_state=final.value,
-        duration_ms=int((time.monotonic() - started) * 1000),
-    )
+    with _job("capture", never_retry) as report:
+        job = CaptureJob.from_message(payload)
+        _bind("capture", job_id=job.capture_id, task_id=None, session_id=job.session_id)
+        res = resources.get()
+        assert res.liveview is not None, "this worker does not consume the capture queue"
+        final = await CaptureService(
+            settings=settings,
+            db=res.db,
+            store=res.store,
+            liveview=res.liveview,
+            launch_browser=res.launch_browser,
+        ).run(job)
+        report.code = await _capture_code(res.db, job.capture_id, final)
+        report.extra["capture_state"] = final.value

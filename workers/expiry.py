@@ -14,6 +14,7 @@ from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import AuthSessionExpired, SessionNotFound
 from schema.jobs import ExpireJob
 from schema.logs import get_logger
+from workers import metrics
 
 log = get_logger(__name__)
 
@@ -68,5 +69,7 @@ class ExpiryService:
                 expiry_comment(session.label, session.site),
                 f"{AuthSessionExpired.code}:{session.id}:{session.version}",
             )
+        if changed:
+            metrics.record_session_expired()
         log.info("session_expired", newly_expired=changed, comment_posted=posted is not None)
         return posted is not None

@@ -19,6 +19,7 @@ from schema.jobs import BrowseOptions, ImportJob
 from schema.logs import get_logger
 from schema.redact import secret_values
 from schema.sealing import open_sealed, seal_aad, sealed_key_id
+from workers import metrics
 from workers.browse import open_and_visit
 from workers.crypto.keys import KeyProvider
 from workers.pool import BrowserPool
@@ -123,3 +124,5 @@ async def set_capture_state(
         error_code,
         state.is_final,
     )
+    if state.is_final:
+        metrics.record_capture(state)

@@ -105,8 +105,10 @@ def run_worker(
             time.sleep(0.2)
         yield worker
     finally:
+        # SIGTERM to dramatiq's main process only, as tini / a container runtime does: it
+        # forwards one SIGTERM to each child (a second one makes a worker exit at once).
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -19,13 +19,15 @@ from schema.db import create_pool
 from schema.logs import get_logger
 from schema.sealing import publish_seal_key
 from schema.settings import Settings
+from workers import metrics
 from workers.broker import BROWSE_QUEUE, CAPTURE_QUEUE, QUEUES
 from workers.chromium import HEADLESS_ARGS, find_chromium
 from workers.crypto.keys import LocalFileKeyProvider
 from workers.guard import UrlGuard
 from workers.guard_proxy import GuardProxy, chromium_launch_options
+from workers.health import HealthServer, amqp_check, database_check, predicate_check
 from workers.liveview import LiveViewServer
-from workers.pool import BrowserPool, PoolEvent
+from workers.pool import BrowserPool
 from workers.state_store import StateStore
 
 log = get_logger(__name__)
@@ -67,20 +69,16 @@ class Resources:
         await self._stack.aclose()
 
 
-def on_pool_event(event: PoolEvent) -> None:
-    """Hook for metrics (set by workers.metrics when loaded)."""
-
-
 async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> Resources:
     stack = contextlib.AsyncExitStack()
     try:
         db = await create_pool(settings.database_url, min_size=1, max_size=8)
         stack.push_async_callback(db.close)
         provider = LocalFileKeyProvider(key_dir=settings.key_dir)
-        audit = AuditLog.from_key_dir(settings.key_dir)
+        audit = metrics.MeteredAuditLog.from_key_dir(settings.key_dir)
         async with db.acquire() as conn:
             await publish_seal_key(conn, provider)
-        guard = UrlGuard(allow_private_hosts=settings.allow_private_hosts)
+        guard = metrics.MeteredUrlGuard(allow_private_hosts=settings.allow_private_hosts)
         proxy = await stack.enter_async_context(GuardProxy.start(guard=guard))
         playwright = await stack.enter_async_context(async_playwright())
         resources = Resources(
@@ -88,7 +86,7 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
             db=db,
             provider=provider,
             audit=audit,
-            store=StateStore(
+            store=metrics.MeteredStateStore(
                 provider=provider, audit=audit, max_state_bytes=settings.max_state_bytes
             ),
             guard=guard,
@@ -97,6 +95,12 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
             chromium_path=find_chromium(settings.chromium_path),
             _stack=stack,
         )
+        checks = {"database": database_check(db), "broker": amqp_check(settings.amqp_url)}
+        if browse:
+            checks["browser_pool"] = predicate_check(
+                lambda: resources.pool is not None and resources.pool.healthy
+            )
+        await stack.enter_async_context(HealthServer(port=settings.health_port, checks=checks))
         if browse:
             options = resources.launch_options()
             resources.pool = await stack.enter_async_context(
@@ -109,7 +113,7 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
                     contexts_per_browser=settings.contexts_per_browser,
                     max_contexts_per_browser=settings.browser_max_contexts,
                     call_timeout=settings.browser_call_timeout,
-                    on_event=lambda e: on_pool_event(e),
+                    on_event=metrics.on_pool_event,
                 )
             )
         if capture:
@@ -120,6 +124,9 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
                     public_base_url=settings.liveview_public_url or None,
                 )
             )
+        await stack.enter_async_context(
+            metrics.GaugeSampler(pool=resources.pool, liveview=resources.liveview)
+        )
         return resources
     except BaseException:
         await stack.aclose()

@@ -15,9 +15,18 @@ DEFAULT_THREADS = {"browse": None, "capture": 2, "expiry": 2}
 
 
 def metrics_dir(settings: Settings) -> Path:
-    """A clean multiprocess directory for this worker's Prometheus metrics."""
+    """A clean multiprocess directory for this worker run's Prometheus metrics (the pid
+    survives ``execv``, so two workers on one machine never share one)."""
     base = Path(os.environ.get("BROWSER_SESSIONS_METRICS_DIR", tempfile.gettempdir()))
-    return base / f"browser-sessions-metrics-{settings.metrics_port}"
+    return base / f"browser-sessions-metrics-{settings.metrics_port}-{os.getpid()}"
+
+
+def _remove_stale_metrics_dirs(settings: Settings) -> None:
+    """Directories of workers that are gone."""
+    for old in metrics_dir(settings).parent.glob("browser-sessions-metrics-*-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def exec_worker(
@@ -27,6 +36,11 @@ def exec_worker(
     if threads is None:
         # One thread per pooled context for browse; captures each hold a browser.
         threads = settings.browsers * settings.contexts_per_browser if "browse" in queues else 2
+    if "capture" in queues and processes != 1:
+        from schema.errors import InvalidInput
+
+        raise InvalidInput("capture workers run one process each (the live view has one port)")
+    _remove_stale_metrics_dirs(settings)
     prom = metrics_dir(settings)
     shutil.rmtree(prom, ignore_errors=True)
     prom.mkdir(parents=True, exist_ok=True)

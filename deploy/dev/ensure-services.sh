@@ -18,6 +18,8 @@ root_debian() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
 compose_hint() {
   echo "$1 is not reachable at $2:$3 and cannot be started here." >&2
   echo "Start it with: docker compose -f deploy/compose.yaml up -d postgres rabbitmq" >&2
+  echo "and point at it: export BROWSER_SESSIONS_DATABASE_URL=postgresql://postgres:browser-sessions@127.0.0.1:5432/browser_sessions" \
+       "BROWSER_SESSIONS_AMQP_URL=amqp://browser-sessions:browser-sessions@127.0.0.1:5672/%2F" >&2
   exit 1
 }
 

@@ -34,7 +34,11 @@ RESULT = timedelta(seconds=60)
 @pytest.fixture(scope="module")
 def capture_settings(worker_settings: Settings) -> Settings:
     return dataclasses.replace(
-        worker_settings, liveview_port=free_port(), capture_timeout=timedelta(seconds=45)
+        worker_settings,
+        liveview_port=free_port(),
+        metrics_port=free_port(),
+        health_port=free_port(),
+        capture_timeout=timedelta(seconds=45),
     )
 
 
@@ -225,6 +229,8 @@ async def test_timeout(
     short = dataclasses.replace(
         capture_settings,
         liveview_port=free_port(),
+        metrics_port=free_port(),
+        health_port=free_port(),
         capture_timeout=timedelta(seconds=3),
         queue_prefix=capture_settings.queue_prefix + "short.",
     )
@@ -250,6 +256,8 @@ async def test_worker_shutdown_interrupts_capture(
     settings = dataclasses.replace(
         capture_settings,
         liveview_port=free_port(),
+        metrics_port=free_port(),
+        health_port=free_port(),
         queue_prefix=capture_settings.queue_prefix + "stop.",
     )
     log_path = tmp_path_factory.mktemp("capture-stop") / "worker.log"
