@@ -205,6 +205,8 @@ class CaptureService:
     async def _finish(
         self, job: CaptureJob, final: CaptureState, reason: str | None, code: str | None = None
     ) -> None:
+        # Access ends before anyone can read the final state: its token must already be dead.
+        await self._liveview.unregister(job.capture_id)
         await set_capture_state(self._db, job.capture_id, final, reason=reason, error_code=code)
         await self._db.execute(
             "UPDATE captures SET liveview_token = NULL WHERE id = $1", job.capture_id

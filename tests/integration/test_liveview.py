@@ -46,6 +46,10 @@ POPUP_PAGE = """<!doctype html><html><head><title>OAuth</title></head>
 </body></html>"""
 
 
+LOGIN_RGB = (0xF4, 0xF7, 0xFB)
+POPUP_RGB = (0xFF, 0xE0, 0x8A)
+
+
 async def _welcome(request: web.Request) -> web.Response:
     form = await request.post()
     user = str(form.get("user", ""))
@@ -247,7 +251,7 @@ async def _value_is(page: Page, selector: str, value: str) -> bool:
     return await page.input_value(selector) == value
 
 
-async def test_paste_inserts_text(user: Page, capture: Capture) -> None:
+async def test_paste_and_shortcuts(user: Page, capture: Capture) -> None:
     await _open_view(user, capture)
     await _click_remote(user, capture.page, "#user")
     await user.evaluate(
@@ -257,6 +261,9 @@ async def test_paste_inserts_text(user: Page, capture: Capture) -> None:
             document.getElementById('kbd').dispatchEvent(paste); }"""
     )
     await _eventually(lambda: _value_is(capture.page, "#user", "pasted ünïcode"))
+    await user.keyboard.press("Control+A")  # a shortcut: select all, then typing replaces it
+    await user.keyboard.type("zed")
+    await _eventually(lambda: _value_is(capture.page, "#user", "zed"))
 
 
 async def test_wheel_scrolls_remote(user: Page, capture: Capture) -> None:
@@ -275,10 +282,7 @@ async def test_popup_is_followed_and_left(user: Page, capture: Capture, site: st
         "(u) => window.liveview.status.url === u && window.liveview.status.pages === 2",
         arg=site + "/popup",
     )
-    frames = await user.evaluate("() => window.liveview.frames")
-    await user.wait_for_function(f"() => window.liveview.frames > {frames}")
-    await popup.wait_for_load_state()
-    await _eventually(lambda: _shows_popup_colour(user))
+    await _eventually(lambda: _shows_colour(user, POPUP_RGB))
     await user.wait_for_function(
         "() => { const v = window.liveview.status.viewport, s = document.getElementById('stage');"
         " return v && v.width === s.clientWidth; }"
@@ -289,19 +293,21 @@ async def test_popup_is_followed_and_left(user: Page, capture: Capture, site: st
         "(u) => window.liveview.status.url === u && window.liveview.status.pages === 1",
         arg=site + "/",
     )
+    await _eventually(lambda: _shows_colour(user, LOGIN_RGB))
     # Still driving the opener afterwards.
     await _click_remote(user, capture.page, "#user")
     await user.keyboard.type("bob")
     await _eventually(lambda: _value_is(capture.page, "#user", "bob"))
 
 
-async def _shows_popup_colour(user: Page) -> bool:
+async def _shows_colour(user: Page, want: tuple[int, int, int]) -> bool:
+    """True when the viewer's canvas shows ``want`` near its bottom-right corner."""
     rgb: list[int] = await user.evaluate(
-        """() => Array.from(window.liveview.canvas.getContext('2d')
-            .getImageData(window.liveview.canvas.width - 5, window.liveview.canvas.height - 5, 1, 1)
-            .data.slice(0, 3))"""
+        """() => { const c = window.liveview.canvas;
+            return Array.from(c.getContext('2d').getImageData(c.width - 5, c.height - 5, 1, 1)
+                .data.slice(0, 3)); }"""
     )
-    return abs(rgb[0] - 0xFF) < 16 and abs(rgb[1] - 0xE0) < 16 and abs(rgb[2] - 0x8A) < 24
+    return sum(abs(a - b) for a, b in zip(rgb, want, strict=True)) < 30
 
 
 async def test_resize_changes_remote_viewport(user: Page, capture: Capture) -> None:
@@ -332,7 +338,11 @@ async def test_wrong_and_foreign_tokens_get_403(
     base = f"{server.base_url}/live/{capture.capture_id}"
     try:
         async with aiohttp.ClientSession() as client:
-            assert await _status(client, capture.url) == 200
+            async with client.get(capture.url) as page:
+                assert page.status == 200
+                assert "script-src 'sha256-" in page.headers["Content-Security-Policy"]
+                assert page.headers["Referrer-Policy"] == "no-referrer"
+                assert capture.token not in await page.text()
             for url in (
                 f"{base}?token=wrong",
                 f"{base}?token={capture.token[:-1]}",
@@ -496,4 +506,4 @@ async def test_cross_site_navigation_keeps_streaming(
     other_site = site.replace("127.0.0.1", "localhost") + "/popup"
     await capture.page.goto(other_site)
     await user.wait_for_function("(u) => window.liveview.status.url === u", arg=other_site)
-    await _eventually(lambda: _shows_popup_colour(user))
+    await _eventually(lambda: _shows_colour(user, POPUP_RGB))
