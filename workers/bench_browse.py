@@ -5,9 +5,11 @@ N jobs (open ``/app`` with a saved login, wait for ``#whoami``, take the visible
 same concurrency: (a) plain Playwright, one warm browser and ``new_context(storage_state=...)``
 per job; (b) a browser launched per job; (c) the whole system: producers → RabbitMQ → a real
 ``browser-sessions worker`` subprocess → Postgres result. It then runs M more system jobs and
-reports the worker tree's memory (RSS and PSS, browsers included) before and after. It prints
-a table and, as its last line, one JSON object. Needs Postgres, RabbitMQ and Chromium; uses
-a throw-away database, queue prefix and key directory.
+reports the worker tree's memory (RSS and PSS, browsers included) before and after. Paths run
+interleaved in rounds, and CPU per job is reported beside wall-clock figures, so load from other
+programs on the machine skews the comparison less. It prints a table and, as its last line, one
+JSON object. Needs Postgres, RabbitMQ and Chromium; uses a throw-away database, queue prefix and
+key directory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import secrets
 import shutil
@@ -39,6 +42,8 @@ from schema.migrate import migrate
 from schema.settings import Settings
 from workers.chromium import HEADLESS_ARGS, find_chromium
 from workers.fixture_site import FixtureSite
+from workers.pool import LEAN_CONTEXT_ARGS
+from workers.processes import free_port, settings_env
 
 USER = "bench"
 PAGE = "/app"
@@ -46,6 +51,7 @@ LOGGED_IN_SELECTOR = "#whoami"
 CALL_TIMEOUT = timedelta(seconds=30)
 WORKER_START_TIMEOUT = timedelta(seconds=90)
 MEMORY_SETTLE = timedelta(seconds=3)
+MEMORY_CHECKPOINTS = 5  # settled samples during the memory run, for the trend
 _QUEUES = ("browse", "capture", "expiry")
 
 
@@ -63,12 +69,14 @@ class BenchConfig:
     memory_jobs: int = 1000
     warmup: int = 2
     rounds: int = 4
-    browsers: int = 1
+    browsers: int = 2
     contexts_per_browser: int = 2
     threads: int | None = None
     worker_log: Path | None = None
     job_timeout: timedelta = timedelta(seconds=60)
     memory_settle: timedelta = MEMORY_SETTLE
+    tuned_baselines: bool = False  # give (a) and (b) the pool's Chromium flags too
+    memory_checkpoints: int = MEMORY_CHECKPOINTS
 
     @property
     def worker_threads(self) -> int:
@@ -90,7 +98,7 @@ class PathResult:
     name: str
     wall_s: float
     samples: list[Sample]
-    cpu_s: float = 0.0  # CPU of this process tree (worker and browsers included) meanwhile
+    cpu_s: float = 0.0  # CPU meanwhile: this process tree (worker, browsers) + DB backends
 
     @property
     def jobs_per_s(self) -> float:
@@ -119,6 +127,7 @@ class Memory:
     processes: int
     rss_kb: int
     pss_kb: int
+    pss_kb_by_kind: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def rss_mb(self) -> float:
@@ -132,25 +141,47 @@ class Memory:
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q * len(ordered) / 100)))
     return ordered[rank - 1]
 
 
 async def run_path(
-    name: str, jobs: int, concurrency: int, job: Callable[[int], Awaitable[Sample]]
+    name: str,
+    jobs: int,
+    concurrency: int,
+    job: Callable[[int], Awaitable[Sample]],
+    *,
+    cpu_probe: Callable[[], Awaitable[float]] | None = None,
 ) -> PathResult:
-    """Run ``jobs`` jobs with at most ``concurrency`` in flight; latency from job start."""
+    """Run ``jobs`` jobs with at most ``concurrency`` in flight; latency from job start.
+
+    CPU is this process tree's, plus whatever ``cpu_probe`` adds (e.g. Postgres backends).
+    """
+    probe = cpu_probe or _tree_cpu
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> Sample:
         async with gate:
             return await job(i)
 
-    cpu = tree_cpu_s(os.getpid())
+    cpu = await probe()
     started = time.monotonic()
     samples = await asyncio.gather(*(one(i) for i in range(jobs)))
     wall = time.monotonic() - started
-    return PathResult(name, wall, list(samples), tree_cpu_s(os.getpid()) - cpu)
+    return PathResult(name, wall, list(samples), await probe() - cpu)
+
+
+async def _tree_cpu() -> float:
+    return tree_cpu_s(os.getpid())
+
+
+def _pid_cpu_s(pid: int) -> float:
+    """CPU seconds of one process (itself and its reaped children); 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def process_tree(root: int) -> list[int]:
@@ -175,12 +206,7 @@ def tree_cpu_s(root: int) -> float:
 
     Postgres and RabbitMQ run outside the tree and are not counted.
     """
-    ticks = 0
-    for pid in process_tree(root):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += sum(int(f) for f in fields[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(_pid_cpu_s(pid) for pid in process_tree(root))
 
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -269,10 +295,11 @@ async def visit_page(browser: Browser, state: dict[str, Any], url: str) -> str:
         await asyncio.wait_for(context.close(), _seconds(CALL_TIMEOUT))
 
 
-async def launch(playwright: Playwright, chromium: str) -> Browser:
+async def launch(playwright: Playwright, chromium: str, *, tuned: bool = False) -> Browser:
+    """Chromium as plain Playwright launches it (``tuned``: plus the pool's lean flags)."""
     return await playwright.chromium.launch(
         executable_path=chromium,
-        args=list(HEADLESS_ARGS),
+        args=[*HEADLESS_ARGS, *(LEAN_CONTEXT_ARGS if tuned else ())],
         headless=True,
         timeout=_seconds(CALL_TIMEOUT) * 1000,
     )
@@ -300,33 +327,6 @@ async def log_in(browser: Browser, site: FixtureSite, password: str) -> dict[str
 # ----- (c): the worker subprocess --------------------------------------------------------
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The BROWSER_SESSIONS_* environment that reproduces ``settings`` in a subprocess."""
-    return {
-        "BROWSER_SESSIONS_DATABASE_URL": settings.database_url,
-        "BROWSER_SESSIONS_AMQP_URL": settings.amqp_url,
-        "BROWSER_SESSIONS_QUEUE_PREFIX": settings.queue_prefix,
-        "BROWSER_SESSIONS_KEY_DIR": str(settings.key_dir),
-        "BROWSER_SESSIONS_ALLOW_PRIVATE_HOSTS": ",".join(sorted(settings.allow_private_hosts)),
-        "BROWSER_SESSIONS_METRICS_PORT": str(settings.metrics_port),
-        "BROWSER_SESSIONS_HEALTH_PORT": str(settings.health_port),
-        "BROWSER_SESSIONS_LIVEVIEW_PORT": str(settings.liveview_port),
-        "BROWSER_SESSIONS_BROWSERS": str(settings.browsers),
-        "BROWSER_SESSIONS_CONTEXTS_PER_BROWSER": str(settings.contexts_per_browser),
-        "BROWSER_SESSIONS_BROWSER_MAX_CONTEXTS": str(settings.browser_max_contexts),
-        "BROWSER_SESSIONS_LOG_FORMAT": "json",
-        "BROWSER_SESSIONS_LOG_LEVEL": settings.log_level,
-    }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class WorkerTree:
     """A ``browser-sessions worker`` subprocess and everything below it."""
@@ -344,12 +344,31 @@ class WorkerTree:
     def memory(self) -> Memory:
         """Summed VmRSS (double-counts shared pages) and PSS (shares split) of the tree."""
         rss = pss = count = 0
+        by_kind: dict[str, int] = {}
         for pid in self.pids():
             with contextlib.suppress(OSError, ValueError):
-                rss += _kb_field(Path(f"/proc/{pid}/status").read_text(), "VmRSS:")
-                pss += _kb_field(Path(f"/proc/{pid}/smaps_rollup").read_text(), "Pss:")
-                count += 1
-        return Memory(processes=count, rss_kb=rss, pss_kb=pss)
+                proc_rss = _kb_field(Path(f"/proc/{pid}/status").read_text(), "VmRSS:")
+                proc_pss = _kb_field(Path(f"/proc/{pid}/smaps_rollup").read_text(), "Pss:")
+                kind = _process_kind(Path(f"/proc/{pid}/cmdline").read_bytes())
+                rss, pss, count = rss + proc_rss, pss + proc_pss, count + 1
+                by_kind[kind] = by_kind.get(kind, 0) + proc_pss
+        return Memory(processes=count, rss_kb=rss, pss_kb=pss, pss_kb_by_kind=by_kind)
+
+
+def _process_kind(cmdline: bytes) -> str:
+    """python, playwright-driver, chromium-browser, chromium-renderer or chromium-other."""
+    args = cmdline.replace(b"\0", b" ").split()
+    if not args:
+        return "other"
+    if b"chrom" in args[0]:
+        if b"--type=renderer" in args:
+            return "chromium-renderer"
+        return (
+            "chromium-other" if any(a.startswith(b"--type=") for a in args) else "chromium-browser"
+        )
+    if b"node" in args[0]:
+        return "playwright-driver"
+    return "python" if b"python" in args[0] else "other"
 
 
 def _kb_field(text: str, name: str) -> int:
@@ -391,9 +410,10 @@ async def run_worker(
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM the worker's process group (browsers too); SIGKILL after 30 s."""
+    """SIGTERM to dramatiq's main process (as ``workers.processes`` does); group SIGKILL after
+    30 s."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
     try:
         await asyncio.wait_for(process.wait(), 30)
     except TimeoutError:
@@ -512,19 +532,23 @@ class _SystemRun:
     memory: dict[str, Memory]
     peak: Memory | None
     settings: Settings
+    trend: list[tuple[int, Memory]]  # (system jobs since the start sample, settled memory)
 
 
 async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     """Run the three paths (interleaved in rounds) and the memory run; returns the report."""
-    if config.jobs < 1 or config.concurrency < 1 or config.memory_jobs < 0 or config.rounds < 1:
-        raise BenchError("jobs, concurrency and rounds must be at least 1, memory jobs >= 0")
+    if min(config.jobs, config.concurrency, config.rounds, config.memory_checkpoints) < 1:
+        raise BenchError("jobs, concurrency, rounds and memory checkpoints must be at least 1")
+    if config.memory_jobs < 0:
+        raise BenchError("memory jobs must not be negative")
     chromium = find_chromium(config.base.chromium_path)
     password = secrets.token_urlsafe(12)
     load_before = os.getloadavg()
     async with FixtureSite.start() as site, async_playwright() as playwright:
         site.add_user(USER, password)
         url = site.url(PAGE)
-        browser = await launch(playwright, chromium)
+        tuned = config.tuned_baselines
+        browser = await launch(playwright, chromium, tuned=tuned)
         try:
             state = await log_in(browser, site, password)
 
@@ -535,7 +559,7 @@ async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
 
             async def per_launch(_i: int) -> Sample:
                 started = time.monotonic()
-                own = await launch(playwright, chromium)
+                own = await launch(playwright, chromium, tuned=tuned)
                 try:
                     text = await visit_page(own, state, url)
                 finally:
@@ -609,27 +633,45 @@ async def _run_all(
                     worker_s=(result.duration_ms or 0) / 1000,
                 )
 
+            async def cpu_probe() -> float:
+                """This tree plus the Postgres backends of the bench database."""
+                pids = await client.db.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                )
+                return tree_cpu_s(os.getpid()) + sum(_pid_cpu_s(r["pid"]) for r in pids)
+
+            def run(name: str, count: int, job: Job) -> Awaitable[PathResult]:
+                return run_path(name, count, config.concurrency, job, cpu_probe=cpu_probe)
+
             jobs: dict[str, Job] = {**local_jobs, "system": system}
             for name in PATHS:
-                await run_path("warm-up", config.warmup, config.concurrency, jobs[name])
+                await run("warm-up", config.warmup, jobs[name])
             memory = {"start": await settled_memory(worker, config.memory_settle)}
             rounds: dict[str, list[PathResult]] = {name: [] for name in PATHS}
             for count in _split(config.jobs, config.rounds):
                 for name in PATHS:
-                    rounds[name].append(await run_path(name, count, config.concurrency, jobs[name]))
+                    rounds[name].append(await run(name, count, jobs[name]))
                     keeper.reap()
             paths = {name: merge(name, results) for name, results in rounds.items()}
             peak: Memory | None = None
+            trend: list[tuple[int, Memory]] = []
             if config.memory_jobs:
                 memory["timed"] = await settled_memory(worker, config.memory_settle)
+                done, chunks = 0, []
                 async with PeakSampler(worker=worker) as sampler:
-                    paths["memory"] = await run_path(
-                        "memory", config.memory_jobs, config.concurrency, system
-                    )
+                    for count in _split(config.memory_jobs, config.memory_checkpoints):
+                        chunks.append(await run("memory", count, system))
+                        done += count
+                        keeper.reap()
+                        trend.append(
+                            (config.jobs + done, await settled_memory(worker, config.memory_settle))
+                        )
+                paths["memory"] = merge("memory", chunks)
                 peak = max(sampler.samples, key=lambda m: m.rss_kb, default=None)
-                keeper.reap()
-            memory["end"] = await settled_memory(worker, config.memory_settle)
-    return _SystemRun(paths=paths, memory=memory, peak=peak, settings=settings)
+            memory["end"] = (
+                trend[-1][1] if trend else await settled_memory(worker, config.memory_settle)
+            )
+    return _SystemRun(paths=paths, memory=memory, peak=peak, settings=settings, trend=trend)
 
 
 def merge(name: str, results: Sequence[PathResult]) -> PathResult:
@@ -646,6 +688,10 @@ def _r(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _mb_by_kind(memory: Memory) -> dict[str, float | None]:
+    return {k: _r(v / 1024) for k, v in sorted(memory.pss_kb_by_kind.items())}
+
+
 def _change_pct(start: float, end: float) -> float:
     return round((end - start) / start * 100, 1) if start else 0.0
 
@@ -656,6 +702,10 @@ def report(config: BenchConfig, system: _SystemRun, *, load: tuple[float, float]
     plain, launch_, sys_ = paths["plain"], paths["launch"], paths["system"]
     texts = set().union(*(p.texts for p in paths.values()))
     start, end = system.memory["start"], system.memory["end"]
+    trend = [(0, start)]
+    if "timed" in system.memory:
+        trend.append((config.jobs, system.memory["timed"]))
+    trend += system.trend
     out: dict[str, Any] = {
         "bench": "browse",
         "jobs": config.jobs,
@@ -668,7 +718,9 @@ def report(config: BenchConfig, system: _SystemRun, *, load: tuple[float, float]
             "contexts_per_browser": config.contexts_per_browser,
             "threads": config.worker_threads,
             "browser_max_contexts": system.settings.browser_max_contexts,
+            "pool_chromium_args": list(LEAN_CONTEXT_ARGS),
         },
+        "baselines_tuned": config.tuned_baselines,
         "system_jobs_per_s": _r(sys_.jobs_per_s, 3),
         "plain_jobs_per_s": _r(plain.jobs_per_s, 3),
         "launch_jobs_per_s": _r(launch_.jobs_per_s, 3),
@@ -696,6 +748,10 @@ def report(config: BenchConfig, system: _SystemRun, *, load: tuple[float, float]
         "worker_pss_mb_end": _r(end.pss_mb),
         "worker_pss_change_pct": _change_pct(start.pss_kb, end.pss_kb),
         "worker_rss_mb_peak": _r(system.peak.rss_mb) if system.peak else None,
+        "worker_pss_mb_by_kind_start": _mb_by_kind(start),
+        "worker_pss_mb_by_kind_end": _mb_by_kind(end),
+        "worker_pss_mb_trend": [[jobs, _r(m.pss_mb)] for jobs, m in trend],
+        "worker_rss_mb_trend": [[jobs, _r(m.rss_mb)] for jobs, m in trend],
         "worker_processes_start": start.processes,
         "worker_processes_end": end.processes,
         "same_text": len(texts) == 1,
@@ -708,7 +764,14 @@ def report(config: BenchConfig, system: _SystemRun, *, load: tuple[float, float]
         out["memory_run_jobs_per_s"] = _r(paths["memory"].jobs_per_s, 3)
         out["memory_run_p50_ms"] = _r(paths["memory"].latency_ms(50))
         out["memory_run_cpu_ms_per_job"] = _r(paths["memory"].cpu_ms_per_job)
-        out["worker_rss_mb_before_memory_run"] = _r(system.memory["timed"].rss_mb)
+        timed = system.memory["timed"]
+        out["worker_rss_mb_before_memory_run"] = _r(timed.rss_mb)
+        out["worker_rss_change_pct_memory_run"] = _change_pct(timed.rss_kb, end.rss_kb)
+        out["worker_pss_change_pct_memory_run"] = _change_pct(timed.pss_kb, end.pss_kb)
+        # From the first checkpoint on, past the Playwright driver's heap warm-up.
+        first = system.trend[0][1]
+        out["worker_rss_change_pct_steady"] = _change_pct(first.rss_kb, end.rss_kb)
+        out["worker_pss_change_pct_steady"] = _change_pct(first.pss_kb, end.pss_kb)
     out["targets"] = {
         "throughput_vs_plain_ge_1.3": out["ratio_vs_plain"] >= 1.3,
         "throughput_vs_launch_ge_2.5": out["ratio_vs_launch"] >= 2.5,
@@ -749,17 +812,31 @@ def render_table(rep: dict[str, Any], paths: Sequence[str] = ("plain", "launch",
         "",
         f"system vs plain: {rep['ratio_vs_plain']:.2f}x   system vs launch: "
         f"{rep['ratio_vs_launch']:.2f}x   same text on every path: {rep['same_text']}",
-        f"by CPU per job (less sensitive to other load on the machine): system vs plain "
-        f"{rep['ratio_vs_plain_by_cpu']:.2f}x, vs launch {rep['ratio_vs_launch_by_cpu']:.2f}x",
+        f"by CPU per job (bench tree incl. worker and browsers, plus Postgres backends; not "
+        f"RabbitMQ): system vs plain {rep['ratio_vs_plain_by_cpu']:.2f}x, vs launch "
+        f"{rep['ratio_vs_launch_by_cpu']:.2f}x",
+        f"machine load average (1 min) before/after: {rep['load_avg_1m_before']} / "
+        f"{rep['load_avg_1m_after']} on {rep['cores']} cores",
         f"system p50 split: enqueue {rep['system_enqueue_p50_ms']} ms, worker "
         f"{rep['system_worker_p50_ms']} ms, rest = queue wait + result notify",
         f"worker tree RSS: {rep['worker_rss_mb_start']} → {rep['worker_rss_mb_end']} MB "
         f"({rep['worker_rss_change_pct']:+.1f}%), PSS: {rep['worker_pss_mb_start']} → "
         f"{rep['worker_pss_mb_end']} MB ({rep['worker_pss_change_pct']:+.1f}%), "
         f"peak RSS {rep['worker_rss_mb_peak']} MB",
+        "worker tree PSS after N system jobs (settled): "
+        + ", ".join(f"{jobs}: {mb} MB" for jobs, mb in rep["worker_pss_mb_trend"]),
+        f"worker PSS by process, start → end: {rep['worker_pss_mb_by_kind_start']} → "
+        f"{rep['worker_pss_mb_by_kind_end']}",
         "targets: "
         + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in rep["targets"].items()),
     ]
+    if "worker_pss_change_pct_steady" in rep:
+        lines.insert(
+            -2,
+            f"from the first memory checkpoint to the end: RSS "
+            f"{rep['worker_rss_change_pct_steady']:+.1f}%, PSS "
+            f"{rep['worker_pss_change_pct_steady']:+.1f}%",
+        )
     return "\n".join(lines)
 
 
@@ -776,9 +853,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=4, help="interleave the paths in this many rounds"
     )
-    parser.add_argument("--browsers", type=int, default=1, help="worker's pooled browsers")
+    parser.add_argument("--browsers", type=int, default=2, help="worker's pooled browsers")
     parser.add_argument("--contexts-per-browser", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="default browsers x contexts")
+    parser.add_argument(
+        "--memory-checkpoints",
+        type=int,
+        default=MEMORY_CHECKPOINTS,
+        help="settled memory samples during the memory run",
+    )
+    parser.add_argument(
+        "--tuned-baselines",
+        action="store_true",
+        help="launch (a) and (b) with the pool's Chromium flags too (architecture-only gain)",
+    )
     parser.add_argument("--worker-log", type=Path, default=None, help="keep the worker's log")
     args = parser.parse_args(argv)
     from schema.logs import configure_logging
@@ -795,6 +883,8 @@ def main(argv: list[str] | None = None) -> int:
         contexts_per_browser=args.contexts_per_browser,
         threads=args.threads,
         worker_log=args.worker_log,
+        tuned_baselines=args.tuned_baselines,
+        memory_checkpoints=args.memory_checkpoints,
     )
     rep = asyncio.run(run_benchmark(config))
     print(render_table(rep))

@@ -41,8 +41,11 @@ async def test_benchmark_runs_three_paths_with_the_same_text(
         jobs=4,
         concurrency=2,
         memory_jobs=2,
+        memory_checkpoints=2,
         warmup=1,
         rounds=2,
+        browsers=1,  # a lighter worker than the benchmark's default
+        contexts_per_browser=2,
         worker_log=tmp_path / "worker.log",
         memory_settle=timedelta(seconds=0.5),
     )
@@ -56,6 +59,9 @@ async def test_benchmark_runs_three_paths_with_the_same_text(
         assert report[f"{path}_jobs_per_s"] > 0
     assert report["worker_rss_mb_start"] > 0 and report["worker_rss_mb_end"] > 0
     assert report["worker_processes_start"] >= 3  # dramatiq, its worker, Playwright, Chromium
+    # Settled samples: start, after the timed run, after each memory checkpoint.
+    assert [jobs for jobs, _ in report["worker_pss_mb_trend"]] == [0, 4, 5, 6]
+    assert report["worker"]["browsers"] == 1 and report["worker"]["threads"] == 2
     json.loads(json.dumps(report))
     table = render_table(report)
     assert "plain Playwright" in table and "browser per job" in table
