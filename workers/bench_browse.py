@@ -42,7 +42,7 @@ from schema.migrate import migrate
 from schema.settings import Settings
 from workers.chromium import HEADLESS_ARGS, find_chromium
 from workers.fixture_site import FixtureSite
-from workers.pool import LEAN_CONTEXT_ARGS
+from workers.pool import LEAN_CONTEXT_ARGS, LEAN_DISABLED_FEATURES
 from workers.processes import free_port, settings_env
 
 USER = "bench"
@@ -95,6 +95,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class PathResult:
+    """One path's jobs: wall time, per-job samples, CPU used meanwhile."""
+
     name: str
     wall_s: float
     samples: list[Sample]
@@ -169,6 +171,9 @@ async def run_path(
     samples = await asyncio.gather(*(one(i) for i in range(jobs)))
     wall = time.monotonic() - started
     return PathResult(name, wall, list(samples), await probe() - cpu)
+
+
+# ----- process accounting: CPU and orphans ----------------------------------------------
 
 
 async def _tree_cpu() -> float:
@@ -355,6 +360,27 @@ class WorkerTree:
         return Memory(processes=count, rss_kb=rss, pss_kb=pss, pss_kb_by_kind=by_kind)
 
 
+def feature_check(worker: WorkerTree) -> dict[str, Any]:
+    """Whether the worker's browsers run with the pool's lean flags without losing any feature
+    Playwright disables (Chromium honours only the last ``--disable-features``)."""
+    for pid in worker.pids():
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if _process_kind(cmdline) != "chromium-browser":
+                continue
+            lists = [
+                set(arg.split("=", 1)[1].split(","))
+                for arg in cmdline.decode(errors="replace").split("\0")
+                if arg.startswith("--disable-features=")
+            ]
+            if lists:
+                return {
+                    "lean_flags_active": set(LEAN_DISABLED_FEATURES) <= lists[-1],
+                    "playwright_features_dropped": sorted(set().union(*lists) - lists[-1]),
+                }
+    return {"lean_flags_active": False, "playwright_features_dropped": []}
+
+
 def _process_kind(cmdline: bytes) -> str:
     """python, playwright-driver, chromium-browser, chromium-renderer or chromium-other."""
     args = cmdline.replace(b"\0", b" ").split()
@@ -533,6 +559,7 @@ class _SystemRun:
     peak: Memory | None
     settings: Settings
     trend: list[tuple[int, Memory]]  # (system jobs since the start sample, settled memory)
+    chromium_features: dict[str, Any]  # see feature_check
 
 
 async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
@@ -643,6 +670,7 @@ async def _run_all(
             def run(name: str, count: int, job: Job) -> Awaitable[PathResult]:
                 return run_path(name, count, config.concurrency, job, cpu_probe=cpu_probe)
 
+            features = feature_check(worker)
             jobs: dict[str, Job] = {**local_jobs, "system": system}
             for name in PATHS:
                 await run("warm-up", config.warmup, jobs[name])
@@ -671,7 +699,14 @@ async def _run_all(
             memory["end"] = (
                 trend[-1][1] if trend else await settled_memory(worker, config.memory_settle)
             )
-    return _SystemRun(paths=paths, memory=memory, peak=peak, settings=settings, trend=trend)
+    return _SystemRun(
+        paths=paths,
+        memory=memory,
+        peak=peak,
+        settings=settings,
+        trend=trend,
+        chromium_features=features,
+    )
 
 
 def merge(name: str, results: Sequence[PathResult]) -> PathResult:
@@ -719,6 +754,7 @@ def report(config: BenchConfig, system: _SystemRun, *, load: tuple[float, float]
             "threads": config.worker_threads,
             "browser_max_contexts": system.settings.browser_max_contexts,
             "pool_chromium_args": list(LEAN_CONTEXT_ARGS),
+            **system.chromium_features,
         },
         "baselines_tuned": config.tuned_baselines,
         "system_jobs_per_s": _r(sys_.jobs_per_s, 3),
@@ -817,6 +853,8 @@ def render_table(rep: dict[str, Any], paths: Sequence[str] = ("plain", "launch",
         f"{rep['ratio_vs_launch_by_cpu']:.2f}x",
         f"machine load average (1 min) before/after: {rep['load_avg_1m_before']} / "
         f"{rep['load_avg_1m_after']} on {rep['cores']} cores",
+        f"worker Chromium: lean flags active {rep['worker']['lean_flags_active']}, Playwright "
+        f"features dropped {rep['worker']['playwright_features_dropped'] or 'none'}",
         f"system p50 split: enqueue {rep['system_enqueue_p50_ms']} ms, worker "
         f"{rep['system_worker_p50_ms']} ms, rest = queue wait + result notify",
         f"worker tree RSS: {rep['worker_rss_mb_start']} → {rep['worker_rss_mb_end']} MB "

@@ -26,9 +26,34 @@ log = get_logger(__name__)
 # Chromium's full browser in headless mode opens an omnibox-popup WebUI renderer for every new
 # window and keeps a spare renderer warm: per fresh context, three renderer processes where a
 # job uses one. Turning both off halves the CPU of a pooled job (measured on 2 cores).
-# Chromium merges this with the --disable-features list Playwright passes.
+# Chromium honours only the last --disable-features switch, and Playwright passes its own list
+# first, so this repeats Playwright's list (1.65, chromiumSwitches.ts) before adding ours; the
+# benchmark's smoke test fails if a Playwright upgrade disables a feature missing here.
+PLAYWRIGHT_DISABLED_FEATURES = (
+    "AvoidUnnecessaryBeforeUnloadCheckSync",
+    "DestroyProfileOnBrowserClose",
+    "HttpsUpgrades",
+    "HttpsFirstBalancedModeAutoEnable",
+    "LensOverlay",
+    "MediaRouter",
+    "PaintHolding",
+    "ThirdPartyStoragePartitioning",
+    "AvoidCorsURLLoaderRestartOnRedirect",
+    "TcpPortRandomizationWin",
+    "OptimizationHints",
+    "NetworkTimeServiceQuerying",
+    "AimEnabled",
+    "PreconnectToSearch",
+    "msForceBrowserSignIn",
+    "msEdgeUpdateLaunchServicesPreferredVersion",
+)
+LEAN_DISABLED_FEATURES = (
+    "WebUIOmniboxPopup",
+    "WebUIOmniboxAimPopup",
+    "SpareRendererForSitePerProcess",
+)
 LEAN_CONTEXT_ARGS = (
-    "--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup,SpareRendererForSitePerProcess",
+    "--disable-features=" + ",".join((*PLAYWRIGHT_DISABLED_FEATURES, *LEAN_DISABLED_FEATURES)),
 )
 
 
@@ -41,11 +66,6 @@ class _PooledBrowser:
     retiring: bool = False
     dead: bool = False
     launched_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def pid(self) -> int | None:
-        process = getattr(self.browser, "process", None)
-        return getattr(process, "pid", None)
 
 
 @dataclass(frozen=True)
@@ -105,9 +125,6 @@ class BrowserPool:
             "contexts_in_use": sum(b.in_use for b in live),
             "capacity": self.capacity,
         }
-
-    def browser_pids(self) -> list[int]:
-        return [b.pid for b in self._browsers if not b.dead and b.pid is not None]
 
     @property
     def healthy(self) -> bool:
@@ -216,7 +233,7 @@ class BrowserPool:
             self._browsers.append(pooled)
             self._changed.notify_all()
         self._on_event(PoolEvent("launch"))
-        log.debug("browser_launched", browser=pooled.number, pid=pooled.pid)
+        log.debug("browser_launched", browser=pooled.number)
 
     async def _relaunch_later(self) -> None:
         await asyncio.sleep(1.0)

@@ -62,6 +62,10 @@ async def test_benchmark_runs_three_paths_with_the_same_text(
     # Settled samples: start, after the timed run, after each memory checkpoint.
     assert [jobs for jobs, _ in report["worker_pss_mb_trend"]] == [0, 4, 5, 6]
     assert report["worker"]["browsers"] == 1 and report["worker"]["threads"] == 2
+    # The pool's --disable-features replaces Playwright's (Chromium keeps the last one): it must
+    # still carry every feature Playwright disables, plus the pool's own.
+    assert report["worker"]["lean_flags_active"] is True
+    assert report["worker"]["playwright_features_dropped"] == []
     json.loads(json.dumps(report))
     table = render_table(report)
     assert "plain Playwright" in table and "browser per job" in table
