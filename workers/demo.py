@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from playwright.async_api import Browser, async_playwright
 
@@ -86,9 +87,28 @@ async def run_demo(settings: Settings, *, out: Any = None) -> bool:
     return True
 
 
+async def _fresh_demo_database(settings: Settings) -> Settings:
+    """A database of the demo's own next to the configured one, recreated on every run, so
+    its audit chain and sessions are the demo's alone."""
+    parts = urlsplit(settings.database_url)
+    name = f"{parts.path.lstrip('/') or 'browser_sessions'}_demo"
+    admin = await connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = urlunsplit(parts._replace(path=f"/{name}"))
+    await migrate(url)
+    return dataclasses.replace(settings, database_url=url)
+
+
 async def _run(demo: Demo, settings: Settings, workdir: Path) -> None:
     chromium = find_chromium(settings.chromium_path)
-    await demo.step("migrate the database", lambda: migrate(settings.database_url))
+    settings = await demo.step(
+        "create and migrate the demo database", lambda: _fresh_demo_database(settings)
+    )
+    demo.say(f"     database: {settings.database_url.rsplit('/', 1)[-1]}")
     async with FixtureSite.start() as site:
         site.add_user(USER, PASSWORD, totp_secret=TOTP_SECRET)
         demo.say(f"     fixture site at {site.base_url} (user {USER}, password + TOTP)")
