@@ -61,21 +61,44 @@ def secret_values(values: Iterable[str]) -> Iterator[None]:
 
 
 def state_secret_values(state: Any) -> list[str]:
-    """Every cookie value and storage value in a Playwright storage state."""
+    """Every secret value in a storage state: cookies, local/session storage, IndexedDB."""
     found: list[str] = []
     if not isinstance(state, dict):
         return found
-    for cookie in state.get("cookies") or []:
-        if isinstance(cookie, dict) and "value" in cookie:
+    for cookie in _dicts(state, "cookies"):
+        if "value" in cookie:
             found.append(str(cookie["value"]))
-    for origin in state.get("origins") or []:
-        if not isinstance(origin, dict):
-            continue
+    for origin in _dicts(state, "origins"):
         for key in ("localStorage", "sessionStorage"):
-            for item in origin.get(key) or []:
-                if isinstance(item, dict) and "value" in item:
+            for item in _dicts(origin, key):
+                if "value" in item:
                     found.append(str(item["value"]))
+        for database in _dicts(origin, "indexedDB"):
+            for store in _dicts(database, "stores"):
+                for record in _dicts(store, "records"):
+                    found.extend(_strings(record.get("value")))
+                    found.extend(_strings(record.get("valueEncoded")))
     return found
+
+
+def _dicts(parent: Any, key: str) -> Iterator[dict[str, Any]]:
+    items = parent.get(key) if isinstance(parent, dict) else None
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict):
+            yield item
+
+
+def _strings(value: Any, depth: int = 0) -> Iterator[str]:
+    if depth > 16:
+        return
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item, depth + 1)
 
 
 def scrub_text(text: str) -> str:

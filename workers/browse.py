@@ -31,13 +31,13 @@ from schema.errors import (
 )
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.logs import get_logger
-from schema.redact import secret_values
+from schema.redact import secret_values, state_secret_values
 from schema.results import BrowseResult, result_exists, store_result
 from workers.guard import UrlGuard
 from workers.guard_proxy import is_guard_refusal
 from workers.pool import BrowserPool
 from workers.restore import plan_restore
-from workers.state_store import StateStore, state_values
+from workers.state_store import StateStore
 from workers.verdict import Verdict, decide, url_matches
 
 log = get_logger(__name__)
@@ -140,7 +140,7 @@ class BrowseService:
                 task_id=job.task_id,
                 request_id=job.job_id,
             )
-        with secret_values(state_values(state)):
+        with secret_values(state_secret_values(state)):
             plan = plan_restore(state)
             del state
             outcome = await open_and_visit(

@@ -24,11 +24,11 @@ from schema.enums import CaptureSignal, CaptureState, SessionStatus
 from schema.errors import BrowserSessionsError, CaptureNotLoggedIn
 from schema.jobs import CaptureJob
 from schema.logs import get_logger
-from schema.redact import secret_values
+from schema.redact import secret_values, state_secret_values
 from schema.settings import Settings
 from workers.imports import set_capture_state
 from workers.liveview import LiveViewServer
-from workers.state_store import StateStore, state_values
+from workers.state_store import StateStore
 from workers.verdict import Verdict, decide
 
 log = get_logger(__name__)
@@ -191,7 +191,7 @@ class CaptureService:
             raise CaptureNotLoggedIn(f"not logged in yet: {reason}")
         state = dict(await context.storage_state(indexed_db=True))
         await _add_session_storage(state, pages)
-        with secret_values(state_values(state)):
+        with secret_values(state_secret_values(state)):
             async with self._db.acquire() as conn:
                 await self._store.save(
                     conn,

@@ -17,14 +17,14 @@ from schema.enums import AuditAction, CaptureState
 from schema.errors import BrowserSessionsError, CaptureNotLoggedIn, DecryptFailed, InvalidInput
 from schema.jobs import BrowseOptions, ImportJob
 from schema.logs import get_logger
-from schema.redact import secret_values
+from schema.redact import secret_values, state_secret_values
 from schema.sealing import open_sealed, seal_aad, sealed_key_id
 from workers import metrics
 from workers.browse import open_and_visit
 from workers.crypto.keys import KeyProvider
 from workers.pool import BrowserPool
 from workers.restore import plan_restore
-from workers.state_store import StateStore, state_values
+from workers.state_store import StateStore
 from workers.verdict import Verdict
 
 log = get_logger(__name__)
@@ -46,7 +46,7 @@ class ImportService:
         await set_capture_state(self._db, job.capture_id, CaptureState.SAVING)
         try:
             state = self._open(job)
-            with secret_values(state_values(state)):
+            with secret_values(state_secret_values(state)):
                 session = await queries.get_session(self._db, job.session_id)
                 plan = plan_restore(state)
                 outcome = await open_and_visit(

@@ -12,7 +12,7 @@ registers its cookie and storage values for log redaction while the block runs.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -221,7 +221,7 @@ class StateStore:
             task_id=task_id,
             request_id=request_id,
         )
-        with secret_values(state_values(state)):
+        with secret_values(state_secret_values(state)):
             yield state
 
     async def _audit_failure(
@@ -241,37 +241,3 @@ def _check_access(row: Any, owner_id: str, *, saving: bool) -> None:
         raise SessionRevoked("the session was revoked")
     if not saving and row["enc_ciphertext"] is None:
         raise SessionNotActive("the session has no saved state yet")
-
-
-def state_values(state: Any) -> list[str]:
-    """Secret values of a state: cookies, local/session storage and IndexedDB records."""
-    found = state_secret_values(state)
-    if isinstance(state, dict):
-        for origin in state.get("origins") or []:
-            if isinstance(origin, dict):
-                for database in origin.get("indexedDB") or []:
-                    for store in _dicts(database, "stores"):
-                        for record in _dicts(store, "records"):
-                            found.extend(_strings(record.get("value")))
-                            found.extend(_strings(record.get("valueEncoded")))
-    return found
-
-
-def _dicts(parent: Any, key: str) -> Iterator[dict[str, Any]]:
-    items = parent.get(key) if isinstance(parent, dict) else None
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict):
-            yield item
-
-
-def _strings(value: Any, depth: int = 0) -> Iterator[str]:
-    if depth > 16:
-        return
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item, depth + 1)

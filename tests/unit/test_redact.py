@@ -69,3 +69,32 @@ def test_registered_values_are_scrubbed_from_stdlib_logs_too() -> None:
     assert CANARY not in out
     # Once the job is over the value is no longer special.
     assert scrub_text(f"x {CANARY}") == f"x {CANARY}"
+
+
+def test_state_secret_values_cover_every_store() -> None:
+    state = {
+        "cookies": [{"name": "c", "value": "cookie-v"}],
+        "origins": [
+            {
+                "origin": "https://a.test",
+                "localStorage": [{"name": "l", "value": "local-v"}],
+                "sessionStorage": [{"name": "s", "value": "session-v"}],
+                "indexedDB": [
+                    {
+                        "name": "db",
+                        "stores": [
+                            {
+                                "name": "st",
+                                "records": [
+                                    {"key": "k", "value": {"token": "idb-v", "list": ["idb-w"]}}
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    assert sorted(state_secret_values(state)) == sorted(
+        ["cookie-v", "local-v", "session-v", "idb-v", "idb-w"]
+    )
