@@ -27,7 +27,7 @@ from dramatiq.middleware import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schema.audit import AuditLog
-from schema.enums import FINAL_CAPTURE_STATES, AuditAction, AuditResult, CaptureState
+from schema.enums import FINAL_CAPTURE_STATES, CaptureState
 from schema.errors import ALL_ERRORS, AuditWriteFailed, DecryptFailed, KeyError_, UrlNotAllowed
 from schema.logs import get_logger
 from workers.guard import ResolvedTarget, UrlGuard
@@ -267,29 +267,9 @@ class MeteredUrlGuard(UrlGuard):
 class MeteredAuditLog(AuditLog):
     """An :class:`AuditLog` that counts rows it could not write."""
 
-    async def write(
-        self,
-        conn: Any,
-        *,
-        actor_id: str,
-        action: AuditAction,
-        result: AuditResult,
-        session_id: str | None = None,
-        task_id: str | None = None,
-        request_id: str | None = None,
-        detail: str | None = None,
-    ) -> int:
+    async def write(self, conn: Any, **fields: Any) -> int:
         try:
-            return await super().write(
-                conn,
-                actor_id=actor_id,
-                action=action,
-                result=result,
-                session_id=session_id,
-                task_id=task_id,
-                request_id=request_id,
-                detail=detail,
-            )
+            return await super().write(conn, **fields)
         except AuditWriteFailed:
             if not isinstance(conn, asyncpg.Pool):  # a pool re-enters with a connection
                 record_audit_write_failure()
@@ -302,25 +282,9 @@ class MeteredStateStore(StateStore):
     Denials (not found, not owner, revoked) are not decryptions and are not counted.
     """
 
-    async def load(
-        self,
-        conn: Any,
-        *,
-        session_id: str,
-        owner_id: str,
-        actor_id: str,
-        task_id: str | None,
-        request_id: str | None,
-    ) -> dict[str, Any]:
+    async def load(self, conn: Any, **ids: Any) -> dict[str, Any]:
         try:
-            state = await super().load(
-                conn,
-                session_id=session_id,
-                owner_id=owner_id,
-                actor_id=actor_id,
-                task_id=task_id,
-                request_id=request_id,
-            )
+            state = await super().load(conn, **ids)
         except (DecryptFailed, KeyError_):
             record_decrypt(False)
             raise
