@@ -15,6 +15,7 @@ import pytest
 from producers.api import SessionsClient
 from producers.enqueue import Enqueuer
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
+from schema.results import BrowseResult
 from tests.integration.conftest import LoginState, WorkerProcess, comments, wait_for
 from workers.fixture_site import FixtureSite
 
@@ -326,46 +327,42 @@ async def test_session_storage_and_indexeddb_are_restored(
     site: FixtureSite,
     login_state: LoginState,
 ) -> None:
+    paths = ("/app-session-storage", "/app-indexeddb")
+
+    async def import_and_browse(state: dict[str, Any], label: str) -> list[BrowseResult]:
+        created = await client.import_session(
+            owner_id="alice",
+            label=label,
+            start_url=site.url("/app"),
+            state=json.dumps(state).encode(),
+            logged_in_selector="#whoami",
+            login_url_pattern=site.url("/login") + "**",
+        )
+        return [
+            await client.browse(
+                task_id=task(),
+                owner_id="alice",
+                session_id=created["session_id"],
+                url=site.url(path),
+                timeout=RESULT,
+            )
+            for path in paths
+        ]
+
     state = await login_state("alice", indexed_db=True, session_storage=True)
     origin = next(o for o in state["origins"] if o["origin"] == site.base_url)
     assert origin.get("indexedDB") and origin.get("sessionStorage")
-    created = await client.import_session(
-        owner_id="alice",
-        label="alice (all storage)",
-        start_url=site.url("/app"),
-        state=json.dumps(state).encode(),
-        logged_in_selector="#whoami",
-        login_url_pattern=site.url("/login") + "**",
-    )
-    for path in ("/app-session-storage", "/app-indexeddb"):
-        result = await client.browse(
-            task_id=task(),
-            owner_id="alice",
-            session_id=created["session_id"],
-            url=site.url(path),
-            timeout=RESULT,
-        )
+    for path, result in zip(
+        paths, await import_and_browse(state, "alice (all storage)"), strict=True
+    ):
         assert result.ok, (path, result.error_message)
         assert "logged in as alice" in (result.text or "")
     # Without them, the same pages are logged out: the restore is what makes them work.
     origin.pop("sessionStorage")
     origin.pop("indexedDB")
-    bare = await client.import_session(
-        owner_id="alice",
-        label="alice (no storage)",
-        start_url=site.url("/app"),
-        state=json.dumps(state).encode(),
-        logged_in_selector="#whoami",
-        login_url_pattern=site.url("/login") + "**",
-    )
-    for path in ("/app-session-storage", "/app-indexeddb"):
-        result = await client.browse(
-            task_id=task(),
-            owner_id="alice",
-            session_id=bare["session_id"],
-            url=site.url(path),
-            timeout=RESULT,
-        )
+    for path, result in zip(
+        paths, await import_and_browse(state, "alice (no storage)"), strict=True
+    ):
         assert result.error_code == "AUTH_SESSION_EXPIRED", path
 
 

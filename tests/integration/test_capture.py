@@ -13,6 +13,7 @@ from playwright.async_api import Browser
 
 from producers.api import SessionsClient
 from schema.enums import CaptureState
+from schema.results import BrowseResult
 from schema.settings import Settings
 from tests.integration.conftest import (
     PASSWORD,
@@ -101,6 +102,16 @@ async def test_login_through_live_view_then_browse(
     owner = f"frank-{secrets.token_hex(3)}"
     site.add_user(owner, PASSWORD, totp_secret=TOTP_SECRET)
     session_id, capture_id, url = await open_capture(capture_client, site, owner)
+
+    async def browse(path: str) -> BrowseResult:
+        return await capture_client.browse(
+            task_id=f"task-{secrets.token_hex(4)}",
+            owner_id=owner,
+            session_id=session_id,
+            url=site.url(path),
+            timeout=RESULT,
+        )
+
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         viewer = await context.new_page()
@@ -129,34 +140,16 @@ async def test_login_through_live_view_then_browse(
         "SELECT status, version FROM browser_sessions WHERE id = $1", session_id
     )
     assert (session["status"], session["version"]) == ("active", 1)
-    result = await capture_client.browse(
-        task_id=f"task-{secrets.token_hex(4)}",
-        owner_id=owner,
-        session_id=session_id,
-        url=site.url("/app"),
-        timeout=RESULT,
-    )
+    result = await browse("/app")
     assert result.ok, result.error_message
     assert f"logged in as {owner}" in (result.text or "")
     for path in ("/app-session-storage", "/app-indexeddb"):  # captured and restored too
-        more = await capture_client.browse(
-            task_id=f"task-{secrets.token_hex(4)}",
-            owner_id=owner,
-            session_id=session_id,
-            url=site.url(path),
-            timeout=RESULT,
-        )
+        more = await browse(path)
         assert more.ok, (path, more.error_message)
 
     # Re-login of an expired session turns it active again with a new version.
     site.revoke(owner)
-    expired = await capture_client.browse(
-        task_id=f"task-{secrets.token_hex(4)}",
-        owner_id=owner,
-        session_id=session_id,
-        url=site.url("/app"),
-        timeout=RESULT,
-    )
+    expired = await browse("/app")
     assert expired.error_code == "AUTH_SESSION_EXPIRED"
 
     async def is_expired() -> bool:
@@ -182,13 +175,7 @@ async def test_login_through_live_view_then_browse(
         "SELECT status, version FROM browser_sessions WHERE id = $1", session_id
     )
     assert (session["status"], session["version"]) == ("active", 2)
-    again = await capture_client.browse(
-        task_id=f"task-{secrets.token_hex(4)}",
-        owner_id=owner,
-        session_id=session_id,
-        url=site.url("/app"),
-        timeout=RESULT,
-    )
+    again = await browse("/app")
     assert again.ok and f"logged in as {owner}" in (again.text or "")
 
 
