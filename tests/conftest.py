@@ -3,6 +3,7 @@ a Chromium. A missing service skips its tests locally and fails the run when ``C
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -47,25 +48,34 @@ def _with_db(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-@pytest.fixture(scope="session")
-async def database_url() -> AsyncIterator[str]:
-    """A fresh, migrated database for this test run, dropped afterwards."""
-    if not _reachable(ADMIN_DB_URL):
-        missing("PostgreSQL")
-    name = f"bs_test_{RUN_ID}"
+@contextlib.asynccontextmanager
+async def scratch_database(name: str, *, migrated: bool = True) -> AsyncIterator[str]:
+    """A new database on the test server (migrated unless asked not to), dropped on exit."""
     admin = await asyncpg.connect(ADMIN_DB_URL)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     url = _with_db(ADMIN_DB_URL, name)
-    await migrate(url)
-    yield url
-    admin = await asyncpg.connect(ADMIN_DB_URL)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if migrated:
+            await migrate(url)
+        yield url
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(ADMIN_DB_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """A fresh, migrated database for this test run, dropped afterwards."""
+    if not _reachable(ADMIN_DB_URL):
+        missing("PostgreSQL")
+    async with scratch_database(f"bs_test_{RUN_ID}") as url:
+        yield url
 
 
 @pytest.fixture

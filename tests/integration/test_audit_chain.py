@@ -11,7 +11,6 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from schema.audit import AuditLog, verify
 from schema.enums import AuditAction, AuditResult
 from schema.errors import AuditWriteFailed
-from schema.migrate import migrate
+from tests.conftest import scratch_database
 
 pytestmark = pytest.mark.integration
 
@@ -28,21 +27,8 @@ KEY = secrets.token_bytes(32)
 
 @pytest.fixture(scope="module")
 async def scratch_url(database_url: str) -> AsyncIterator[str]:
-    parts = urlsplit(database_url)
-    name = f"bs_audit_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = urlunsplit(parts._replace(path=f"/{name}"))
-    await migrate(url)
-    yield url
-    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(f"bs_audit_{secrets.token_hex(4)}") as url:
+        yield url
 
 
 @pytest.fixture

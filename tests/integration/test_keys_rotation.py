@@ -12,14 +12,13 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from schema.audit import AuditLog, verify
 from schema.errors import InvalidInput, KeyError_
-from schema.migrate import migrate
+from tests.conftest import scratch_database
 from workers.crypto.keys import LocalFileKeyProvider
 from workers.crypto.user_keys import retire_root, rotate_root, shred_user
 from workers.state_store import StateStore
@@ -31,22 +30,8 @@ PAYLOAD = "enc_format, enc_key_version, enc_wrapped_key, enc_nonce, enc_cipherte
 
 @pytest.fixture(scope="module")
 async def scratch_url(database_url: str) -> AsyncIterator[str]:
-    parts = urlsplit(database_url)
-    admin_url = urlunsplit(parts._replace(path="/postgres"))
-    name = f"bs_rotate_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = urlunsplit(parts._replace(path=f"/{name}"))
-    await migrate(url)
-    yield url
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(f"bs_rotate_{secrets.token_hex(4)}") as url:
+        yield url
 
 
 @pytest.fixture

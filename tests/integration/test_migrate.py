@@ -13,21 +13,15 @@ import asyncpg
 import pytest
 
 from schema.migrate import load_migrations, migrate
-from tests.conftest import ADMIN_DB_URL, _with_db
+from tests.conftest import scratch_database
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def empty_database(database_url: str) -> AsyncIterator[str]:
-    name = f"bs_migrate_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(ADMIN_DB_URL)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    yield _with_db(ADMIN_DB_URL, name)
-    admin = await asyncpg.connect(ADMIN_DB_URL)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
+    async with scratch_database(f"bs_migrate_{secrets.token_hex(4)}", migrated=False) as url:
+        yield url
 
 
 def _cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
