@@ -51,13 +51,13 @@ demo: venv chromium db
 	$(BIN)/browser-sessions demo
 
 bench: venv chromium db bench-crypto bench-liveview
-	$(BIN)/python -m workers.bench_browse
+	$(BIN)/python -m workers.dev.bench.browse
 
 bench-crypto: venv
-	$(BIN)/python -m workers.bench_crypto
+	$(BIN)/python -m workers.dev.bench.crypto
 
 bench-liveview: venv chromium
-	$(BIN)/python -m workers.bench_liveview
+	$(BIN)/python -m workers.dev.bench.liveview
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

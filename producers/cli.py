@@ -1,5 +1,6 @@
-"""The ``browser-sessions`` console script: JSON on stdout, errors as
-``{"error": {"code": ..., "message": ...}}`` with a non-zero exit."""
+"""The producer side of the ``browser-sessions`` console script: migrate, sessions, capture,
+browse and audit. JSON on stdout, errors as ``{"error": {"code": ..., "message": ...}}`` with a
+non-zero exit. The console-script root (``workers.cli``) mounts these commands."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,8 @@ from schema.settings import Settings
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, Any]]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="browser-sessions", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+def add_commands(sub: Any) -> None:
+    """Add the producer commands to the console script's sub-parsers."""
 
     m = sub.add_parser("migrate", help="apply schema migrations (idempotent)")
     m.add_argument(
@@ -28,16 +28,6 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="create the database first if it does not exist",
     )
-
-    w = sub.add_parser("worker", help="run dramatiq workers")
-    w.add_argument(
-        "--queues",
-        nargs="+",
-        choices=("browse", "capture", "expiry"),
-        default=["browse", "capture", "expiry"],
-    )
-    w.add_argument("--processes", type=int, default=1)
-    w.add_argument("--threads", type=int, default=None)
 
     s = sub.add_parser("sessions", help="manage saved sessions").add_subparsers(
         dest="action", required=True
@@ -86,18 +76,6 @@ def _parser() -> argparse.ArgumentParser:
 
     au = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     au.add_parser("verify")
-
-    k = sub.add_parser("keys", help="key management (workers' hosts only)").add_subparsers(
-        dest="action", required=True
-    )
-    k.add_parser("rotate")
-    sh = k.add_parser("shred")
-    sh.add_argument("--user", required=True)
-    sh.add_argument("--actor", default="admin")
-    k.add_parser("retire").add_argument("--version", type=int, required=True)
-
-    sub.add_parser("demo", help="the end-to-end demo")
-    return p
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> Any:
@@ -179,7 +157,7 @@ async def _browse(args: argparse.Namespace, settings: Settings) -> Any:
             timeout=timedelta(seconds=args.result_timeout) if args.result_timeout else None,
         )
     if not result.ok:
-        raise _ExitWith(result.to_dict(), code=1)
+        raise ExitWith(result.to_dict(), code=1)
     return result.to_dict()
 
 
@@ -193,21 +171,11 @@ async def _audit(args: argparse.Namespace, settings: Settings) -> Any:
     finally:
         await conn.close()
     if not report.ok:
-        raise _ExitWith(report.to_dict(), code=1)
+        raise ExitWith(report.to_dict(), code=1)
     return report.to_dict()
 
 
-async def _keys(args: argparse.Namespace, settings: Settings) -> Any:
-    from workers.keys_admin import retire_root, rotate_root, shred_user
-
-    if args.action == "rotate":
-        return await rotate_root(settings)
-    if args.action == "retire":
-        return await retire_root(settings, version=args.version)
-    return await shred_user(settings, owner_id=args.user, actor_id=args.actor)
-
-
-class _ExitWith(Exception):
+class ExitWith(Exception):
     """Print this JSON and exit with this code."""
 
     def __init__(self, payload: Any, *, code: int) -> None:
@@ -222,53 +190,28 @@ HANDLERS: dict[str, Handler] = {
     "capture": _capture,
     "browse": _browse,
     "audit": _audit,
-    "keys": _keys,
 }
 
 
-def _run_worker(args: argparse.Namespace, settings: Settings) -> int:
-    """Replace this process with dramatiq's CLI, with prefetch equal to the thread count."""
-    from workers.worker_cli import exec_worker
-
-    return exec_worker(settings, queues=args.queues, processes=args.processes, threads=args.threads)
-
-
-def _print(payload: Any) -> None:
+def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 
-def _error(code: str, message: str) -> int:
+def error_line(code: str, message: str) -> int:
     sys.stdout.write(json.dumps({"error": {"code": code, "message": message}}) + "\n")
     return 2 if code in ("INVALID_INPUT", "CONFIG_ERROR") else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def run(handler: Handler, args: argparse.Namespace, settings: Settings) -> int:
+    """Run one command handler: its JSON on stdout, or the error line and exit code."""
     try:
-        settings = Settings.from_env()
-    except BrowserSessionsError as err:
-        return _error(err.code, err.message)
-    from schema.logs import configure_logging
-
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
-    try:
-        if args.command == "worker":
-            return _run_worker(args, settings)
-        if args.command == "demo":  # human progress lines, ending with PASSED or FAILED
-            from workers.demo import run_demo
-
-            return 0 if asyncio.run(run_demo(settings)) else 1
-        _print(asyncio.run(HANDLERS[args.command](args, settings)))
+        print_json(asyncio.run(handler(args, settings)))
         return 0
-    except _ExitWith as done:
-        _print(done.payload)
+    except ExitWith as done:
+        print_json(done.payload)
         return done.code
     except BrowserSessionsError as err:
-        return _error(err.code, err.message)
+        return error_line(err.code, err.message)
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,14 +13,8 @@ from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from schema.errors import ServiceUnavailable
+from schema.jobs import ACTOR_QUEUES
 from schema.settings import Settings
-
-ACTOR_QUEUES = {
-    "browse": "browse",
-    "import_state": "browse",
-    "capture": "capture",
-    "expire": "expiry",
-}
 
 
 class Enqueuer:

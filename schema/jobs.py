@@ -38,7 +38,7 @@ class BrowseOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class _Payload:
-    kind: ClassVar[str] = ""
+    kind: ClassVar[str] = ""  # the name of the actor that runs it
     schema_version: int = SCHEMA_VERSION
 
     def to_message(self) -> dict[str, Any]:
@@ -100,8 +100,22 @@ class CaptureJob(_Payload):
 class ImportJob(_Payload):
     """A storageState file sealed to the workers' public key (base64 text)."""
 
-    kind: ClassVar[str] = "import"
+    kind: ClassVar[str] = "import_state"
     capture_id: str
     session_id: str
     owner_id: str
     sealed_state: str
+
+
+BROWSE_QUEUE = "browse"
+CAPTURE_QUEUE = "capture"
+EXPIRY_QUEUE = "expiry"
+QUEUES = (BROWSE_QUEUE, CAPTURE_QUEUE, EXPIRY_QUEUE)
+
+#: The one routing table: each job kind is its actor's name, and runs on this queue.
+ACTOR_QUEUES: dict[str, str] = {
+    BrowseJob.kind: BROWSE_QUEUE,
+    ImportJob.kind: BROWSE_QUEUE,
+    CaptureJob.kind: CAPTURE_QUEUE,
+    ExpireJob.kind: EXPIRY_QUEUE,
+}

@@ -113,7 +113,7 @@ def _delete_queues(prefix: str) -> None:
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    from workers.chromium import find_chromium
+    from workers.browser.chromium import find_chromium
 
     try:
         return find_chromium(os.environ.get("BROWSER_SESSIONS_CHROMIUM_PATH", ""))

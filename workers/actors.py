@@ -17,25 +17,30 @@ from dramatiq.middleware import CurrentMessage
 
 from schema.enums import CaptureState
 from schema.errors import BrowserSessionsError
-from schema.jobs import BrowseJob, CaptureJob, ExpireJob, ImportJob
-from schema.logs import configure_logging, get_logger
-from schema.results import BrowseResult, store_result
-from schema.settings import get_settings
-from workers import metrics
-from workers.broker import (
+from schema.jobs import (
     BROWSE_QUEUE,
     CAPTURE_QUEUE,
     EXPIRY_QUEUE,
+    BrowseJob,
+    CaptureJob,
+    ExpireJob,
+    ImportJob,
+)
+from schema.logs import configure_logging, get_logger
+from schema.results import BrowseResult, store_result
+from schema.settings import get_settings
+from workers.jobs.browse import BrowseService
+from workers.jobs.capture import CaptureService
+from workers.jobs.expiry import ExpiryService
+from workers.jobs.imports import ImportService
+from workers.runtime import metrics
+from workers.runtime.broker import (
     RetryWhen,
     build_broker,
     never_retry,
     retry_transient,
 )
-from workers.browse import BrowseService
-from workers.capture import CaptureService
-from workers.expiry import ExpiryService
-from workers.imports import ImportService
-from workers.resources import WorkerResources
+from workers.runtime.resources import WorkerResources
 
 settings = get_settings()
 configure_logging(level=settings.log_level, fmt=settings.log_format)

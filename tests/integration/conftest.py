@@ -14,9 +14,9 @@ from playwright.async_api import Browser, async_playwright
 
 from producers.api import SessionsClient
 from schema.settings import Settings
-from workers.chromium import HEADLESS_ARGS
-from workers.fixture_site import FixtureSite
-from workers.processes import WorkerProcess, free_port, run_worker
+from workers.browser.chromium import HEADLESS_ARGS
+from workers.dev.fixture_site import FixtureSite
+from workers.dev.processes import WorkerProcess, free_port, run_worker
 
 __all__ = ["WorkerProcess", "free_port", "run_worker"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from schema.settings import Settings
-from workers.bench_browse import BenchConfig, render_table, run_benchmark
+from workers.dev.bench.browse import BenchConfig, render_table, run_benchmark
 
 pytestmark = pytest.mark.integration
 

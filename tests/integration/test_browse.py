@@ -17,7 +17,7 @@ from producers.enqueue import Enqueuer
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.results import BrowseResult
 from tests.integration.conftest import LoginState, WorkerProcess, comments, wait_for
-from workers.fixture_site import FixtureSite
+from workers.dev.fixture_site import FixtureSite
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,9 @@ from tests.integration.conftest import (
     run_worker,
     wait_for,
 )
-from workers import totp
-from workers.fixture_site import FixtureSite
-from workers.liveview_user import LiveViewUser
+from workers.dev import totp
+from workers.dev.fixture_site import FixtureSite
+from workers.dev.liveview_user import LiveViewUser
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from workers.chromium import HEADLESS_ARGS, find_chromium
-from workers.fixture_site import COOKIE_NAME, FixtureSite
-from workers.totp import new_secret, totp
+from workers.browser.chromium import HEADLESS_ARGS, find_chromium
+from workers.dev.fixture_site import COOKIE_NAME, FixtureSite
+from workers.dev.totp import new_secret, totp
 
 pytestmark = pytest.mark.integration
 
@@ -286,7 +286,7 @@ async def test_command_line_serves_until_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "workers.fixture_site",
+        "workers.dev.fixture_site",
         "--port",
         "0",
         "--user",

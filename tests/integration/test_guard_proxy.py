@@ -20,9 +20,9 @@ from aiohttp.typedefs import Handler
 from playwright.async_api import Browser, Error, Page, Playwright, async_playwright
 
 from schema.errors import UrlNotAllowed
-from workers.chromium import HEADLESS_ARGS
-from workers.guard import UrlGuard
-from workers.guard_proxy import (
+from workers.browser.chromium import HEADLESS_ARGS
+from workers.guard.policy import UrlGuard
+from workers.guard.proxy import (
     GUARD_HEADER,
     GuardProxy,
     ProxyLimits,

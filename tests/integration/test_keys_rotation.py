@@ -20,8 +20,8 @@ from schema.audit import AuditLog, verify
 from schema.errors import InvalidInput, KeyError_
 from tests.conftest import scratch_database
 from workers.crypto.keys import LocalFileKeyProvider
+from workers.crypto.store import StateStore
 from workers.crypto.user_keys import retire_root, rotate_root, shred_user
-from workers.state_store import StateStore
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
-from workers.chromium import HEADLESS_ARGS
-from workers.liveview import LiveViewServer
+from workers.browser.chromium import HEADLESS_ARGS
+from workers.browser.liveview import LiveViewServer
 
 pytestmark = pytest.mark.integration
 

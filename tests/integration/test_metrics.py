@@ -24,9 +24,9 @@ from schema.settings import Settings
 from tests.conftest import AMQP_URL, _delete_queues
 from tests.integration.conftest import LoginState, wait_for
 from tests.unit.test_deploy_files import dramatiq_sample_names, used_metric_names
-from workers.fixture_site import FixtureSite
-from workers.health import HealthServer, amqp_check
-from workers.processes import WorkerProcess, free_port, run_worker
+from workers.dev.fixture_site import FixtureSite
+from workers.dev.processes import WorkerProcess, free_port, run_worker
+from workers.runtime.health import HealthServer, amqp_check
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ async def empty_database(database_url: str) -> AsyncIterator[str]:
 def _cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BROWSER_SESSIONS_DATABASE_URL": url}
     return subprocess.run(
-        [sys.executable, "-m", "producers.cli", *args],
+        [sys.executable, "-m", "workers.cli", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -37,8 +37,8 @@ from schema.sealing import (
     sealed_key_id,
 )
 from workers.crypto.keys import LocalFileKeyProvider
+from workers.crypto.store import StateStore
 from workers.crypto.user_keys import shred_user, user_key, user_key_aad
-from workers.state_store import StateStore
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from producers.cli import _parser
+from workers.cli import _parser
 from schema.settings import Settings
-from workers import metrics
+from workers.runtime import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schema.errors import InvalidInput, NavigationFailed, UrlNotAllowed
-from workers.guard import (
+from workers.guard.policy import (
     UrlGuard,
     is_address_allowed,
     is_local_name,

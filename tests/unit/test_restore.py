@@ -1,7 +1,7 @@
 import json
 import re
 
-from workers.restore import plan_restore
+from workers.browser.restore import plan_restore
 
 STATE = {
     "cookies": [{"name": "sid", "value": "c1", "domain": "s.test", "path": "/"}],

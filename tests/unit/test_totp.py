@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from schema.errors import InvalidInput
-from workers.totp import decode_secret, new_secret, totp, verify
+from workers.dev.totp import decode_secret, new_secret, totp, verify
 
 # RFC 6238 appendix B: SHA-1 key is the ASCII string "12345678901234567890".
 RFC_SECRET = base64.b32encode(b"12345678901234567890").decode("ascii")

@@ -1,6 +1,6 @@
 import pytest
 
-from workers.verdict import Verdict, decide, url_matches
+from workers.browser.verdict import Verdict, decide, url_matches
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import AuthSessionExpired, SessionNotFound
 from schema.jobs import ExpireJob
 from schema.logs import get_logger
-from workers import metrics
+from workers.runtime import metrics
 
 log = get_logger(__name__)
 

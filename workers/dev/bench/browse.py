@@ -1,6 +1,6 @@
 """Benchmark authenticated browse jobs three ways against the local fixture site.
 
-``python -m workers.bench_browse [--jobs N] [--concurrency C] [--memory-jobs M]`` runs the same
+``python -m workers.dev.bench.browse [--jobs N] [--concurrency C] [--memory-jobs M]`` runs the same
 N jobs (open ``/app`` with a saved login, wait for ``#whoami``, take the visible text) at the
 same concurrency: (a) plain Playwright, one warm browser and ``new_context(storage_state=...)``
 per job; (b) a browser launched per job; (c) the whole system: producers → RabbitMQ → a real
@@ -40,10 +40,10 @@ from playwright.async_api import Browser, Playwright, StorageState, async_playwr
 from producers.api import SessionsClient
 from schema.migrate import migrate
 from schema.settings import Settings
-from workers.chromium import HEADLESS_ARGS, find_chromium
-from workers.fixture_site import FixtureSite
-from workers.pool import LEAN_CONTEXT_ARGS, LEAN_DISABLED_FEATURES
-from workers.processes import free_port, settings_env
+from workers.browser.chromium import HEADLESS_ARGS, find_chromium
+from workers.browser.pool import LEAN_CONTEXT_ARGS, LEAN_DISABLED_FEATURES
+from workers.dev.fixture_site import FixtureSite
+from workers.dev.processes import free_port, settings_env
 
 USER = "bench"
 PAGE = "/app"
@@ -409,7 +409,7 @@ async def run_worker(
     settings: Settings, log_path: Path, *, threads: int
 ) -> AsyncIterator[WorkerTree]:
     """Start ``browser-sessions worker --queues browse expiry`` and wait until it is ready."""
-    command = ["-m", "producers.cli", "worker", "--queues", "browse", "expiry"]
+    command = ["-m", "workers.cli", "worker", "--queues", "browse", "expiry"]
     command += ["--threads", str(threads)]
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -436,7 +436,7 @@ async def run_worker(
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM to dramatiq's main process (as ``workers.processes`` does); group SIGKILL after
+    """SIGTERM to dramatiq's main process (as ``workers.dev.processes`` does); group SIGKILL after
     30 s."""
     with contextlib.suppress(ProcessLookupError):
         process.send_signal(signal.SIGTERM)
@@ -880,7 +880,7 @@ def render_table(rep: dict[str, Any], paths: Sequence[str] = ("plain", "launch",
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m workers.bench_browse", description=__doc__.splitlines()[0]
+        prog="python -m workers.dev.bench.browse", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--jobs", type=int, default=40, help="timed jobs per path")
     parser.add_argument("--concurrency", type=int, default=2, help="jobs in flight")

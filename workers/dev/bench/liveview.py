@@ -8,7 +8,7 @@ covers input over the WebSocket, CDP dispatch, the remote repaint, screencast ca
 JPEG encoding, the frame over the WebSocket, and JPEG decode and draw in the viewer; it
 leaves out only the viewer's own compositor (at most one display frame).
 
-Run: ``python -m workers.bench_liveview [--clicks N]`` prints one JSON line.
+Run: ``python -m workers.dev.bench.liveview [--clicks N]`` prints one JSON line.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import structlog
 from aiohttp import web
 from playwright.async_api import Browser, Playwright, async_playwright
 
-from workers.chromium import HEADLESS_ARGS, find_chromium
-from workers.liveview import LiveViewServer
+from workers.browser.chromium import HEADLESS_ARGS, find_chromium
+from workers.browser.liveview import LiveViewServer
 
 COLOURS = ((220, 40, 40), (30, 160, 60), (40, 80, 220), (230, 200, 30), (150, 40, 170))
 SWATCH = 200  # CSS px, top-left of the page

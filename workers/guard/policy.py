@@ -4,7 +4,7 @@
 ws/wss through the proxy), and never loopback, private, link-local, metadata, multicast or
 reserved addresses, judged after DNS resolution. Hosts are canonicalised the way Chromium does
 (percent-decoding, IDNA, WHATWG IPv4 forms such as ``2130706433``, ``0x7f.1`` and ``0177.1``)
-so a tricky spelling cannot slip past. `workers.guard_proxy` applies the same policy to every
+so a tricky spelling cannot slip past. `workers.guard.proxy` applies the same policy to every
 connection the browser opens (redirects, subresources, websockets), which is the real boundary.
 """
 

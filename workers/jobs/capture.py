@@ -26,10 +26,10 @@ from schema.jobs import CaptureJob
 from schema.logs import get_logger
 from schema.redact import secret_values, state_secret_values
 from schema.settings import Settings
-from workers.imports import set_capture_state
-from workers.liveview import LiveViewServer
-from workers.state_store import StateStore
-from workers.verdict import Verdict, decide
+from workers.browser.liveview import LiveViewServer
+from workers.browser.verdict import Verdict, decide
+from workers.crypto.store import StateStore
+from workers.jobs.imports import set_capture_state
 
 log = get_logger(__name__)
 

@@ -29,10 +29,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from schema.audit import AuditLog
 from schema.enums import FINAL_CAPTURE_STATES, CaptureState
 from schema.errors import ALL_ERRORS, AuditWriteFailed, DecryptFailed, KeyError_, UrlNotAllowed
+from schema.jobs import ACTOR_QUEUES
 from schema.logs import get_logger
-from workers.guard import ResolvedTarget, UrlGuard
-from workers.pool import PoolEvent
-from workers.state_store import StateStore
+from workers.browser.pool import PoolEvent
+from workers.crypto.store import StateStore
+from workers.guard.policy import ResolvedTarget, UrlGuard
 
 log = get_logger(__name__)
 
@@ -45,7 +46,7 @@ if os.environ.get(MULTIPROC_ENV):
 #: server reads them all; this registry only matters in single-process use (tests).
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-ACTORS = ("browse", "import_state", "capture", "expire")
+ACTORS = tuple(ACTOR_QUEUES)
 OK = "ok"
 ERROR = "error"
 OTHER_ERROR = "OTHER"

@@ -21,12 +21,6 @@ from dramatiq.middleware import (
 from schema.errors import BrowserSessionsError
 from schema.settings import Settings
 
-BROWSE_QUEUE = "browse"
-CAPTURE_QUEUE = "capture"
-EXPIRY_QUEUE = "expiry"
-QUEUES = (BROWSE_QUEUE, CAPTURE_QUEUE, EXPIRY_QUEUE)
-
-
 RetryWhen = Callable[[int, BaseException], bool]
 
 
@@ -49,7 +43,7 @@ def never_retry(_retries: int, _exc: BaseException) -> bool:
 
 
 def build_broker(settings: Settings, *, extra: list[Any] | None = None) -> RabbitmqBroker:
-    from workers.metrics import prometheus_middleware
+    from workers.runtime.metrics import prometheus_middleware
 
     middleware: list[Any] = [
         *prometheus_middleware(),

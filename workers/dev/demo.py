@@ -29,11 +29,11 @@ from schema.db import connect
 from schema.enums import CaptureState
 from schema.migrate import migrate
 from schema.settings import Settings
-from workers import totp
-from workers.chromium import HEADLESS_ARGS, find_chromium
-from workers.fixture_site import FixtureSite
-from workers.liveview_user import LiveViewUser
-from workers.processes import free_port, run_worker
+from workers.browser.chromium import HEADLESS_ARGS, find_chromium
+from workers.dev import totp
+from workers.dev.fixture_site import FixtureSite
+from workers.dev.liveview_user import LiveViewUser
+from workers.dev.processes import free_port, run_worker
 
 T = TypeVar("T")
 USER, PASSWORD, TOTP_SECRET = "alice", "correct horse battery", "JBSWY3DPEHPK3PXP"

@@ -1,6 +1,6 @@
 """Benchmark the envelope: encrypt and decrypt a realistic state of a given size.
 
-``python -m workers.bench_crypto [--repeats N] [--sizes 100KiB,5MiB]`` prints a table and
+``python -m workers.dev.bench.crypto [--repeats N] [--sizes 100KiB,5MiB]`` prints a table and
 one JSON line. Encrypt = canonical JSON + zlib + AES-256-GCM + data-key wrap; decrypt =
 unwrap + AES-256-GCM + inflate + JSON parse. Times are medians over the repeats.
 """

@@ -5,7 +5,7 @@ pages ask ``/api/me`` with the token in a header and the API also needs the cook
 restore that forgets localStorage lands on the login page. Switches make pages also need a
 sessionStorage value or an IndexedDB record, or rotate the session cookie on every request.
 
-Run by hand: ``python -m workers.fixture_site --port 8080 --user alice:pw[:TOTPSECRET]``.
+Run by hand: ``python -m workers.dev.fixture_site --port 8080 --user alice:pw[:TOTPSECRET]``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from schema.errors import InvalidInput
-from workers import totp
+from workers.dev import totp
 
 COOKIE_NAME = "fixture_sid"
 TOKEN_HEADER = "X-Fixture-Token"
@@ -614,7 +614,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the fixture site until SIGTERM or SIGINT; prints the base URL as one JSON line."""
-    parser = argparse.ArgumentParser(prog="python -m workers.fixture_site", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m workers.dev.fixture_site", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument(

@@ -90,7 +90,7 @@ def run_worker(
     full_env = {**os.environ, **settings_env(settings), **env}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "producers.cli", "worker", "--queues", *queues],
+            [sys.executable, "-m", "workers.cli", "worker", "--queues", *queues],
             env=full_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

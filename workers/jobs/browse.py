@@ -33,12 +33,12 @@ from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.logs import get_logger
 from schema.redact import secret_values, state_secret_values
 from schema.results import BrowseResult, result_exists, store_result
-from workers.guard import UrlGuard
-from workers.guard_proxy import is_guard_refusal
-from workers.pool import BrowserPool
-from workers.restore import plan_restore
-from workers.state_store import StateStore
-from workers.verdict import Verdict, decide, url_matches
+from workers.browser.pool import BrowserPool
+from workers.browser.restore import plan_restore
+from workers.browser.verdict import Verdict, decide, url_matches
+from workers.crypto.store import StateStore
+from workers.guard.policy import UrlGuard
+from workers.guard.proxy import is_guard_refusal
 
 log = get_logger(__name__)
 

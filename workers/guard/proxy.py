@@ -31,7 +31,7 @@ from typing import Any, Final, Protocol
 import structlog
 
 from schema.errors import NavigationFailed, UrlNotAllowed
-from workers.guard import ResolvedTarget, UrlGuard, split_url
+from workers.guard.policy import ResolvedTarget, UrlGuard, split_url
 
 log = structlog.get_logger(__name__)
 

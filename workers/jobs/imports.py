@@ -19,13 +19,13 @@ from schema.jobs import BrowseOptions, ImportJob
 from schema.logs import get_logger
 from schema.redact import secret_values, state_secret_values
 from schema.sealing import open_sealed, seal_aad, sealed_key_id
-from workers import metrics
-from workers.browse import open_and_visit
+from workers.browser.pool import BrowserPool
+from workers.browser.restore import plan_restore
+from workers.browser.verdict import Verdict
 from workers.crypto.keys import KeyProvider
-from workers.pool import BrowserPool
-from workers.restore import plan_restore
-from workers.state_store import StateStore
-from workers.verdict import Verdict
+from workers.crypto.store import StateStore
+from workers.jobs.browse import open_and_visit
+from workers.runtime import metrics
 
 log = get_logger(__name__)
 

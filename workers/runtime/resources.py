@@ -16,19 +16,19 @@ from playwright.async_api import Browser, Playwright, async_playwright
 
 from schema.audit import AuditLog
 from schema.db import create_pool
+from schema.jobs import BROWSE_QUEUE, CAPTURE_QUEUE, QUEUES
 from schema.logs import get_logger
 from schema.sealing import publish_seal_key
 from schema.settings import Settings
-from workers import metrics
-from workers.broker import BROWSE_QUEUE, CAPTURE_QUEUE, QUEUES
-from workers.chromium import HEADLESS_ARGS, find_chromium
+from workers.browser.chromium import HEADLESS_ARGS, find_chromium
+from workers.browser.liveview import LiveViewServer
+from workers.browser.pool import BrowserPool
 from workers.crypto.keys import LocalFileKeyProvider
-from workers.guard import UrlGuard
-from workers.guard_proxy import GuardProxy, chromium_launch_options
-from workers.health import HealthServer, amqp_check, database_check, predicate_check
-from workers.liveview import LiveViewServer
-from workers.pool import BrowserPool
-from workers.state_store import StateStore
+from workers.crypto.store import StateStore
+from workers.guard.policy import UrlGuard
+from workers.guard.proxy import GuardProxy, chromium_launch_options
+from workers.runtime import metrics
+from workers.runtime.health import HealthServer, amqp_check, database_check, predicate_check
 
 log = get_logger(__name__)
 

@@ -1,0 +1,58 @@
+"""Dependencies run one way: ``producers → schema ← workers``. Only the console-script root
+(``workers/cli.py``) and ``workers/dev/`` may import ``producers``, and the runtime never
+imports ``workers/dev``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports included)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def violations(
+    package: str, forbidden: tuple[str, ...], *, exempt: tuple[str, ...] = ()
+) -> list[str]:
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(exempt):
+            continue
+        for name in sorted(imported_modules(path)):
+            if any(name == f or name.startswith(f + ".") for f in forbidden):
+                found.append(f"{rel} imports {name}")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden", "exempt"),
+    [
+        ("schema", ("workers", "producers", "playwright"), ()),
+        ("producers", ("workers", "playwright"), ()),
+        ("workers", ("producers", "workers.dev"), ("workers/cli.py", "workers/dev/")),
+    ],
+)
+def test_imports_run_one_way(
+    package: str, forbidden: tuple[str, ...], exempt: tuple[str, ...]
+) -> None:
+    assert violations(package, forbidden, exempt=exempt) == []
+
+
+def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from workers.dev.demo import run_demo\n")
+    assert "workers.dev.demo" in imported_modules(module)

@@ -1,0 +1,1 @@
+"""The egress guard: URL policy and the proxy every browser request goes through."""

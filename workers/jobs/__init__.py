@@ -1,0 +1,1 @@
+"""Job services the actors call: browse, capture, expiry, imports."""

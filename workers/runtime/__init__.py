@@ -1,0 +1,1 @@
+"""Worker runtime: broker, middleware, resources, metrics, health."""
