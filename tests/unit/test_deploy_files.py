@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from workers.cli import _parser
 from schema.settings import Settings
+from workers.cli import _parser
 from workers.runtime import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
