@@ -5,6 +5,7 @@ A malformed value fails at start with a message naming the variable.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Mapping
@@ -43,6 +44,12 @@ class Settings:
     allow_private_hosts: frozenset[str] = field(default_factory=frozenset)
     log_format: str = "auto"
     log_level: str = "INFO"
+    admins: frozenset[str] = field(default_factory=frozenset)
+    frame_ancestors: str = ""
+    api_host: str = "127.0.0.1"
+    api_port: int = 9194
+    api_token: str = field(default="", repr=False)
+    api_token_file: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -75,7 +82,29 @@ class Settings:
             log_level=r.choice(
                 "LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),
+            admins=r.names("ADMINS"),
+            frame_ancestors=r.text("FRAME_ANCESTORS", cls.frame_ancestors),
+            api_host=r.text("API_HOST", cls.api_host),
+            api_port=r.integer("API_PORT", cls.api_port, minimum=0),
+            api_token=r.text("API_TOKEN", cls.api_token),
+            api_token_file=r.text("API_TOKEN_FILE", cls.api_token_file),
         )
+
+    def to_env(self) -> dict[str, str]:
+        """The ``BROWSER_SESSIONS_*`` environment that reproduces these settings in a
+        subprocess: ``Settings.from_env(s.to_env()) == s``. Every field's variable is its
+        name in upper case."""
+        env = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, timedelta):
+                text = repr(value.total_seconds())
+            elif isinstance(value, frozenset):
+                text = ",".join(sorted(value))
+            else:
+                text = str(value)
+            env[PREFIX + f.name.upper()] = text
+        return env
 
     def queue(self, name: str) -> str:
         """The RabbitMQ queue name for a logical queue (``browse``, ``capture``, ``expiry``)."""
@@ -142,6 +171,13 @@ class _Reader:
                 name, f"must look like {schemes[0]}://user@host:port/path, got a malformed URL"
             )
         return value
+
+    def names(self, name: str) -> frozenset[str]:
+        """A comma list of opaque ids (user ids, for example)."""
+        value = self.raw(name)
+        if value is None:
+            return frozenset()
+        return frozenset(item.strip() for item in value.split(",") if item.strip())
 
     def host_ports(self, name: str) -> frozenset[str]:
         value = self.raw(name)

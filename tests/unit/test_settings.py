@@ -1,4 +1,6 @@
+import dataclasses
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +52,44 @@ def test_malformed_value_names_the_variable(name: str, value: str) -> None:
         Settings.from_env({f"BROWSER_SESSIONS_{name}": value})
     assert f"BROWSER_SESSIONS_{name}" in err.value.message
     assert err.value.code == "CONFIG_ERROR"
+
+
+def test_to_env_round_trips_every_field() -> None:
+    """A field that ``from_env`` does not read (or reads under another name) breaks this."""
+    changed = Settings(
+        database_url="postgresql://u@db.example:5433/x",
+        amqp_url="amqps://u:p@mq.example:5671/v",
+        queue_prefix="t.",
+        key_provider="local",
+        key_dir=Path("/var/lib/keys"),
+        chromium_path="/usr/bin/chromium",
+        browsers=3,
+        contexts_per_browser=4,
+        browser_max_contexts=5,
+        browser_call_timeout=timedelta(seconds=6.5),
+        navigation_timeout=timedelta(seconds=7),
+        browse_retries=1,
+        result_timeout=timedelta(seconds=8),
+        max_state_bytes=4096,
+        capture_timeout=timedelta(seconds=9),
+        liveview_host="0.0.0.0",
+        liveview_port=1,
+        liveview_public_url="https://lv.example",
+        metrics_port=2,
+        health_port=3,
+        allow_private_hosts=frozenset({"127.0.0.1:80", "localhost:81"}),
+        log_format="json",
+        log_level="DEBUG",
+        admins=frozenset({"root", "ops"}),
+        frame_ancestors="https://platform.example",
+        api_host="0.0.0.0",
+        api_port=4,
+        api_token="t0ken",
+        api_token_file="/run/secrets/token",
+    )
+    defaults = Settings.from_env({})
+    for f in dataclasses.fields(Settings):
+        if f.name != "key_provider":  # one choice only today
+            assert getattr(changed, f.name) != getattr(defaults, f.name), f.name
+    assert Settings.from_env(changed.to_env()) == changed
+    assert Settings.from_env(defaults.to_env()) == defaults

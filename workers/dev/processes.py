@@ -23,30 +23,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The BROWSER_SESSIONS_* environment that reproduces ``settings`` in a subprocess."""
-    return {
-        "BROWSER_SESSIONS_DATABASE_URL": settings.database_url,
-        "BROWSER_SESSIONS_AMQP_URL": settings.amqp_url,
-        "BROWSER_SESSIONS_QUEUE_PREFIX": settings.queue_prefix,
-        "BROWSER_SESSIONS_KEY_DIR": str(settings.key_dir),
-        "BROWSER_SESSIONS_CHROMIUM_PATH": settings.chromium_path,
-        "BROWSER_SESSIONS_ALLOW_PRIVATE_HOSTS": ",".join(sorted(settings.allow_private_hosts)),
-        "BROWSER_SESSIONS_METRICS_PORT": str(settings.metrics_port),
-        "BROWSER_SESSIONS_HEALTH_PORT": str(settings.health_port),
-        "BROWSER_SESSIONS_LIVEVIEW_HOST": settings.liveview_host,
-        "BROWSER_SESSIONS_LIVEVIEW_PORT": str(settings.liveview_port),
-        "BROWSER_SESSIONS_LIVEVIEW_PUBLIC_URL": settings.liveview_public_url,
-        "BROWSER_SESSIONS_BROWSERS": str(settings.browsers),
-        "BROWSER_SESSIONS_CONTEXTS_PER_BROWSER": str(settings.contexts_per_browser),
-        "BROWSER_SESSIONS_BROWSER_MAX_CONTEXTS": str(settings.browser_max_contexts),
-        "BROWSER_SESSIONS_CAPTURE_TIMEOUT": str(settings.capture_timeout.total_seconds()),
-        "BROWSER_SESSIONS_BROWSE_RETRIES": str(settings.browse_retries),
-        "BROWSER_SESSIONS_LOG_FORMAT": "json",
-        "BROWSER_SESSIONS_LOG_LEVEL": settings.log_level,
-    }
-
-
 @dataclass
 class WorkerProcess:
     process: subprocess.Popen[bytes]
@@ -87,7 +63,12 @@ def run_worker(
     settings: Settings, queues: list[str], log_path: Path, *, ready_timeout: float = 60, **env: str
 ) -> Iterator[WorkerProcess]:
     """A worker on ``queues``, ready (resources open) on entry, stopped with SIGTERM on exit."""
-    full_env = {**os.environ, **settings_env(settings), **env}
+    full_env = {
+        **os.environ,
+        **settings.to_env(),
+        "BROWSER_SESSIONS_LOG_FORMAT": "json",
+        **env,
+    }
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "worker", "--queues", *queues],

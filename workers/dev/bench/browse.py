@@ -43,7 +43,7 @@ from schema.settings import Settings
 from workers.browser.chromium import HEADLESS_ARGS, find_chromium
 from workers.browser.pool import LEAN_CONTEXT_ARGS, LEAN_DISABLED_FEATURES
 from workers.dev.fixture_site import FixtureSite
-from workers.dev.processes import free_port, settings_env
+from workers.dev.processes import free_port
 
 USER = "bench"
 PAGE = "/app"
@@ -416,7 +416,7 @@ async def run_worker(
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             *command,
-            env={**os.environ, **settings_env(settings)},
+            env={**os.environ, **settings.to_env()},
             stdout=log_fd,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
