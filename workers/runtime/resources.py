@@ -136,7 +136,8 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
 class WorkerResources(Middleware):
     """Opens :class:`Resources` on the AsyncIO loop after boot; closes them at shutdown.
 
-    List it *before* dramatiq's AsyncIO middleware so it closes before the loop stops.
+    Add it *after* dramatiq's AsyncIO middleware (``install_worker_middleware``): dramatiq
+    calls ``after_*`` hooks in reverse order, so its shutdown then runs before the loop stops.
     """
 
     def __init__(self, settings: Settings) -> None:
