@@ -26,6 +26,7 @@ import asyncpg
 
 from schema.enums import AuditAction, AuditResult
 from schema.errors import AuditWriteFailed
+from schema.events import NO_EVENTS, Events
 from schema.keyfile import load_or_create_key
 from schema.redact import scrub_text
 
@@ -76,15 +77,16 @@ def head_mac(key: bytes, last_id: int, last_hash: bytes) -> bytes:
 class AuditLog:
     """Appends chained rows to ``audit_log``; one row per call."""
 
-    def __init__(self, *, key: bytes) -> None:
+    def __init__(self, *, key: bytes, events: Events = NO_EVENTS) -> None:
         if len(key) < 32:
             raise ValueError("the audit key must be at least 32 bytes")
         self._key = key
+        self._events = events
         self.key_id = audit_key_id(key)
 
     @classmethod
-    def from_key_dir(cls, key_dir: Path) -> AuditLog:
-        return cls(key=load_audit_key(key_dir))
+    def from_key_dir(cls, key_dir: Path, *, events: Events = NO_EVENTS) -> AuditLog:
+        return cls(key=load_audit_key(key_dir), events=events)
 
     def __repr__(self) -> str:
         return f"AuditLog(key_id={self.key_id!r})"
@@ -163,6 +165,7 @@ class AuditLog:
                     head_mac(self._key, row["id"], digest),
                 )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            self._events.audit_write_failed()
             raise AuditWriteFailed(f"audit row not written: {type(exc).__name__}") from exc
         return int(row["id"])
 

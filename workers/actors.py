@@ -30,10 +30,9 @@ from workers.jobs.browse import BrowseService
 from workers.jobs.capture import CaptureService
 from workers.jobs.expiry import ExpiryService
 from workers.jobs.imports import ImportService
-from workers.runtime import metrics
 from workers.runtime.broker import build_broker, never_retry, retry_transient
 from workers.runtime.middleware import current_job
-from workers.runtime.resources import WorkerResources
+from workers.runtime.resources import Resources, WorkerResources
 
 settings = get_settings()
 configure_logging(level=settings.log_level, fmt=settings.log_format)
@@ -51,11 +50,11 @@ async def _capture_code(db: Any, capture_id: str, state: CaptureState) -> str:
     return str(code or "INTERNAL_ERROR")
 
 
-def _record_delivery() -> None:
+def _report_delivery(res: Resources) -> None:
     """Enqueue → stored result, from the message's own timestamp (retries included)."""
     message = CurrentMessage.get_current_message()
     if message is not None:
-        metrics.record_result_delivery(message.message_timestamp)
+        res.events.result_delivered(message.message_timestamp)
 
 
 BROWSE_RETRY = retry_transient(settings.browse_retries)
@@ -113,7 +112,7 @@ async def browse(payload: dict[str, Any]) -> None:
             )
         raise
     if report.code != "duplicate":
-        _record_delivery()
+        _report_delivery(res)
 
 
 @dramatiq.actor(
@@ -125,7 +124,9 @@ async def expire(payload: dict[str, Any]) -> None:
     job = ExpireJob.from_message(payload)
     report.bind(job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
     res = resources.get()
-    report.extra["comment_posted"] = await ExpiryService(db=res.db, audit=res.audit).run(job)
+    report.extra["comment_posted"] = await ExpiryService(
+        db=res.db, audit=res.audit, events=res.events
+    ).run(job)
 
 
 @dramatiq.actor(
@@ -139,7 +140,7 @@ async def import_state(payload: dict[str, Any]) -> None:
     res = resources.get()
     assert res.pool is not None, "this worker does not consume the browse queue"
     state = await ImportService(
-        db=res.db, pool=res.pool, store=res.store, provider=res.provider
+        db=res.db, pool=res.pool, store=res.store, provider=res.provider, events=res.events
     ).run(job)
     report.code = await _capture_code(res.db, job.capture_id, state)
     report.extra["capture_state"] = state.value
@@ -166,6 +167,7 @@ async def capture(payload: dict[str, Any]) -> None:
         store=res.store,
         liveview=res.liveview,
         launch_browser=res.launch_browser,
+        events=res.events,
     ).run(job)
     report.code = await _capture_code(res.db, job.capture_id, final)
     report.extra["capture_state"] = final.value

@@ -22,11 +22,14 @@ from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import (
     AuditWriteFailed,
     BrowserSessionsError,
+    DecryptFailed,
+    KeyError_,
     NotOwner,
     SessionNotActive,
     SessionNotFound,
     SessionRevoked,
 )
+from schema.events import NO_EVENTS, Events
 from schema.redact import secret_values, state_secret_values
 from schema.settings import Settings
 from workers.crypto.envelope import (
@@ -50,10 +53,12 @@ class StateStore:
         provider: KeyProvider,
         audit: AuditLog,
         max_state_bytes: int = Settings.max_state_bytes,
+        events: Events = NO_EVENTS,
     ) -> None:
         self.provider = provider
         self.audit = audit
         self.max_state_bytes = max_state_bytes
+        self._events = events
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StateStore:
@@ -196,10 +201,14 @@ class StateStore:
                 ciphertext=bytes(row["enc_ciphertext"]),
             )
             key = await user_key(conn, self.provider, owner_id, enc.key_version)
-            return decrypt_state(enc, user_key=key, owner_id=owner_id, session_id=session_id)
+            state = decrypt_state(enc, user_key=key, owner_id=owner_id, session_id=session_id)
         except BrowserSessionsError as exc:
+            if isinstance(exc, DecryptFailed | KeyError_):
+                self._events.decrypt_failed()
             await self._audit_failure(conn, exc, audit)
             raise
+        self._events.decrypt_succeeded()
+        return state
 
     @contextlib.asynccontextmanager
     async def use(
