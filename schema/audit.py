@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from schema.db import connection
 from schema.enums import AuditAction, AuditResult
 from schema.errors import AuditWriteFailed
 from schema.events import NO_EVENTS, Events
@@ -109,65 +110,54 @@ class AuditLog:
         caller's transaction, in which case the row commits with the caller's). Raises
         ``AuditWriteFailed``.
         """
-        if isinstance(conn, asyncpg.Pool):
-            async with conn.acquire() as pooled:
-                return await self.write(
-                    pooled,
-                    actor_id=actor_id,
-                    action=action,
-                    result=result,
-                    session_id=session_id,
-                    task_id=task_id,
-                    request_id=request_id,
-                    detail=detail,
-                )
-        action = AuditAction(action)
-        result = AuditResult(result)
-        if detail is not None:
-            detail = scrub_text(detail)[:MAX_DETAIL_CHARS]
-        try:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-                head = await conn.fetchrow("SELECT last_hash FROM audit_head WHERE singleton")
-                prev = GENESIS_HASH if head is None else bytes(head["last_hash"])
-                ids = await conn.fetchrow(
-                    "SELECT nextval('audit_log_id_seq') AS id, clock_timestamp() AS at"
-                )
-                row = {
-                    "id": ids["id"],
-                    "at": ids["at"],
-                    "actor_id": actor_id,
-                    "action": action.value,
-                    "session_id": session_id,
-                    "task_id": task_id,
-                    "request_id": request_id,
-                    "result": result.value,
-                    "detail": detail,
-                    "key_id": self.key_id,
-                }
-                digest = row_hash(self._key, prev, row)
-                await conn.execute(
-                    """INSERT INTO audit_log (id, at, actor_id, action, session_id, task_id,
-                           request_id, result, detail, key_id, prev_hash, row_hash)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-                    *row.values(),
-                    prev,
-                    digest,
-                )
-                await conn.execute(
-                    """INSERT INTO audit_head (singleton, last_id, last_hash, head_mac)
-                       VALUES (true, $1, $2, $3)
-                       ON CONFLICT (singleton) DO UPDATE
-                       SET last_id = EXCLUDED.last_id, last_hash = EXCLUDED.last_hash,
-                           head_mac = EXCLUDED.head_mac""",
-                    row["id"],
-                    digest,
-                    head_mac(self._key, row["id"], digest),
-                )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            self._events.audit_write_failed()
-            raise AuditWriteFailed(f"audit row not written: {type(exc).__name__}") from exc
-        return int(row["id"])
+        async with connection(conn) as conn:
+            action = AuditAction(action)
+            result = AuditResult(result)
+            if detail is not None:
+                detail = scrub_text(detail)[:MAX_DETAIL_CHARS]
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+                    head = await conn.fetchrow("SELECT last_hash FROM audit_head WHERE singleton")
+                    prev = GENESIS_HASH if head is None else bytes(head["last_hash"])
+                    ids = await conn.fetchrow(
+                        "SELECT nextval('audit_log_id_seq') AS id, clock_timestamp() AS at"
+                    )
+                    row = {
+                        "id": ids["id"],
+                        "at": ids["at"],
+                        "actor_id": actor_id,
+                        "action": action.value,
+                        "session_id": session_id,
+                        "task_id": task_id,
+                        "request_id": request_id,
+                        "result": result.value,
+                        "detail": detail,
+                        "key_id": self.key_id,
+                    }
+                    digest = row_hash(self._key, prev, row)
+                    await conn.execute(
+                        """INSERT INTO audit_log (id, at, actor_id, action, session_id, task_id,
+                               request_id, result, detail, key_id, prev_hash, row_hash)
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+                        *row.values(),
+                        prev,
+                        digest,
+                    )
+                    await conn.execute(
+                        """INSERT INTO audit_head (singleton, last_id, last_hash, head_mac)
+                           VALUES (true, $1, $2, $3)
+                           ON CONFLICT (singleton) DO UPDATE
+                           SET last_id = EXCLUDED.last_id, last_hash = EXCLUDED.last_hash,
+                               head_mac = EXCLUDED.head_mac""",
+                        row["id"],
+                        digest,
+                        head_mac(self._key, row["id"], digest),
+                    )
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                self._events.audit_write_failed()
+                raise AuditWriteFailed(f"audit row not written: {type(exc).__name__}") from exc
+            return int(row["id"])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,9 +182,11 @@ async def verify(
 
     ``old_keys`` verify rows written before an audit key rotation.
     """
-    if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as pooled:
-            return await verify(pooled, key, old_keys=old_keys, batch=batch)
+    async with connection(conn) as conn:
+        return await _verify(conn, key, old_keys=old_keys, batch=batch)
+
+
+async def _verify(conn: Any, key: bytes, *, old_keys: Sequence[bytes], batch: int) -> VerifyReport:
     keys = {audit_key_id(k): k for k in (key, *old_keys)}
     prev = GENESIS_HASH
     count = 0

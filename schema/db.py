@@ -40,6 +40,19 @@ async def create_pool(
 
 
 @contextlib.asynccontextmanager
+async def connection(conn_or_pool: Any) -> AsyncIterator[Any]:
+    """A connection acquired from a pool for the block, or the given connection itself.
+
+    For functions that take either: ``async with connection(conn) as conn: ...``.
+    """
+    if isinstance(conn_or_pool, asyncpg.Pool):
+        async with conn_or_pool.acquire() as conn:
+            yield conn
+    else:
+        yield conn_or_pool
+
+
+@contextlib.asynccontextmanager
 async def listening(
     database_url: str, channel: str, callback: Callable[[str], None]
 ) -> AsyncIterator[asyncpg.Connection]:

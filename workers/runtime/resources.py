@@ -50,7 +50,6 @@ class Resources:
     chromium_path: str
     pool: BrowserPool | None = None
     liveview: LiveViewServer | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     def launch_options(self) -> dict[str, Any]:
