@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from schema.db import connection
+from schema.db import connect, connection
 from schema.enums import AuditAction, AuditResult
 from schema.errors import AuditWriteFailed
 from schema.events import NO_EVENTS, Events
@@ -259,3 +259,13 @@ async def _verify(conn: Any, key: bytes, *, old_keys: Sequence[bytes], batch: in
             f"the head names row {head_id} but the log ends at row {last_id}",
         )
     return VerifyReport(ok=True, rows=count, last_id=last_id)
+
+
+async def verify_database(database_url: str, key_dir: Path) -> VerifyReport:
+    """:func:`verify` on the database at ``database_url`` with the audit key in ``key_dir``
+    (``browser-sessions audit verify`` and the demo)."""
+    conn = await connect(database_url)
+    try:
+        return await verify(conn, load_audit_key(key_dir))
+    finally:
+        await conn.close()

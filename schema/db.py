@@ -5,10 +5,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from schema.errors import ServiceUnavailable
+
+
+def other_database(database_url: str, name: str) -> str:
+    """The URL of database ``name`` on the same server as ``database_url``."""
+    return urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
 
 
 def _unreachable(exc: BaseException) -> str:
