@@ -19,17 +19,10 @@ from schema.audit import AuditLog, verify
 from schema.enums import AuditAction, AuditResult
 from schema.errors import AuditWriteFailed
 from tests.support.events import RecordingEvents
-from tests.support.services import new_database
 
 pytestmark = pytest.mark.integration
 
 KEY = secrets.token_bytes(32)
-
-
-@pytest.fixture(scope="module")
-async def scratch_url(database_url: str) -> AsyncIterator[str]:
-    async with new_database(f"bs_audit_{secrets.token_hex(4)}") as url:
-        yield url
 
 
 @pytest.fixture

@@ -113,3 +113,20 @@ class LiveViewUser:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"the capture never reached {state!r}")
             await asyncio.sleep(0.1)
+
+    async def log_in_with_two_steps(
+        self, login_page: str, username: str, password: str, code: str
+    ) -> None:
+        """Log in on the fixture site's two-step login through the live view: click the user
+        field of ``login_page``, type the name, Tab, the password, Enter; then the one-time
+        ``code``, Enter; wait for ``/app``."""
+        await self.wait_for_remote_url("/login")
+        x, y = await self.locate(login_page, "#username")
+        await self.click_remote(x, y)
+        await self.type(username)
+        await self.press("Tab")
+        await self.type(password)
+        await self.press("Enter", settle=True)  # the two-step page loads; its code field has focus
+        await self.type(code)
+        await self.press("Enter")
+        await self.wait_for_remote_url("/app")
