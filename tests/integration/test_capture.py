@@ -17,7 +17,6 @@ from schema.results import BrowseResult
 from schema.settings import Settings
 from tests.support.logins import PASSWORD
 from tests.support.waiting import wait_for
-from workers.dev import totp
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import LiveViewUser
 from workers.dev.processes import WorkerProcess, free_port, run_worker
@@ -75,9 +74,7 @@ async def open_capture(
 
 
 async def log_in_through_live_view(user: LiveViewUser, site: FixtureSite, name: str) -> None:
-    await user.log_in_with_two_steps(
-        site.url("/login?next=/app"), name, PASSWORD, totp.totp(TOTP_SECRET)
-    )
+    await user.log_in_with_two_steps(site.url("/login?next=/app"), name, PASSWORD, TOTP_SECRET)
 
 
 @pytest.mark.timeout(360)

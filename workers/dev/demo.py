@@ -28,7 +28,6 @@ from schema.audit import verify_database
 from schema.enums import CaptureState
 from schema.settings import Settings
 from workers.browser.chromium import HEADLESS_ARGS, find_chromium
-from workers.dev import totp
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import LiveViewUser
 from workers.dev.processes import free_port, run_worker
@@ -170,7 +169,7 @@ async def _story(
             user = LiveViewUser(viewer=await context.new_page(), browser=browser)
             await user.open(url)
             await user.log_in_with_two_steps(
-                site.url("/login?next=/app"), USER, PASSWORD, totp.totp(TOTP_SECRET)
+                site.url("/login?next=/app"), USER, PASSWORD, TOTP_SECRET
             )
             await _sleep(1.0)  # let the logged-in page paint before the screenshot
             if shot is not None:
