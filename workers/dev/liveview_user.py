@@ -9,7 +9,9 @@ would simply see it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from playwright.async_api import Browser, Page
 
@@ -89,15 +91,19 @@ class LiveViewUser:
         if settle:
             await self.wait_for_settled_frames(since=before)
 
-    async def wait_for_remote_url(self, fragment: str) -> None:
+    async def wait_for_remote_url(self, fragment: str) -> str:
         """Wait until the remote page's URL (shown in the live view) contains ``fragment``."""
+        return await self.wait_for_remote_url_where(lambda url: fragment in url, repr(fragment))
+
+    async def wait_for_remote_url_where(self, test: Callable[[str], bool], what: str) -> str:
+        """Wait until ``test`` holds for the remote page's URL; returns that URL."""
         deadline = asyncio.get_running_loop().time() + self._timeout_ms / 1000
-        while fragment not in (await self.remote_url() or ""):
+        while True:
+            url = await self.remote_url() or ""
+            if test(url):
+                return url
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(
-                    f"the remote page never reached a URL with {fragment!r} "
-                    f"(it shows {await self.remote_url()!r})"
-                )
+                raise TimeoutError(f"the remote page never reached a URL with {what} ({url!r})")
             await asyncio.sleep(0.1)
 
     async def wait_for_settled_frames(self, *, since: int, settle_s: float = 1.0) -> None:
@@ -131,7 +137,23 @@ class LiveViewUser:
         await self.type(username)
         await self.press("Tab")
         await self.type(password)
-        await self.press("Enter", settle=True)  # the two-step page loads; its code field has focus
-        await self.type(totp.totp(totp_secret))
         await self.press("Enter")
-        await self.wait_for_remote_url("/app")
+        # The two-step page is the answer to the login form's POST (at /login, without the
+        # query): once the remote browser shows it and has settled, its code field has focus.
+        before = (await self.frame_info()).frames
+        await self.wait_for_remote_url_where(
+            lambda url: urlsplit(url).path == "/login" and not urlsplit(url).query,
+            "the two-step page",
+        )
+        await self.wait_for_settled_frames(since=before)
+        await self.type(totp.totp(totp_secret))
+        before = (await self.frame_info()).frames
+        await self.press("Enter")
+        url = await self.wait_for_remote_url_where(
+            lambda url: "/app" in url or "/login/totp" in url, "'/app' (or a refused code)"
+        )
+        if "/app" not in url:  # "Wrong code.": a code typed across a step boundary; again
+            await self.wait_for_settled_frames(since=before)
+            await self.type(totp.totp(totp_secret))
+            await self.press("Enter")
+            await self.wait_for_remote_url("/app")
