@@ -40,7 +40,6 @@ from schema.sealing import current_seal_key, seal_aad, seal_text
 from schema.settings import Settings
 
 CAPTURE_CHANNEL = "capture_signals"
-ADMIN_ACTOR_PREFIX = "admin:"
 
 
 class SessionsClient:
@@ -146,15 +145,12 @@ class SessionsClient:
     async def get_session(
         self, session_id: str, *, actor_id: str, admin: bool = False
     ) -> queries.SessionInfo:
-        session = await queries.get_session(self.db, require_id("session", session_id))
-        if not admin and session.owner_id != actor_id:
-            await self._deny(actor_id, AuditAction.USE, session.id, "metadata read by non-owner")
-            raise NotOwner("this session belongs to another user")
+        session, _ = await self._owned(session_id, actor_id, AuditAction.USE, admin=admin)
         return session
 
     async def relogin(self, session_id: str, *, actor_id: str) -> dict[str, str]:
         """Start a fresh capture into an existing session (its owner only)."""
-        session = await self._owned(session_id, actor_id, AuditAction.RELOGIN, admin=False)
+        session, _ = await self._owned(session_id, actor_id, AuditAction.RELOGIN, owner_only=True)
         if session.status is SessionStatus.REVOKED:
             raise SessionRevoked("a revoked session cannot be re-logged in; add a new one")
         capture_id = await self._start_capture(session.id, session.owner_id, actor_id=actor_id)
@@ -163,7 +159,7 @@ class SessionsClient:
     async def revoke(
         self, session_id: str, *, actor_id: str, admin: bool = False
     ) -> dict[str, str]:
-        session = await self._owned(session_id, actor_id, AuditAction.REVOKE, admin=admin)
+        session, by = await self._owned(session_id, actor_id, AuditAction.REVOKE, admin=admin)
         async with self.db.acquire() as conn, conn.transaction():
             await queries.set_session_status(conn, session.id, SessionStatus.REVOKED)
             await self._write_audit(
@@ -172,14 +168,14 @@ class SessionsClient:
                 AuditAction.REVOKE,
                 AuditResult.OK,
                 session.id,
-                "by admin" if admin else "by owner",
+                by,
             )
         return {"session_id": session.id, "status": SessionStatus.REVOKED.value}
 
     async def delete(
         self, session_id: str, *, actor_id: str, admin: bool = False
     ) -> dict[str, Any]:
-        session = await self._owned(session_id, actor_id, AuditAction.DELETE, admin=admin)
+        session, by = await self._owned(session_id, actor_id, AuditAction.DELETE, admin=admin)
         async with self.db.acquire() as conn, conn.transaction():
             await queries.delete_session(conn, session.id)
             await self._write_audit(
@@ -188,7 +184,7 @@ class SessionsClient:
                 AuditAction.DELETE,
                 AuditResult.OK,
                 session.id,
-                "by admin" if admin else "by owner",
+                by,
             )
         return {"session_id": session.id, "deleted": True}
 
@@ -360,15 +356,35 @@ class SessionsClient:
         await self.db.execute("SELECT pg_notify($1, $2)", CAPTURE_CHANNEL, capture.id)
         return await self.capture_status(capture.id)
 
+    def is_admin(self, actor_id: str) -> bool:
+        """Whether ``actor_id`` is a configured admin (``BROWSER_SESSIONS_ADMINS``)."""
+        return actor_id in self.settings.admins
+
     async def _owned(
-        self, session_id: str, actor_id: str, action: AuditAction, *, admin: bool
-    ) -> queries.SessionInfo:
+        self,
+        session_id: str,
+        actor_id: str,
+        action: AuditAction,
+        *,
+        admin: bool = False,
+        owner_only: bool = False,
+    ) -> tuple[queries.SessionInfo, str]:
+        """The session, if ``actor_id`` owns it or is a configured admin; and who acted.
+
+        ``admin=True`` is only a request: it is refused (``NOT_OWNER``, audited) unless the
+        actor is in ``Settings.admins``. Admin rights never come from the caller's word.
+        """
         actor_id = require_id("actor", actor_id)
         session = await queries.get_session(self.db, require_id("session", session_id))
-        if not admin and session.owner_id != actor_id:
-            await self._deny(actor_id, action, session.id, "not the owner")
-            raise NotOwner("this session belongs to another user")
-        return session
+        if admin and not self.is_admin(actor_id):
+            await self._deny(actor_id, action, session.id, "admin request by a non-admin")
+            raise NotOwner("the actor is not a configured admin")
+        if session.owner_id == actor_id and not admin:
+            return session, "by owner"
+        if not owner_only and self.is_admin(actor_id):
+            return session, "by admin"
+        await self._deny(actor_id, action, session.id, "not the owner")
+        raise NotOwner("this session belongs to another user")
 
     async def _deny(self, actor_id: str, action: AuditAction, session_id: str, why: str) -> None:
         await self._write_audit(self.db, actor_id, action, AuditResult.DENIED, session_id, why)

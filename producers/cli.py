@@ -51,7 +51,11 @@ def add_commands(sub: Any) -> None:
         d = s.add_parser(name)
         d.add_argument("session")
         d.add_argument("--actor", required=True)
-        d.add_argument("--admin", action="store_true", help="act as an admin (not the owner)")
+        d.add_argument(
+            "--admin",
+            action="store_true",
+            help="act as an admin: granted only if --actor is in BROWSER_SESSIONS_ADMINS",
+        )
 
     c = sub.add_parser("capture", help="drive a capture").add_subparsers(
         dest="action", required=True
