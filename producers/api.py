@@ -226,7 +226,16 @@ class SessionsClient:
                 return capture
             await asyncio.sleep(0.2)
 
-    # -- browse -----------------------------------------------------------------------
+    # -- tasks and browse -------------------------------------------------------------
+
+    async def add_task(self, task_id: str, *, owner_id: str) -> dict[str, str]:
+        """Insert the minimal task row a browse needs, for an orchestrator without its own
+        ``tasks`` writer (the CLI, demos). Idempotent; ``NOT_OWNER`` if the task exists with
+        another owner. Browse jobs never create tasks."""
+        task_id, owner_id = require_id("task", task_id), require_id("owner", owner_id)
+        if await queries.insert_task(self.db, task_id=task_id, owner_id=owner_id) != owner_id:
+            raise NotOwner("the task belongs to another user")
+        return {"task_id": task_id, "owner_id": owner_id}
 
     async def enqueue_browse(
         self,
@@ -238,7 +247,9 @@ class SessionsClient:
         options: BrowseOptions | None = None,
         job_id: str | None = None,
     ) -> str:
-        """Enqueue a browse job for a task; returns its job id (the result key)."""
+        """Enqueue a browse job for an existing task of ``owner_id``; returns its job id (the
+        result key). The worker refuses a missing task (``TASK_NOT_FOUND``) or one owned by
+        someone else (``NOT_OWNER``)."""
         job = BrowseJob(
             job_id=job_id or queries.new_id("job"),
             task_id=require_id("task", task_id),
@@ -247,7 +258,6 @@ class SessionsClient:
             url=require_http_url("url", url),
             options=options or BrowseOptions(),
         )
-        await queries.ensure_task(self.db, task_id=job.task_id, owner_id=job.owner_id)
         await self._enqueuer.send_async("browse", job.to_message())
         return job.job_id
 

@@ -66,6 +66,13 @@ def add_commands(sub: Any) -> None:
         cc.add_argument("capture")
         cc.add_argument("--actor", required=True)
 
+    t = sub.add_parser("tasks", help="the minimal tasks a browse needs").add_subparsers(
+        dest="action", required=True
+    )
+    ta = t.add_parser("add", help="insert a task row (idempotent) when the orchestrator has not")
+    ta.add_argument("task")
+    ta.add_argument("--owner", required=True)
+
     b = sub.add_parser("browse", help="enqueue a browse job and wait for its result")
     b.add_argument("url")
     b.add_argument("--task", required=True)
@@ -140,6 +147,13 @@ async def _capture(args: argparse.Namespace, settings: Settings) -> Any:
         return (await client.cancel_capture(args.capture, actor_id=args.actor)).to_dict()
 
 
+async def _tasks(args: argparse.Namespace, settings: Settings) -> Any:
+    from producers.api import SessionsClient
+
+    async with SessionsClient.open(settings) as client:
+        return await client.add_task(args.task, owner_id=args.owner)
+
+
 async def _browse(args: argparse.Namespace, settings: Settings) -> Any:
     from producers.api import SessionsClient
     from schema.jobs import BrowseOptions
@@ -192,6 +206,7 @@ HANDLERS: dict[str, Handler] = {
     "migrate": _migrate,
     "sessions": _sessions,
     "capture": _capture,
+    "tasks": _tasks,
     "browse": _browse,
     "audit": _audit,
 }

@@ -204,6 +204,7 @@ async def _story(
     demo.say(f"     live-view screenshot: {screenshot}")
 
     async def browse(task_id: str) -> Any:
+        await client.add_task(task_id, owner_id=USER)  # the orchestrator's task row
         return await client.browse(
             task_id=task_id,
             owner_id=USER,
