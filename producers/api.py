@@ -63,7 +63,7 @@ class SessionsClient:
             settings=settings,
             db=db,
             enqueuer=enqueuer,
-            audit=AuditLog.from_key_dir(settings.key_dir),
+            audit=AuditLog.from_settings(settings, side="producers"),
         )
         try:
             yield client

@@ -86,7 +86,16 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--result-timeout", type=float, default=None)
 
     au = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
-    au.add_parser("verify")
+    av = au.add_parser(
+        "verify", help="check the chain against the configured checkpoints; lists every break"
+    )
+    av.add_argument(
+        "--checkpoints",
+        type=Path,
+        action="append",
+        help="checkpoint or log file to check against (repeatable; replaces the configured "
+        "BROWSER_SESSIONS_AUDIT_CHECKPOINT_FILE)",
+    )
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> Any:
@@ -180,14 +189,9 @@ async def _browse(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 async def _audit(args: argparse.Namespace, settings: Settings) -> Any:
-    from schema.audit import load_audit_key, verify
-    from schema.db import connect
+    from schema.audit import verify_configured
 
-    conn = await connect(settings.database_url)
-    try:
-        report = await verify(conn, load_audit_key(settings.key_dir))
-    finally:
-        await conn.close()
+    report = await verify_configured(settings, checkpoint_files=args.checkpoints)
     if not report.ok:
         raise ExitWith(report.to_dict(), code=1)
     return report.to_dict()

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 async def expiry(database_url: str, key_dir: Path) -> AsyncIterator[ExpiryService]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     provider = LocalFileKeyProvider(key_dir=key_dir)
-    yield ExpiryService(db=pool, audit=AuditLog(key=provider.audit_key()))
+    yield ExpiryService(db=pool, audit=AuditLog(signer=provider.audit_signer()))
     await pool.close()
 
 

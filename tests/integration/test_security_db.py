@@ -142,7 +142,7 @@ def provider(key_dir: Path) -> CountingProvider:
 @pytest.fixture(scope="module")
 def store(provider: CountingProvider) -> StateStore:
     return StateStore(
-        provider=provider, audit=AuditLog(key=provider.audit_key()), max_state_bytes=64 * 1024
+        provider=provider, audit=AuditLog(signer=provider.audit_signer()), max_state_bytes=64 * 1024
     )
 
 

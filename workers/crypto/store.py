@@ -60,7 +60,7 @@ class StateStore:
         provider = provider_from_settings(settings)
         return cls(
             provider=provider,
-            audit=AuditLog(key=provider.audit_key()),
+            audit=AuditLog.from_settings(settings, side="workers", signer=provider.audit_signer()),
             max_state_bytes=settings.max_state_bytes,
         )
 

@@ -24,7 +24,7 @@ from playwright.async_api import Browser, async_playwright
 
 from producers.api import SessionsClient
 from schema import queries
-from schema.audit import load_audit_key, verify
+from schema.audit import verify_configured
 from schema.db import connect
 from schema.enums import CaptureState
 from schema.migrate import migrate
@@ -255,11 +255,7 @@ async def _story(
     await demo.step("browse the protected page again", browse_ok)
 
     async def audit() -> None:
-        conn = await connect(settings.database_url)
-        try:
-            report = await verify(conn, load_audit_key(settings.key_dir))
-        finally:
-            await conn.close()
+        report = await verify_configured(settings)
         if not report.ok:
             raise RuntimeError(report.message)
         demo.say(f"     audit chain intact: {report.rows} rows")

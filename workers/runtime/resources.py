@@ -75,7 +75,9 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
         db = await create_pool(settings.database_url, min_size=1, max_size=8)
         stack.push_async_callback(db.close)
         provider = LocalFileKeyProvider(key_dir=settings.key_dir)
-        audit = metrics.MeteredAuditLog.from_key_dir(settings.key_dir)
+        audit = metrics.MeteredAuditLog.from_settings(
+            settings, side="workers", signer=provider.audit_signer()
+        )
         async with db.acquire() as conn:
             await publish_seal_key(conn, provider)
         guard = metrics.MeteredUrlGuard(allow_private_hosts=settings.allow_private_hosts)
