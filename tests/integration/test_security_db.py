@@ -40,6 +40,7 @@ from schema.sealing import (
     sealed_key_id,
 )
 from schema.settings import Settings
+from workers.crypto.envelope import FORMAT_V1, FORMAT_V2, canonical_state, encrypt_bytes
 from workers.crypto.keys import LocalFileKeyProvider
 from workers.crypto.store import StateStore
 from workers.crypto.user_keys import shred_user, user_key, user_key_aad
@@ -228,13 +229,14 @@ async def test_one_changed_byte_fails_and_is_audited(
 @pytest.mark.parametrize(
     "tamper",
     [
-        "UPDATE browser_sessions SET enc_format = 2 WHERE id = $1",
+        "UPDATE browser_sessions SET enc_format = 3 WHERE id = $1",
+        "UPDATE browser_sessions SET version = version + 1 WHERE id = $1",
         "UPDATE browser_sessions SET enc_key_version = 2 WHERE id = $1",
         "UPDATE user_keys SET wrapped_key = set_byte(wrapped_key, 20, "
         "get_byte(wrapped_key, 20) # 1) WHERE owner_id = $1",
         "UPDATE user_keys SET root_key_id = 'local:999' WHERE owner_id = $1",
     ],
-    ids=["format", "key_version", "user_key_bytes", "root_key_id"],
+    ids=["format", "row_version", "key_version", "user_key_bytes", "root_key_id"],
 )
 async def test_bound_fields_and_user_key_tampering_fail(
     db: Any, store: StateStore, provider: CountingProvider, tamper: str
@@ -670,3 +672,74 @@ async def test_admin_rights_come_only_from_the_configured_list(
         ("revoke", "ok", "by admin"),
         ("delete", "ok", "by admin"),
     ]
+
+
+async def test_an_older_ciphertext_put_back_over_a_newer_one_fails(
+    db: Any, store: StateStore, as_role: Any
+) -> None:
+    owner = uid("user")
+    session_id = await new_session(db, owner)
+    first, second = make_state(), make_state()
+    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=first)
+    older = await enc_columns(db, session_id)
+    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=second)
+    worker = await as_role(WORKER)
+    cols = ", ".join(ENC_COLUMNS)
+    await worker.execute(
+        f"UPDATE browser_sessions SET ({cols}) = ($2, $3, $4, $5, $6) WHERE id = $1",
+        session_id,
+        *older.values(),
+    )
+    with pytest.raises(DecryptFailed):
+        await load(store, db, session_id, owner)
+    # Winding the version back with it is refused.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="cannot go back"):
+        await worker.execute("UPDATE browser_sessions SET version = 1 WHERE id = $1", session_id)
+
+
+async def test_format_1_rows_still_decrypt_and_are_re_encrypted_on_save(
+    db: Any, store: StateStore, provider: CountingProvider, as_role: Any
+) -> None:
+    owner = uid("user")
+    session_id = await new_session(db, owner)
+    state = make_state()
+    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=state)
+    # A row as the previous release wrote it: envelope format 1, no row version bound.
+    legacy = encrypt_bytes(
+        canonical_state(state, max_state_bytes=store.max_state_bytes),
+        user_key=await user_key(db, provider, owner, 1),
+        owner_id=owner,
+        session_id=session_id,
+        key_version=1,
+        row_version=0,
+        format=FORMAT_V1,
+    )
+    await db.execute("ALTER TABLE browser_sessions DISABLE TRIGGER browser_sessions_no_rollback")
+    try:
+        await db.execute(
+            "UPDATE browser_sessions SET enc_format = 1, enc_wrapped_key = $2, enc_nonce = $3, "
+            "enc_ciphertext = $4 WHERE id = $1",
+            session_id,
+            legacy.wrapped_key,
+            legacy.nonce,
+            legacy.ciphertext,
+        )
+    finally:
+        await db.execute("ALTER TABLE browser_sessions ENABLE TRIGGER browser_sessions_no_rollback")
+    assert await load(store, db, session_id, owner) == state
+    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=state)
+    assert (
+        await db.fetchval("SELECT enc_format FROM browser_sessions WHERE id = $1", session_id)
+        == FORMAT_V2
+    )
+    assert await load(store, db, session_id, owner) == state
+    # The old format-1 copy cannot be put back once the row is format 2.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="cannot go back"):
+        await (await as_role(WORKER)).execute(
+            "UPDATE browser_sessions SET enc_format = 1, enc_wrapped_key = $2, enc_nonce = $3, "
+            "enc_ciphertext = $4 WHERE id = $1",
+            session_id,
+            legacy.wrapped_key,
+            legacy.nonce,
+            legacy.ciphertext,
+        )
