@@ -437,3 +437,38 @@ async def test_canary_secret_never_in_logs_or_plain_columns(
         check=True,
     )
     assert canary.encode() not in dump.stdout
+
+
+async def test_import_keeps_only_the_sessions_site(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+    worker_settings: Any,
+) -> None:
+    from workers.crypto.store import StateStore
+
+    state = await login_state("alice")
+    state["cookies"].append(
+        {"name": "foreign", "value": "x", "domain": ".elsewhere.example", "path": "/"}
+    )
+    state["origins"].append(
+        {"origin": "https://elsewhere.example", "localStorage": [{"name": "k", "value": "v"}]}
+    )
+    created = await client.import_session(
+        owner_id="alice",
+        label="scoped",
+        start_url=site.url("/app"),
+        state=json.dumps(state).encode(),
+        logged_in_selector="#whoami",
+    )
+    stored = await StateStore.from_settings(worker_settings).load(
+        client.db,
+        session_id=created["session_id"],
+        owner_id="alice",
+        actor_id="alice",
+        task_id=None,
+        request_id=None,
+    )
+    assert {c["domain"] for c in stored["cookies"]} == {"127.0.0.1"}
+    assert [o["origin"] for o in stored["origins"]] == [site.base_url]

@@ -78,3 +78,36 @@ async def test_expiry_needs_a_task_of_the_sessions_owner(db: Any, expiry: Expiry
     assert await db.fetchval("SELECT status FROM browser_sessions WHERE id = $1", session_id) == (
         "expired"
     )
+
+
+async def test_import_job_must_match_the_import_its_producer_started(
+    db: Any, database_url: str, key_dir: Path
+) -> None:
+    from schema.enums import CaptureState
+    from schema.jobs import ImportJob
+    from workers.jobs.imports import ImportService
+
+    victim = f"victim-{secrets.token_hex(3)}"
+    session_id = await active_session(db, victim)
+    capture_id = f"cap-{secrets.token_hex(5)}"
+    await db.execute(
+        "INSERT INTO captures (id, session_id, owner_id, kind) VALUES ($1, $2, $3, 'import')",
+        capture_id,
+        session_id,
+        victim,
+    )
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        service = ImportService(
+            db=pool,
+            pool=None,  # type: ignore[arg-type]  # never reached
+            store=None,  # type: ignore[arg-type]
+            provider=LocalFileKeyProvider(key_dir=key_dir),
+        )
+        forged = ImportJob(
+            capture_id=capture_id, session_id=session_id, owner_id="mallory", sealed_state="x"
+        )
+        assert await service.run(forged) is CaptureState.QUEUED
+    finally:
+        await pool.close()
+    assert await db.fetchval("SELECT state FROM captures WHERE id = $1", capture_id) == "queued"
