@@ -50,6 +50,7 @@ class Settings:
     api_port: int = 9194
     api_token: str = field(default="", repr=False)
     api_token_file: str = ""
+    audit_checkpoint_file: Path = Path("~/.local/share/browser-sessions/audit-checkpoints.jsonl")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +89,9 @@ class Settings:
             api_port=r.integer("API_PORT", cls.api_port, minimum=0),
             api_token=r.text("API_TOKEN", cls.api_token),
             api_token_file=r.text("API_TOKEN_FILE", cls.api_token_file),
+            audit_checkpoint_file=Path(
+                r.text("AUDIT_CHECKPOINT_FILE", str(cls.audit_checkpoint_file))
+            ).expanduser(),
         )
 
     def to_env(self) -> dict[str, str]:

@@ -101,8 +101,9 @@ async def test_login_through_live_view_then_browse(
     session_id, capture_id, url = await open_capture(capture_client, site, owner)
 
     async def browse(path: str) -> BrowseResult:
+        task = await capture_client.add_task(f"task-{secrets.token_hex(4)}", owner_id=owner)
         return await capture_client.browse(
-            task_id=f"task-{secrets.token_hex(4)}",
+            task_id=task["task_id"],
             owner_id=owner,
             session_id=session_id,
             url=site.url(path),

@@ -103,7 +103,7 @@ async def rotate_root(
     With ``new_version=False`` it only moves stragglers to the current version (resume
     after an interruption). Returns counts and the root ids that can now be retired.
     """
-    audit = audit or AuditLog(key=provider.audit_key())
+    audit = audit or AuditLog(signer=provider.audit_signer())
     target = await (provider.new_root_version() if new_version else provider.current_root_key_id())
     rewrapped = 0
     failed: list[dict[str, Any]] = []
@@ -193,7 +193,7 @@ async def retire_root(
     audit: AuditLog | None = None,
 ) -> dict[str, Any]:
     """Retire a root key version that no live user key needs any more."""
-    audit = audit or AuditLog(key=provider.audit_key())
+    audit = audit or AuditLog(signer=provider.audit_signer())
     async with connection(conn_or_pool) as conn:
         if key_id == await provider.current_root_key_id():
             raise InvalidInput(f"{key_id} is the current root key: rotate first")
@@ -225,7 +225,7 @@ async def shred_user(
     """Destroy the owner's key material and revoke their sessions, atomically and audited."""
     if not owner_id:
         raise InvalidInput("owner_id is required")
-    audit = audit or AuditLog(key=provider.audit_key())
+    audit = audit or AuditLog(signer=provider.audit_signer())
     async with connection(conn_or_pool) as conn, conn.transaction():
         keys = await conn.fetch(
             """UPDATE user_keys SET wrapped_key = NULL, shredded_at = now()

@@ -24,7 +24,7 @@ from playwright.async_api import Browser, async_playwright
 
 from producers.api import SessionsClient
 from schema import queries
-from schema.audit import verify_database
+from schema.audit import verify_configured
 from schema.enums import CaptureState
 from schema.settings import Settings
 from workers.browser.chromium import HEADLESS_ARGS, find_chromium
@@ -196,6 +196,7 @@ async def _story(
     demo.say(f"     live-view screenshot: {screenshot}")
 
     async def browse(task_id: str) -> Any:
+        await client.add_task(task_id, owner_id=USER)  # the orchestrator's task row
         return await client.browse(
             task_id=task_id,
             owner_id=USER,
@@ -246,7 +247,7 @@ async def _story(
     await demo.step("browse the protected page again", browse_ok)
 
     async def audit() -> None:
-        report = await verify_database(settings.database_url, settings.key_dir)
+        report = await verify_configured(settings)
         if not report.ok:
             raise RuntimeError(report.message)
         demo.say(f"     audit chain intact: {report.rows} rows")

@@ -77,7 +77,9 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
         stack.push_async_callback(db.close)
         events = metrics.MetricEvents()
         provider = LocalFileKeyProvider(key_dir=settings.key_dir)
-        audit = AuditLog.from_key_dir(settings.key_dir, events=events)
+        audit = AuditLog.from_settings(
+            settings, side="workers", signer=provider.audit_signer(), events=events
+        )
         async with db.acquire() as conn:
             await publish_seal_key(conn, provider)
         guard = UrlGuard(allow_private_hosts=settings.allow_private_hosts, events=events)
