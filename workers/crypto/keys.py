@@ -1,5 +1,5 @@
-"""Key providers: where the root key-encryption keys, the audit HMAC key and the workers'
-X25519 sealing key come from.
+"""Key providers: where the root key-encryption keys, the workers' audit signing key and
+their X25519 sealing key come from.
 
 :class:`KeyProvider` is the whole interface the rest of the code uses. Root key ids look
 like ``"<provider>:<version>"`` (``"local:3"``) and are stored beside every wrapped user
@@ -10,8 +10,9 @@ key (``user_keys.root_key_id``), so several versions can be live during a rotati
 leaving an empty ``root-vN.key.retired`` marker where the directory is writable; which
 version new wraps use is recorded in the database's ``root_keys``, see
 :mod:`workers.crypto.user_keys`), ``seal-v1.key`` (X25519 private key) and
-``audit-workers.key`` (the workers' Ed25519 audit signing key). Files are created on first use with mode 0600 and refused if group- or
-world-readable. Key bytes are never logged or put in an error message.
+``audit-workers.key`` (the workers' Ed25519 audit signing key). Files are created on first
+use with mode 0600 and refused if group- or world-readable. Key bytes are never logged or
+put in an error message.
 
 Plugging in Vault transit or a cloud KMS: implement the root-key half of the protocol
 against the service and keep the root key inside it.
@@ -19,8 +20,10 @@ against the service and keep the root key inside it.
 - Vault transit (key ``browser-sessions-root``): ``wrap`` = ``transit/encrypt`` (the
   ``vault:vN:`` prefix of the ciphertext gives the key id ``vault:N``), ``unwrap`` =
   ``transit/decrypt``, ``rewrap`` = ``transit/rewrap`` (the plaintext never leaves Vault),
-  ``new_root_version`` = ``transit/keys/<name>/rotate``, ``retire_root_version`` = raise
-  ``min_decryption_version``, ``list_root_keys`` = ``transit/keys/<name>``. Bind ``aad``
+  ``prepare_root_version`` = ``transit/keys/<name>/rotate`` (every host sees the new
+  version at once; ``wrap`` passes ``key_version``, so it is unused until activated),
+  ``retire_root_version`` = raise ``min_decryption_version`` and trim the old version,
+  ``list_root_keys`` = ``transit/keys/<name>``. Bind ``aad``
   with the key's associated-data / derivation ``context`` so a wrapped key cannot be
   replayed for another user.
 - AWS KMS / GCP Cloud KMS: ``Encrypt`` / ``Decrypt`` / ``ReEncrypt`` with ``aad`` as the
@@ -31,7 +34,7 @@ against the service and keep the root key inside it.
 The audit key and the sealing private key are used on every request and must be available
 synchronously: in those deployments they come from a secret mount (Kubernetes Secret,
 Vault agent template) as files in ``key_dir`` under the same 0600 rules, so
-``audit_key`` and ``seal_private_key`` keep their local-file implementation.
+``audit_signer`` and ``seal_private_key`` keep their local-file implementation.
 """
 
 from __future__ import annotations
