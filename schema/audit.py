@@ -35,8 +35,10 @@ import asyncpg
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from schema.db import connection
 from schema.enums import AuditAction, AuditResult
 from schema.errors import AuditWriteFailed, KeyError_
+from schema.events import NO_EVENTS, Events
 from schema.keyfile import load_or_create_key, read_key_file
 from schema.logs import get_logger
 from schema.redact import scrub_text
@@ -281,20 +283,33 @@ def read_checkpoints(paths: Sequence[Path]) -> list[Checkpoint]:
 class AuditLog:
     """Appends signed rows through ``audit_append()``; one row per call."""
 
-    def __init__(self, *, signer: AuditSigner, checkpoints: CheckpointFile | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        signer: AuditSigner,
+        checkpoints: CheckpointFile | None = None,
+        events: Events = NO_EVENTS,
+    ) -> None:
         self.signer = signer
         self.key_id = signer.key_id
         self.checkpoints = checkpoints
+        self._events = events
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, side: str, signer: AuditSigner | None = None
+        cls,
+        settings: Settings,
+        *,
+        side: str,
+        signer: AuditSigner | None = None,
+        events: Events = NO_EVENTS,
     ) -> Self:
         """``side``'s writer: its key from ``settings.key_dir`` (unless given), checkpoints
         to ``settings.audit_checkpoint_file``."""
         return cls(
             signer=signer or load_signer(settings.key_dir, side),
             checkpoints=CheckpointFile(settings.audit_checkpoint_file),
+            events=events,
         )
 
     def __repr__(self) -> str:
@@ -318,57 +333,47 @@ class AuditLog:
         caller's transaction, in which case the row commits with the caller's). Raises
         ``AuditWriteFailed``.
         """
-        if isinstance(conn, asyncpg.Pool):
-            async with conn.acquire() as pooled:
-                return await self.write(
-                    pooled,
-                    actor_id=actor_id,
-                    action=action,
-                    result=result,
-                    session_id=session_id,
-                    task_id=task_id,
-                    request_id=request_id,
-                    detail=detail,
-                )
-        row = {
-            "actor_id": actor_id,
-            "action": AuditAction(action).value,
-            "session_id": session_id,
-            "task_id": task_id,
-            "request_id": request_id,
-            "result": AuditResult(result).value,
-            "detail": None if detail is None else scrub_text(detail)[:MAX_DETAIL_CHARS],
-            "key_id": self.key_id,
-        }
-        nested = conn.is_in_transaction()
-        try:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-                head = await conn.fetchrow(
-                    "SELECT c.chain_id, h.last_id, h.last_hash FROM audit_chain c "
-                    "LEFT JOIN audit_head h ON h.singleton WHERE c.singleton"
-                )
-                chain_id = head["chain_id"]
-                prev = GENESIS_HASH if head["last_id"] is None else bytes(head["last_hash"])
-                signature = self.signer.sign(signed_message(chain_id, prev, row))
-                added = await conn.fetchrow(
-                    "SELECT out_id, out_row_hash FROM audit_append($1, $2, $3, $4, $5, $6, $7, "
-                    "$8, $9, $10)",
-                    prev,
-                    *(row[f] for f in _FIELDS),
-                    self.key_id,
-                    signature,
-                )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise AuditWriteFailed(f"audit row not written: {type(exc).__name__}") from exc
-        if self.checkpoints is not None:
-            # A row inside a caller's transaction may still roll back: checkpoint the
-            # committed head it builds on instead (the next write covers this row).
-            if not nested:
-                self._checkpoint(chain_id, added["out_id"], bytes(added["out_row_hash"]))
-            elif head["last_id"] is not None:
-                self._checkpoint(chain_id, head["last_id"], bytes(head["last_hash"]))
-        return int(added["out_id"])
+        async with connection(conn) as conn:
+            row = {
+                "actor_id": actor_id,
+                "action": AuditAction(action).value,
+                "session_id": session_id,
+                "task_id": task_id,
+                "request_id": request_id,
+                "result": AuditResult(result).value,
+                "detail": None if detail is None else scrub_text(detail)[:MAX_DETAIL_CHARS],
+                "key_id": self.key_id,
+            }
+            nested = conn.is_in_transaction()
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+                    head = await conn.fetchrow(
+                        "SELECT c.chain_id, h.last_id, h.last_hash FROM audit_chain c "
+                        "LEFT JOIN audit_head h ON h.singleton WHERE c.singleton"
+                    )
+                    chain_id = head["chain_id"]
+                    prev = GENESIS_HASH if head["last_id"] is None else bytes(head["last_hash"])
+                    signature = self.signer.sign(signed_message(chain_id, prev, row))
+                    added = await conn.fetchrow(
+                        "SELECT out_id, out_row_hash FROM audit_append($1, $2, $3, $4, $5, $6, $7, "
+                        "$8, $9, $10)",
+                        prev,
+                        *(row[f] for f in _FIELDS),
+                        self.key_id,
+                        signature,
+                    )
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                self._events.audit_write_failed()
+                raise AuditWriteFailed(f"audit row not written: {type(exc).__name__}") from exc
+            if self.checkpoints is not None:
+                # A row inside a caller's transaction may still roll back: checkpoint the
+                # committed head it builds on instead (the next write covers this row).
+                if not nested:
+                    self._checkpoint(chain_id, added["out_id"], bytes(added["out_row_hash"]))
+                elif head["last_id"] is not None:
+                    self._checkpoint(chain_id, head["last_id"], bytes(head["last_hash"]))
+            return int(added["out_id"])
 
     def _checkpoint(self, chain_id: str, row_id: int, row_hash: bytes) -> None:
         assert self.checkpoints is not None

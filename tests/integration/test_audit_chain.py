@@ -36,7 +36,8 @@ from schema.audit import (
 )
 from schema.enums import AuditAction, AuditResult
 from schema.errors import AuditWriteFailed
-from tests.conftest import scratch_database
+from tests.support.events import RecordingEvents
+from tests.support.services import new_database
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ WORKER = "browser_sessions_worker"
 
 @pytest.fixture(scope="module")
 async def scratch_url(database_url: str) -> AsyncIterator[str]:
-    async with scratch_database(f"bs_audit_{secrets.token_hex(4)}") as url:
+    async with new_database(f"bs_audit_{secrets.token_hex(4)}") as url:
         yield url
 
 
@@ -375,11 +376,16 @@ async def test_legacy_hmac_rows_still_verify(conn: Any, workers: AuditLog) -> No
     assert problems(await check(conn)) == [(1, "unknown_key")]
 
 
-async def test_failed_write_raises_audit_write_failed(conn: Any, workers: AuditLog) -> None:
+async def test_failed_write_raises_audit_write_failed_and_reports_it_once(
+    conn: Any, workers: AuditLog
+) -> None:
+    events = RecordingEvents()
+    writer = AuditLog(signer=workers.signer, events=events)
     async with conn.transaction(readonly=True):
         with pytest.raises(AuditWriteFailed) as info:
-            await workers.write(conn, actor_id="a", action=AuditAction.SAVE, result=AuditResult.OK)
+            await writer.write(conn, actor_id="a", action=AuditAction.SAVE, result=AuditResult.OK)
     assert info.value.code == "AUDIT_WRITE_FAILED"
+    assert events.calls == [("audit_write_failed", ())]
 
 
 async def test_detail_is_scrubbed_and_bounded(conn: Any, workers: AuditLog) -> None:
