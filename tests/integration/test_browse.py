@@ -449,6 +449,8 @@ async def test_import_keeps_only_the_sessions_site(
     login_state: LoginState,
     worker_settings: Any,
 ) -> None:
+    from schema.audit import AuditLog
+    from workers.crypto.keys import LocalFileKeyProvider
     from workers.crypto.store import StateStore
 
     state = await login_state("alice")
@@ -465,7 +467,9 @@ async def test_import_keeps_only_the_sessions_site(
         state=json.dumps(state).encode(),
         logged_in_selector="#whoami",
     )
-    stored = await StateStore.from_settings(worker_settings).load(
+    provider = LocalFileKeyProvider(key_dir=worker_settings.key_dir)
+    store = StateStore(provider=provider, audit=AuditLog(signer=provider.audit_signer()))
+    stored = await store.load(
         client.db,
         session_id=created["session_id"],
         owner_id="alice",
