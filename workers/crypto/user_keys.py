@@ -369,6 +369,7 @@ async def shred_user(
                 session_id=session_id,
                 detail="owner key material shredded",
             )
+    await audit.checkpoint(conn_or_pool)
     return {
         "owner_id": owner_id,
         "key_versions_shredded": sorted(r["version"] for r in keys),
