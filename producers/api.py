@@ -170,6 +170,7 @@ class SessionsClient:
                 session.id,
                 by,
             )
+        await self._audit.checkpoint(self.db)
         return {"session_id": session.id, "status": SessionStatus.REVOKED.value}
 
     async def delete(
@@ -186,6 +187,7 @@ class SessionsClient:
                 session.id,
                 by,
             )
+        await self._audit.checkpoint(self.db)
         return {"session_id": session.id, "deleted": True}
 
     # -- captures ---------------------------------------------------------------------
@@ -319,6 +321,7 @@ class SessionsClient:
             await self._write_audit(
                 conn, owner_id, AuditAction.CREATE, AuditResult.OK, session_id, "session added"
             )
+        await self._audit.checkpoint(self.db)
         return session_id
 
     async def _start_capture(self, session_id: str, owner_id: str, *, actor_id: str) -> str:
