@@ -16,7 +16,7 @@ from producers.api import SessionsClient
 from schema.settings import Settings
 from workers.browser.chromium import HEADLESS_ARGS
 from workers.dev.fixture_site import FixtureSite
-from workers.dev.processes import WorkerProcess, free_port, run_worker
+from workers.dev.processes import WorkerProcess, free_port, run_api, run_worker
 
 __all__ = ["WorkerProcess", "free_port", "run_worker"]
 
@@ -111,3 +111,30 @@ async def wait_for(
 async def comments(db: asyncpg.Connection, task_id: str) -> list[str]:
     rows = await db.fetch("SELECT body FROM task_comments WHERE task_id = $1", task_id)
     return [r["body"] for r in rows]
+
+
+API_TOKEN = "test-service-token-0123456789"
+API_ADMIN = "root-admin"
+
+
+@pytest.fixture(scope="session")
+def api_settings(worker_settings: Settings) -> Settings:
+    """Settings of the HTTP API for this run (its own port, a known token and admin)."""
+    return dataclasses.replace(
+        worker_settings, api_port=free_port(), api_token=API_TOKEN, admins=frozenset({API_ADMIN})
+    )
+
+
+@pytest.fixture(scope="session")
+def api_url(api_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``browser-sessions api`` process; its base URL."""
+    log_path = tmp_path_factory.mktemp("api") / "api.log"
+    with run_api(api_settings, log_path):
+        yield f"http://127.0.0.1:{api_settings.api_port}"
+
+
+def service_headers(actor: str | None = None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    if actor is not None:
+        headers["X-Acting-User"] = actor
+    return headers
