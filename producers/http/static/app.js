@@ -73,7 +73,8 @@
       cell(tr, s.last_used_at ? dateFormat.format(new Date(s.last_used_at)) : t("never"));
       const actions = cell(tr, "", "actions");
       if (status !== "revoked") {
-        actions.append(button(L.relogin, s.label, () => relogin(s)));
+        actions.append(button(L.relogin, s.label, () => relogin(s),
+          status === "expired" || status === "expiring_soon" ? "primary" : ""));
         actions.append(button(L.revoke, s.label, () => confirmThen("revoke", s)));
       }
       actions.append(button(L.delete, s.label, () => confirmThen("delete", s)));
@@ -202,6 +203,7 @@
     $("login-cancel").textContent = final ? L.close : L.cancel;
     if (final) {
       stopPolling();
+      notice("");
       frame.hidden = true; frame.removeAttribute("src");
       refresh();
       if (c.state === "saved") setTimeout(() => { if (capture === c) closeLogin(); }, 1500);
