@@ -98,28 +98,12 @@ class SessionsClient:
         return {"session_id": session_id, "capture_id": capture_id}
 
     async def import_session(
-        self,
-        *,
-        owner_id: str,
-        label: str,
-        start_url: str,
-        state: bytes,
-        logged_in_selector: str | None = None,
-        login_url_pattern: str | None = None,
-        extra_origins: Sequence[str] = (),
-        timeout: timedelta = timedelta(seconds=90),
+        self, *, timeout: timedelta = timedelta(seconds=90), **fields: Any
     ) -> dict[str, Any]:
         """Create a session from a storageState file, sealed to the workers; waits until a
-        worker has verified it logged in (``CAPTURE_NOT_LOGGED_IN`` otherwise)."""
-        started = await self.start_import(
-            owner_id=owner_id,
-            label=label,
-            start_url=start_url,
-            state=state,
-            logged_in_selector=logged_in_selector,
-            login_url_pattern=login_url_pattern,
-            extra_origins=extra_origins,
-        )
+        worker has verified it logged in (``CAPTURE_NOT_LOGGED_IN`` otherwise). ``fields``
+        are :meth:`start_import`'s."""
+        started = await self.start_import(**fields)
         await self.finish_import(started["capture_id"], timeout=timeout)
         return {**started, "status": "active"}
 

@@ -177,31 +177,32 @@ async def delete(request: web.Request) -> web.Response:
 # -- captures --------------------------------------------------------------------------
 
 
+async def _on_capture(request: web.Request, action: str) -> web.Response:
+    """Status, Save or Cancel, always for the acting user (admins never watch a login)."""
+    who = caller(request)
+    client = request.app[CLIENT]
+    act = {
+        "status": client.capture_status,
+        "save": client.save_capture,
+        "cancel": client.cancel_capture,
+    }[action]
+    capture = await act(path_id(request, "capture_id"), actor_id=who.user_id)
+    return web.json_response(capture.to_dict())
+
+
 @routes.get("/v1/captures/{capture_id}")
 async def capture_status(request: web.Request) -> web.Response:
-    who = caller(request)
-    capture = await request.app[CLIENT].capture_status(
-        path_id(request, "capture_id"), actor_id=who.user_id
-    )
-    return web.json_response(capture.to_dict())
+    return await _on_capture(request, "status")
 
 
 @routes.post("/v1/captures/{capture_id}/save")
 async def save_capture(request: web.Request) -> web.Response:
-    who = caller(request)
-    capture = await request.app[CLIENT].save_capture(
-        path_id(request, "capture_id"), actor_id=who.user_id
-    )
-    return web.json_response(capture.to_dict())
+    return await _on_capture(request, "save")
 
 
 @routes.post("/v1/captures/{capture_id}/cancel")
 async def cancel_capture(request: web.Request) -> web.Response:
-    who = caller(request)
-    capture = await request.app[CLIENT].cancel_capture(
-        path_id(request, "capture_id"), actor_id=who.user_id
-    )
-    return web.json_response(capture.to_dict())
+    return await _on_capture(request, "cancel")
 
 
 # -- browse ----------------------------------------------------------------------------
