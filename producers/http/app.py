@@ -90,7 +90,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except BrowserSessionsError as err:
-        return error_response(status_for(err.code), err.code, err.message)
+        response = error_response(status_for(err.code), err.code, err.message)
+        if response.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="browser-sessions"'
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
