@@ -398,25 +398,14 @@ class SessionsClient:
         session_id: str,
         detail: str,
     ) -> None:
-        if isinstance(db, asyncpg.Pool):
-            async with db.acquire() as conn:
-                await self._audit.write(
-                    conn,
-                    actor_id=actor_id,
-                    action=action,
-                    result=result,
-                    session_id=session_id,
-                    detail=detail,
-                )
-        else:
-            await self._audit.write(
-                db,
-                actor_id=actor_id,
-                action=action,
-                result=result,
-                session_id=session_id,
-                detail=detail,
-            )
+        await self._audit.write(  # takes a connection or a pool
+            db,
+            actor_id=actor_id,
+            action=action,
+            result=result,
+            session_id=session_id,
+            detail=detail,
+        )
 
 
 def _check_state_file(state: bytes, limit: int) -> None:

@@ -164,14 +164,9 @@ async def _browse(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 async def _audit(args: argparse.Namespace, settings: Settings) -> Any:
-    from schema.audit import load_audit_key, verify
-    from schema.db import connect
+    from schema.audit import verify_database
 
-    conn = await connect(settings.database_url)
-    try:
-        report = await verify(conn, load_audit_key(settings.key_dir))
-    finally:
-        await conn.close()
+    report = await verify_database(settings.database_url, settings.key_dir)
     if not report.ok:
         raise ExitWith(report.to_dict(), code=1)
     return report.to_dict()

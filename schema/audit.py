@@ -24,8 +24,10 @@ from typing import Any
 
 import asyncpg
 
+from schema.db import connect, connection
 from schema.enums import AuditAction, AuditResult
 from schema.errors import AuditWriteFailed
+from schema.events import NO_EVENTS, Events
 from schema.keyfile import load_or_create_key
 from schema.redact import scrub_text
 
@@ -76,15 +78,16 @@ def head_mac(key: bytes, last_id: int, last_hash: bytes) -> bytes:
 class AuditLog:
     """Appends chained rows to ``audit_log``; one row per call."""
 
-    def __init__(self, *, key: bytes) -> None:
+    def __init__(self, *, key: bytes, events: Events = NO_EVENTS) -> None:
         if len(key) < 32:
             raise ValueError("the audit key must be at least 32 bytes")
         self._key = key
+        self._events = events
         self.key_id = audit_key_id(key)
 
     @classmethod
-    def from_key_dir(cls, key_dir: Path) -> AuditLog:
-        return cls(key=load_audit_key(key_dir))
+    def from_key_dir(cls, key_dir: Path, *, events: Events = NO_EVENTS) -> AuditLog:
+        return cls(key=load_audit_key(key_dir), events=events)
 
     def __repr__(self) -> str:
         return f"AuditLog(key_id={self.key_id!r})"
@@ -107,64 +110,54 @@ class AuditLog:
         caller's transaction, in which case the row commits with the caller's). Raises
         ``AuditWriteFailed``.
         """
-        if isinstance(conn, asyncpg.Pool):
-            async with conn.acquire() as pooled:
-                return await self.write(
-                    pooled,
-                    actor_id=actor_id,
-                    action=action,
-                    result=result,
-                    session_id=session_id,
-                    task_id=task_id,
-                    request_id=request_id,
-                    detail=detail,
-                )
-        action = AuditAction(action)
-        result = AuditResult(result)
-        if detail is not None:
-            detail = scrub_text(detail)[:MAX_DETAIL_CHARS]
-        try:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-                head = await conn.fetchrow("SELECT last_hash FROM audit_head WHERE singleton")
-                prev = GENESIS_HASH if head is None else bytes(head["last_hash"])
-                ids = await conn.fetchrow(
-                    "SELECT nextval('audit_log_id_seq') AS id, clock_timestamp() AS at"
-                )
-                row = {
-                    "id": ids["id"],
-                    "at": ids["at"],
-                    "actor_id": actor_id,
-                    "action": action.value,
-                    "session_id": session_id,
-                    "task_id": task_id,
-                    "request_id": request_id,
-                    "result": result.value,
-                    "detail": detail,
-                    "key_id": self.key_id,
-                }
-                digest = row_hash(self._key, prev, row)
-                await conn.execute(
-                    """INSERT INTO audit_log (id, at, actor_id, action, session_id, task_id,
-                           request_id, result, detail, key_id, prev_hash, row_hash)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-                    *row.values(),
-                    prev,
-                    digest,
-                )
-                await conn.execute(
-                    """INSERT INTO audit_head (singleton, last_id, last_hash, head_mac)
-                       VALUES (true, $1, $2, $3)
-                       ON CONFLICT (singleton) DO UPDATE
-                       SET last_id = EXCLUDED.last_id, last_hash = EXCLUDED.last_hash,
-                           head_mac = EXCLUDED.head_mac""",
-                    row["id"],
-                    digest,
-                    head_mac(self._key, row["id"], digest),
-                )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise AuditWriteFailed(f"audit row not written: {type(exc).__name__}") from exc
-        return int(row["id"])
+        async with connection(conn) as conn:
+            action = AuditAction(action)
+            result = AuditResult(result)
+            if detail is not None:
+                detail = scrub_text(detail)[:MAX_DETAIL_CHARS]
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+                    head = await conn.fetchrow("SELECT last_hash FROM audit_head WHERE singleton")
+                    prev = GENESIS_HASH if head is None else bytes(head["last_hash"])
+                    ids = await conn.fetchrow(
+                        "SELECT nextval('audit_log_id_seq') AS id, clock_timestamp() AS at"
+                    )
+                    row = {
+                        "id": ids["id"],
+                        "at": ids["at"],
+                        "actor_id": actor_id,
+                        "action": action.value,
+                        "session_id": session_id,
+                        "task_id": task_id,
+                        "request_id": request_id,
+                        "result": result.value,
+                        "detail": detail,
+                        "key_id": self.key_id,
+                    }
+                    digest = row_hash(self._key, prev, row)
+                    await conn.execute(
+                        """INSERT INTO audit_log (id, at, actor_id, action, session_id, task_id,
+                               request_id, result, detail, key_id, prev_hash, row_hash)
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+                        *row.values(),
+                        prev,
+                        digest,
+                    )
+                    await conn.execute(
+                        """INSERT INTO audit_head (singleton, last_id, last_hash, head_mac)
+                           VALUES (true, $1, $2, $3)
+                           ON CONFLICT (singleton) DO UPDATE
+                           SET last_id = EXCLUDED.last_id, last_hash = EXCLUDED.last_hash,
+                               head_mac = EXCLUDED.head_mac""",
+                        row["id"],
+                        digest,
+                        head_mac(self._key, row["id"], digest),
+                    )
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                self._events.audit_write_failed()
+                raise AuditWriteFailed(f"audit row not written: {type(exc).__name__}") from exc
+            return int(row["id"])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,9 +182,11 @@ async def verify(
 
     ``old_keys`` verify rows written before an audit key rotation.
     """
-    if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as pooled:
-            return await verify(pooled, key, old_keys=old_keys, batch=batch)
+    async with connection(conn) as conn:
+        return await _verify(conn, key, old_keys=old_keys, batch=batch)
+
+
+async def _verify(conn: Any, key: bytes, *, old_keys: Sequence[bytes], batch: int) -> VerifyReport:
     keys = {audit_key_id(k): k for k in (key, *old_keys)}
     prev = GENESIS_HASH
     count = 0
@@ -264,3 +259,13 @@ async def verify(
             f"the head names row {head_id} but the log ends at row {last_id}",
         )
     return VerifyReport(ok=True, rows=count, last_id=last_id)
+
+
+async def verify_database(database_url: str, key_dir: Path) -> VerifyReport:
+    """:func:`verify` on the database at ``database_url`` with the audit key in ``key_dir``
+    (``browser-sessions audit verify`` and the demo)."""
+    conn = await connect(database_url)
+    try:
+        return await verify(conn, load_audit_key(key_dir))
+    finally:
+        await conn.close()

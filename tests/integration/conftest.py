@@ -3,25 +3,20 @@ a producer client, all against the real services of this run."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import asyncpg
 import pytest
 from playwright.async_api import Browser, async_playwright
 
 from producers.api import SessionsClient
 from schema.settings import Settings
+from tests.support.api import API_ADMIN, API_TOKEN
+from tests.support.logins import PASSWORD, LoginState
 from workers.browser.chromium import HEADLESS_ARGS
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, run_api, run_worker
-
-__all__ = ["WorkerProcess", "free_port", "run_worker"]
-
-PASSWORD = "correct horse"
-LoginState = Callable[..., Awaitable[dict[str, Any]]]
 
 
 @pytest.fixture(scope="session")
@@ -98,25 +93,6 @@ async def client(worker_settings: Settings) -> AsyncIterator[SessionsClient]:
         yield c
 
 
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], *, timeout: float = 20, what: str = "condition"
-) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-async def comments(db: asyncpg.Connection, task_id: str) -> list[str]:
-    rows = await db.fetch("SELECT body FROM task_comments WHERE task_id = $1", task_id)
-    return [r["body"] for r in rows]
-
-
-API_TOKEN = "test-service-token-0123456789"
-API_ADMIN = "root-admin"
-
-
 @pytest.fixture(scope="session")
 def api_settings(worker_settings: Settings) -> Settings:
     """Settings of the HTTP API for this run (its own port, a known token and admin)."""
@@ -131,10 +107,3 @@ def api_url(api_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     log_path = tmp_path_factory.mktemp("api") / "api.log"
     with run_api(api_settings, log_path):
         yield f"http://127.0.0.1:{api_settings.api_port}"
-
-
-def service_headers(actor: str | None = None) -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {API_TOKEN}"}
-    if actor is not None:
-        headers["X-Acting-User"] = actor
-    return headers

@@ -10,14 +10,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.conftest import (
-    API_ADMIN,
-    API_TOKEN,
-    LoginState,
-    WorkerProcess,
-    service_headers,
-)
+from tests.support.api import API_ADMIN, API_TOKEN, service_headers
+from tests.support.logins import LoginState
 from workers.dev.fixture_site import FixtureSite
+from workers.dev.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

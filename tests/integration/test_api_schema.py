@@ -15,8 +15,9 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.openapi import from_url
 
-from tests.integration.conftest import WorkerProcess, service_headers
+from tests.support.api import service_headers
 from workers.dev.fixture_site import FixtureSite
+from workers.dev.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

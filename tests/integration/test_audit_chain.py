@@ -18,7 +18,8 @@ import pytest
 from schema.audit import AuditLog, verify
 from schema.enums import AuditAction, AuditResult
 from schema.errors import AuditWriteFailed
-from tests.conftest import scratch_database
+from tests.support.events import RecordingEvents
+from tests.support.services import new_database
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ KEY = secrets.token_bytes(32)
 
 @pytest.fixture(scope="module")
 async def scratch_url(database_url: str) -> AsyncIterator[str]:
-    async with scratch_database(f"bs_audit_{secrets.token_hex(4)}") as url:
+    async with new_database(f"bs_audit_{secrets.token_hex(4)}") as url:
         yield url
 
 
@@ -156,13 +157,15 @@ async def test_rows_rolled_back_with_the_caller_leave_the_chain_intact(conn: Any
     assert report.ok and report.rows == 3, report
 
 
-async def test_failed_write_raises_audit_write_failed(conn: Any) -> None:
+async def test_failed_write_raises_audit_write_failed_and_reports_it_once(conn: Any) -> None:
+    events = RecordingEvents()
     async with conn.transaction(readonly=True):
         with pytest.raises(AuditWriteFailed) as info:
-            await AuditLog(key=KEY).write(
+            await AuditLog(key=KEY, events=events).write(
                 conn, actor_id="a", action=AuditAction.SAVE, result=AuditResult.OK
             )
     assert info.value.code == "AUDIT_WRITE_FAILED"
+    assert events.calls == [("audit_write_failed", ())]
 
 
 async def test_detail_is_scrubbed_and_bounded(conn: Any) -> None:

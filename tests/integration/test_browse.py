@@ -16,8 +16,11 @@ from producers.api import SessionsClient
 from producers.enqueue import Enqueuer
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.results import BrowseResult
-from tests.integration.conftest import LoginState, WorkerProcess, comments, wait_for
+from tests.support.logins import LoginState
+from tests.support.tasks import comments
+from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
+from workers.dev.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import pytest
 
 from schema.audit import AuditLog, verify
 from schema.errors import InvalidInput, KeyError_
-from tests.conftest import scratch_database
+from tests.support.services import new_database
 from workers.crypto.keys import LocalFileKeyProvider
 from workers.crypto.store import StateStore
 from workers.crypto.user_keys import retire_root, rotate_root, shred_user
@@ -30,7 +30,7 @@ PAYLOAD = "enc_format, enc_key_version, enc_wrapped_key, enc_nonce, enc_cipherte
 
 @pytest.fixture(scope="module")
 async def scratch_url(database_url: str) -> AsyncIterator[str]:
-    async with scratch_database(f"bs_rotate_{secrets.token_hex(4)}") as url:
+    async with new_database(f"bs_rotate_{secrets.token_hex(4)}") as url:
         yield url
 
 

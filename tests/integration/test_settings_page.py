@@ -20,15 +20,11 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from producers.http.i18n import LABELS
 from schema.settings import Settings
-from tests.integration.conftest import (
-    PASSWORD,
-    WorkerProcess,
-    free_port,
-    run_worker,
-    service_headers,
-)
+from tests.support.api import service_headers
+from tests.support.logins import PASSWORD
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import log_in_to_fixture_site
+from workers.dev.processes import WorkerProcess, free_port, run_worker
 from workers.dev.settings_page import SettingsPageUser
 
 pytestmark = pytest.mark.integration

@@ -12,16 +12,13 @@ retiring (and destroying) the old root version makes those copies useless too.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
-
 from schema.audit import AuditLog
+from schema.db import connection
 from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import BrowserSessionsError, DecryptFailed, InvalidInput, KeyError_
 from workers.crypto.envelope import KEY_BYTES
@@ -42,16 +39,6 @@ def user_key_aad(owner_id: str, version: int) -> bytes:
     return json.dumps(
         ["browser-sessions/user-key", owner_id, version], separators=(",", ":"), ensure_ascii=False
     ).encode("utf-8")
-
-
-@contextlib.asynccontextmanager
-async def connection(conn_or_pool: Any) -> AsyncIterator[Any]:
-    """A connection from a pool, or the connection itself."""
-    if isinstance(conn_or_pool, asyncpg.Pool):
-        async with conn_or_pool.acquire() as conn:
-            yield conn
-    else:
-        yield conn_or_pool
 
 
 async def current_user_key(conn: Any, provider: KeyProvider, owner_id: str) -> UserKey:

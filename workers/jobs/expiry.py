@@ -12,9 +12,9 @@ from schema import queries
 from schema.audit import AuditLog
 from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import AuthSessionExpired, SessionNotFound
+from schema.events import NO_EVENTS, Events
 from schema.jobs import ExpireJob
 from schema.logs import get_logger
-from workers.runtime import metrics
 
 log = get_logger(__name__)
 
@@ -29,9 +29,10 @@ def expiry_comment(label: str, site: str) -> str:
 
 
 class ExpiryService:
-    def __init__(self, *, db: asyncpg.Pool, audit: AuditLog) -> None:
+    def __init__(self, *, db: asyncpg.Pool, audit: AuditLog, events: Events = NO_EVENTS) -> None:
         self._db = db
         self._audit = audit
+        self._events = events
 
     async def run(self, job: ExpireJob) -> bool:
         """Apply the expiry; True if a new comment was posted."""
@@ -70,6 +71,6 @@ class ExpiryService:
                 f"{AuthSessionExpired.code}:{session.id}:{session.version}",
             )
         if changed:
-            metrics.record_session_expired()
+            self._events.session_expired()
         log.info("session_expired", newly_expired=changed, comment_posted=posted is not None)
         return posted is not None
