@@ -198,6 +198,7 @@ async def _story(
 ) -> None:
     label = "Fixture site"
     shots = {name: workdir / f"{name}.png" for name in ("list", "dialog", "expired")}
+    shown = {"list": "list (Active)", "dialog": "login dialog", "expired": "Expired state"}
     link = await demo.step(
         "the platform asks for a signed settings-page link for alice (POST /v1/ui-links)",
         lambda: api.ui_link(USER),
@@ -294,6 +295,7 @@ async def _story(
 
     async def shows_expired() -> None:
         await person.wait_for_status(label, "status_expired")
+        await expect(person.button("relogin", person.row(label))).to_be_visible()
         await person.page.screenshot(path=str(shots["expired"]))
 
     await demo.step("the settings page shows Expired with a Re-login button", shows_expired)
@@ -315,7 +317,7 @@ async def _story(
 
     await demo.step("verify the audit log's hash chain", audit)
     for name, path in shots.items():
-        demo.say(f"     screenshot of the {name}: {path}")
+        demo.say(f"     screenshot of the {shown[name]}: {path}")
 
 
 async def _serve(demo: Demo, api: HttpApi, site: FixtureSite) -> None:
