@@ -234,9 +234,14 @@ async def _story(
 
     async def log_in(shot: Path | None) -> None:
         live = await person.live_view()
-        await log_in_to_fixture_site(
-            live, site.url("/login?next=/app"), USER, PASSWORD, totp.totp(TOTP_SECRET)
-        )
+        try:
+            await log_in_to_fixture_site(
+                live, site.url("/login?next=/app"), USER, PASSWORD, lambda: totp.totp(TOTP_SECRET)
+            )
+        except Exception:
+            await person.page.screenshot(path=str(workdir / "failure.png"))
+            demo.say(f"     what the page showed: {workdir / 'failure.png'}")
+            raise
         await _sleep(1.0)  # let the logged-in page paint before the screenshot
         if shot is not None:
             await person.page.screenshot(path=str(shot))

@@ -9,6 +9,7 @@ would simply see it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from playwright.async_api import Browser, Frame, Page
@@ -111,9 +112,10 @@ class LiveViewUser:
         if settle:
             await self.wait_for_settled_frames(since=before)
 
-    async def wait_for_remote_url(self, fragment: str) -> None:
+    async def wait_for_remote_url(self, fragment: str, *, timeout_s: float | None = None) -> None:
         """Wait until the remote page's URL (shown in the live view) contains ``fragment``."""
-        deadline = asyncio.get_running_loop().time() + self._timeout_ms / 1000
+        wait = self._timeout_ms / 1000 if timeout_s is None else timeout_s
+        deadline = asyncio.get_running_loop().time() + wait
         while fragment not in (await self.remote_url() or ""):
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"the remote page never reached a URL with {fragment!r}")
@@ -144,10 +146,15 @@ async def log_in_to_fixture_site(
     login_url: str,
     name: str,
     password: str,
-    totp_code: str | None = None,
+    totp_code: Callable[[], str] | None = None,
+    *,
+    code_attempts: int = 3,
 ) -> None:
     """Log in on the fixture site's login page (``login_url``) shown in the live view: click
-    the user name field, type, Tab, the password, Enter, and the 2FA code when asked."""
+    the user name field, type, Tab, the password, Enter, and a fresh 2FA code when asked.
+
+    On a loaded machine the two-step page can appear after the code was typed; the code
+    field has focus once it is there, so the code is typed again until the app shows."""
     await user.wait_for_remote_url("/login")
     x, y = await user.locate(login_url, "#username")
     await user.click_remote(x, y)
@@ -156,8 +163,15 @@ async def log_in_to_fixture_site(
     await user.type(password)
     if totp_code is None:
         await user.press("Enter")
-    else:
-        await user.press("Enter", settle=True)  # the two-step page loads; its code field has focus
-        await user.type(totp_code)
+        await user.wait_for_remote_url("/app")
+        return
+    await user.press("Enter", settle=True)  # the two-step page loads; its code field has focus
+    for attempt in range(1, code_attempts + 1):
+        await user.type(totp_code())
         await user.press("Enter")
-    await user.wait_for_remote_url("/app")
+        try:
+            await user.wait_for_remote_url("/app", timeout_s=10)
+            return
+        except TimeoutError:
+            if attempt == code_attempts:
+                raise
