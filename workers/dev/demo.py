@@ -12,8 +12,10 @@ it running for a person to try).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -328,7 +330,8 @@ async def _story(
 async def _serve(demo: Demo, api: HttpApi, site: FixtureSite) -> None:
     """``demo --serve``: keep everything running for a person to try, until Ctrl-C."""
     demo.say("")
-    demo.say("Everything keeps running (Ctrl-C to stop). Open the settings page as alice:")
+    demo.say(f"All {demo.passed} steps passed. Everything keeps running (Ctrl-C to stop).")
+    demo.say("Open the settings page as alice:")
     demo.say(f"  {await api.ui_link(USER)}")
     demo.say("The link is valid for 2 minutes; ask for a fresh one as the platform does:")
     demo.say(f"  {api.curl_for_link(USER)}")
@@ -336,9 +339,11 @@ async def _serve(demo: Demo, api: HttpApi, site: FixtureSite) -> None:
         f"Log in to the fixture site ({site.base_url}) as {USER} / {PASSWORD!r}, 2FA secret "
         f"{TOTP_SECRET} (codes: python -m workers.dev.totp {TOTP_SECRET})"
     )
-    import asyncio
-
-    await asyncio.Event().wait()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    demo.say("     stopping")
 
 
 def _async(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
@@ -349,6 +354,4 @@ def _async(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
 
 
 async def _sleep(seconds: float) -> None:
-    import asyncio
-
     await asyncio.sleep(seconds)
