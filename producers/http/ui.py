@@ -78,7 +78,7 @@ async def open_link(request: web.Request) -> web.StreamResponse:
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=request.secure or request.app[SETTINGS].api_public_url.startswith("https://"),
     )
     return response
 
