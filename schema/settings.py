@@ -51,6 +51,7 @@ class Settings:
     api_token: str = field(default="", repr=False)
     api_token_file: str = ""
     audit_checkpoint_file: Path = Path("~/.local/share/browser-sessions/audit-checkpoints.jsonl")
+    api_public_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +93,7 @@ class Settings:
             audit_checkpoint_file=Path(
                 r.text("AUDIT_CHECKPOINT_FILE", str(cls.audit_checkpoint_file))
             ).expanduser(),
+            api_public_url=r.text("API_PUBLIC_URL", cls.api_public_url),
         )
 
     def to_env(self) -> dict[str, str]:

@@ -50,7 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--actor", default="admin")
     k.add_parser("retire").add_argument("--version", type=int, required=True)
 
-    sub.add_parser("demo", help="the end-to-end demo")
+    d = sub.add_parser("demo", help="the end-to-end demo")
+    d.add_argument(
+        "--serve", action="store_true", help="keep it running afterwards and print the page link"
+    )
     return p
 
 
@@ -102,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "the demo is development tooling, not installed here: run it from a checkout"
                 ) from None
 
-            return 0 if asyncio.run(run_demo(settings)) else 1
+            return 0 if asyncio.run(run_demo(settings, serve=args.serve)) else 1
     except BrowserSessionsError as err:
         return producer_cli.error_line(err.code, err.message)
     except KeyboardInterrupt:
