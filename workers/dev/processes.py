@@ -47,6 +47,68 @@ class WorkerProcess:
             frontier.extend(children)
         return found
 
+    def _children(self, pid: int) -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    stat = (entry / "stat").read_text()
+                    if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry.name))
+        return found
+
+    def dramatiq_pid(self) -> int | None:
+        """dramatiq's main process (the supervisor's child), if running."""
+        children = self._children(self.process.pid)
+        for pid in children:
+            with contextlib.suppress(OSError):
+                if b"dramatiq" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+        return None
+
+    def actor_pids(self) -> list[int]:
+        """dramatiq's worker processes (those that run actors: each has a Playwright
+        driver below it), not its fork processes."""
+        main = self.dramatiq_pid()
+        if main is None:
+            return []
+        return [pid for pid in self._children(main) if self._children(pid)]
+
+    def ready_count(self) -> int:
+        """How many times a worker process reported its resources open (restarts count)."""
+        return self.log().count('"worker_ready"')
+
+    def wait_ready(self, count: int, *, timeout: float = 60) -> None:
+        """Until ``count`` ``worker_ready`` lines are in the log (a restart adds one)."""
+        deadline = time.monotonic() + timeout
+        while self.ready_count() < count:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker not ready ({count}):\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+
+    def stop(self, *, group: bool = False, timeout: float = 60) -> float:
+        """SIGTERM to the worker's main pid (or to its whole process group, as systemd or a
+        terminal does); seconds until it exited."""
+        started = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            else:
+                self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        """SIGKILL to the worker and everything below it (dramatiq runs in its own session)."""
+        for pid in [self.process.pid, *self.descendants()]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait()
+
     def chromium_pids(self) -> list[int]:
         """The browser (main) processes the worker launched."""
         pids = []
@@ -60,7 +122,13 @@ class WorkerProcess:
 
 @contextlib.contextmanager
 def run_worker(
-    settings: Settings, queues: list[str], log_path: Path, *, ready_timeout: float = 60, **env: str
+    settings: Settings,
+    queues: list[str],
+    log_path: Path,
+    *,
+    ready_timeout: float = 60,
+    processes: int = 1,
+    **env: str,
 ) -> Iterator[WorkerProcess]:
     """A worker on ``queues``, ready (resources open) on entry, stopped with SIGTERM on exit."""
     full_env = {
@@ -71,7 +139,16 @@ def run_worker(
     }
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "--queues", *queues],
+            [
+                sys.executable,
+                "-m",
+                "workers.cli",
+                "worker",
+                "--processes",
+                str(processes),
+                "--queues",
+                *queues,
+            ],
             env=full_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -86,12 +163,8 @@ def run_worker(
             time.sleep(0.2)
         yield worker
     finally:
-        # SIGTERM to dramatiq's main process only, as tini / a container runtime does: it
-        # forwards one SIGTERM to each child (a second one makes a worker exit at once).
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        # SIGTERM to the main process only, as tini / a container runtime does: the
+        # supervisor forwards one SIGTERM to dramatiq, which forwards one to each child.
+        if process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.stop(timeout=30)

@@ -22,6 +22,7 @@ from schema.audit import AuditLog
 from schema.enums import AuditAction, AuditResult, BrowseOutcome, SessionStatus
 from schema.errors import (
     AuthSessionExpired,
+    BrowserCrashed,
     BrowserSessionsError,
     NavigationFailed,
     NotOwner,
@@ -239,6 +240,8 @@ async def visit(
     except PlaywrightError as exc:
         if is_guard_refusal(error=exc):
             raise UrlNotAllowed("the page redirected to an address that is not allowed") from None
+        if _crashed(exc):
+            raise BrowserCrashed("the page's renderer crashed during the navigation") from None
         raise NavigationFailed(_net_error(exc)) from None
     if response is not None and is_guard_refusal(response=response):
         raise UrlNotAllowed("the page redirected to an address that is not allowed")
@@ -303,6 +306,11 @@ async def _selector_present(
         return await page.locator(selector).count() > 0
     except PlaywrightError:
         return False
+
+
+def _crashed(exc: PlaywrightError) -> bool:
+    """A renderer that died under the page ("Page crashed", "Target crashed")."""
+    return "crashed" in str(exc).split("\n", 1)[0].lower()
 
 
 def _net_error(exc: PlaywrightError) -> str:
