@@ -50,7 +50,7 @@ class Settings:
     api_port: int = 9194
     api_token: str = field(default="", repr=False)
     api_token_file: str = ""
-    enqueue_retry: timedelta = timedelta(seconds=15)
+    enqueue_retry: timedelta = timedelta(seconds=30)
     infra_retry_budget: timedelta = timedelta(seconds=120)
     max_message_bytes: int = 64 * 1024
 

@@ -21,6 +21,8 @@ from workers.dev.processes import WorkerProcess, free_port, run_worker
 __all__ = ["WorkerProcess", "free_port", "run_worker"]
 
 PASSWORD = "correct horse"
+#: A loopback address the guard lets through where nothing listens (an unreachable site).
+UNREACHABLE = f"127.0.0.1:{free_port()}"
 LoginState = Callable[..., Awaitable[dict[str, Any]]]
 
 
@@ -74,7 +76,7 @@ def login_state(browser: Browser, site: FixtureSite) -> LoginState:
 def worker_settings(base_settings: Settings, site: FixtureSite) -> Settings:
     return dataclasses.replace(
         base_settings,
-        allow_private_hosts=frozenset({f"127.0.0.1:{site.port}"}),
+        allow_private_hosts=frozenset({f"127.0.0.1:{site.port}", UNREACHABLE}),
         metrics_port=free_port(),
         health_port=free_port(),
         browsers=1,

@@ -25,6 +25,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import queue
 import secrets
@@ -424,63 +425,72 @@ async def poison(rig: Rig) -> Row:
 
 
 async def expiry_kill9(rig: Rig) -> Row:
-    """Expiry jobs for 6 tasks of one session, the actor process killed mid-way: exactly
-    one comment per task and one ``expire`` audit row."""
+    """Expiry jobs for 6 tasks of one session; the actor process is killed while they are
+    inside their transactions (held on a row lock); after the restart, exactly one comment
+    per task and one ``expire`` audit row."""
     deadline = time.monotonic() + DEADLINE_S
-    row = Row("expiry, kill -9 mid-way")
+    row = Row("expiry, kill -9 mid-job")
     with rig.worker() as worker:
         async with rig.client() as client:
             session_id = await rig.session(client, "faults-expiry")
-            tasks = [task_id() for _ in range(6)]
-            conn = await asyncpg.connect(rig.settings.database_url)
+        tasks = [task_id() for _ in range(6)]
+        conn = await asyncpg.connect(rig.settings.database_url)
+        try:
+            for task in tasks:
+                await conn.execute(
+                    "INSERT INTO tasks (id, owner_id) VALUES ($1, 'faults-expiry')", task
+                )
+            holder = conn.transaction()
+            await holder.start()
+            await conn.execute(
+                "SELECT 1 FROM browser_sessions WHERE id = $1 FOR UPDATE", session_id
+            )
+            enqueuer = Enqueuer(settings=rig.settings)
             try:
                 for task in tasks:
-                    await conn.execute(
-                        "INSERT INTO tasks (id, owner_id) VALUES ($1, 'faults-expiry')", task
-                    )
-                enqueuer = Enqueuer(settings=rig.settings)
-                try:
-                    for task in tasks:
-                        job = ExpireJob(session_id=session_id, task_id=task, job_id=f"job_{task}")
-                        await enqueuer.send_async("expire", job.to_message())
-                finally:
-                    enqueuer.close()
-
-                async def first_comment() -> bool:
-                    found = await conn.fetchval(
-                        "SELECT count(*) FROM task_comments WHERE task_id = ANY($1)", tasks
-                    )
-                    return bool(found)
-
-                await wait_until(first_comment, timeout=60, what="a first expiry comment")
-                for pid in worker.actor_pids():
-                    os.kill(pid, signal.SIGKILL)
-                fault_end = time.time()
-                row.sent = len(tasks)
-                counts: dict[str, int] = {}
-                while time.monotonic() < deadline:
-                    rows = await conn.fetch(
-                        """SELECT task_id, count(*) AS n,
-                                  extract(epoch FROM max(created_at))::float8 AS at
-                           FROM task_comments WHERE task_id = ANY($1) GROUP BY task_id""",
-                        tasks,
-                    )
-                    counts = {r["task_id"]: r["n"] for r in rows}
-                    if len(counts) == len(tasks):
-                        after = [r["at"] for r in rows if r["at"] >= fault_end]
-                        row.recovery_s = round(min(after) - fault_end, 2) if after else None
-                        break
-                    await asyncio.sleep(0.25)
-                expires = await conn.fetchval(
-                    "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'expire'",
-                    session_id,
-                )
+                    job = ExpireJob(session_id=session_id, task_id=task, job_id=f"job_{task}")
+                    await enqueuer.send_async("expire", job.to_message())
             finally:
-                await conn.close()
+                enqueuer.close()
+
+            async def blocked() -> bool:
+                waiting = await conn.fetchval(
+                    """SELECT count(*) FROM pg_stat_activity
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+                )
+                return bool(waiting)
+
+            await wait_until(blocked, timeout=60, what="expiry jobs inside their transaction")
+            pids = worker.actor_pids()
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            fault_end = time.time()
+            await holder.rollback()
+            row.sent = len(tasks)
+            counts: dict[str, int] = {}
+            while time.monotonic() < deadline:
+                rows = await conn.fetch(
+                    """SELECT task_id, count(*) AS n,
+                              extract(epoch FROM min(created_at))::float8 AS at
+                       FROM task_comments WHERE task_id = ANY($1) GROUP BY task_id""",
+                    tasks,
+                )
+                counts = {r["task_id"]: r["n"] for r in rows}
+                if len(counts) == len(tasks):
+                    row.recovery_s = round(min(r["at"] for r in rows) - fault_end, 2)
+                    break
+                await asyncio.sleep(0.25)
+            expires = await conn.fetchval(
+                "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'expire'",
+                session_id,
+            )
+        finally:
+            await conn.close()
+        restarts = worker.ready_count() - 1
     row.ok = sum(1 for n in counts.values() if n == 1)
     row.duplicated = sum(1 for n in counts.values() if n > 1) + max(int(expires) - 1, 0)
     row.lost = len(tasks) - len(counts)
-    row.note = f"expire audit rows: {expires}"
+    row.note = f"expire audit rows: {expires}; killed {len(pids)} process, restarts: {restarts}"
     return row
 
 
@@ -705,7 +715,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    configure_logging(level="WARNING", fmt="json")
+    configure_logging(level="ERROR", fmt="json")
+    logging.getLogger("pika").setLevel(logging.CRITICAL)  # the outages are on purpose
     return asyncio.run(_run(args.scenarios or list(SCENARIOS), sys.stdout))
 
 
