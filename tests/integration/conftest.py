@@ -3,27 +3,19 @@ a producer client, all against the real services of this run."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import asyncpg
 import pytest
 from playwright.async_api import Browser, async_playwright
 
 from producers.api import SessionsClient
 from schema.settings import Settings
+from tests.support.logins import PASSWORD, UNREACHABLE, LoginState
 from workers.browser.chromium import HEADLESS_ARGS
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, run_worker
-
-__all__ = ["WorkerProcess", "free_port", "run_worker"]
-
-PASSWORD = "correct horse"
-#: A loopback address the guard lets through where nothing listens (an unreachable site).
-UNREACHABLE = f"127.0.0.1:{free_port()}"
-LoginState = Callable[..., Awaitable[dict[str, Any]]]
 
 
 @pytest.fixture(scope="session")
@@ -98,18 +90,3 @@ def browse_worker(
 async def client(worker_settings: Settings) -> AsyncIterator[SessionsClient]:
     async with SessionsClient.open(worker_settings) as c:
         yield c
-
-
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], *, timeout: float = 20, what: str = "condition"
-) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-async def comments(db: asyncpg.Connection, task_id: str) -> list[str]:
-    rows = await db.fetch("SELECT body FROM task_comments WHERE task_id = $1", task_id)
-    return [r["body"] for r in rows]

@@ -17,22 +17,24 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from producers.api import SessionsClient
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.results import BrowseResult
-from tests.integration.conftest import (
-    UNREACHABLE,
-    LoginState,
-    WorkerProcess,
-    comments,
-    wait_for,
-)
+from tests.support.logins import UNREACHABLE, LoginState
+from tests.support.tasks import comments
+from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
+from workers.dev.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
 RESULT = timedelta(seconds=60)
 
 
-def task() -> str:
+def task_id() -> str:
     return f"task-{secrets.token_hex(4)}"
+
+
+async def task(client: SessionsClient, owner: str) -> str:
+    """A new task of ``owner``, inserted as the orchestrator would before a browse."""
+    return (await client.add_task(task_id(), owner_id=owner))["task_id"]
 
 
 async def import_session(
@@ -65,7 +67,7 @@ async def test_logged_in_browse_returns_protected_text(
 ) -> None:
     session_id = await import_session(client, site, login_state, "alice")
     result = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "alice"),
         owner_id="alice",
         session_id=session_id,
         url=site.url("/app"),
@@ -90,7 +92,7 @@ async def test_expiry_marks_session_fails_task_and_comments_once(
 ) -> None:
     session_id = await import_session(client, site, login_state, "bob")
     assert site.revoke("bob") >= 1
-    first = task()
+    first = await task(client, "bob")
     result = await client.browse(
         task_id=first,
         owner_id="bob",
@@ -113,7 +115,7 @@ async def test_expiry_marks_session_fails_task_and_comments_once(
     assert f"127.0.0.1:{site.port}" in bodies[0]
 
     # A later task fails fast with the same code and gets its own comment.
-    second = task()
+    second = await task(client, "bob")
     again = await client.browse(
         task_id=second,
         owner_id="bob",
@@ -145,7 +147,7 @@ async def test_owner_mismatch_is_refused_and_audited(
 ) -> None:
     session_id = await import_session(client, site, login_state, "carol")
     result = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "mallory"),
         owner_id="mallory",
         session_id=session_id,
         url=site.url("/app"),
@@ -153,17 +155,26 @@ async def test_owner_mismatch_is_refused_and_audited(
     )
     assert result.error_code == "NOT_OWNER"
     # A task owned by someone else, named by the session's owner, is refused too.
-    theirs = task()
+    theirs = task_id()
     await db.execute("INSERT INTO tasks (id, owner_id) VALUES ($1, 'mallory')", theirs)
     job = await client.enqueue_browse(
         task_id=theirs, owner_id="carol", session_id=session_id, url=site.url("/app")
     )
     refused = await client.wait_result(job, owner_id="carol", timeout=RESULT)
     assert refused.error_code == "NOT_OWNER"
-    denied = await db.fetchval(
-        "SELECT count(*) FROM audit_log WHERE session_id = $1 AND result = 'denied'", session_id
+    # A task nobody created is refused, and the job does not create it.
+    invented = task_id()
+    job = await client.enqueue_browse(
+        task_id=invented, owner_id="carol", session_id=session_id, url=site.url("/app")
     )
-    assert denied == 2
+    missing = await client.wait_result(job, owner_id="carol", timeout=RESULT)
+    assert missing.error_code == "TASK_NOT_FOUND"
+    assert await db.fetchval("SELECT count(*) FROM tasks WHERE id = $1", invented) == 0
+    denied = await db.fetch(
+        "SELECT detail FROM audit_log WHERE session_id = $1 AND result = 'denied' ORDER BY id",
+        session_id,
+    )
+    assert [r["detail"] for r in denied] == ["NOT_OWNER", "NOT_OWNER", "TASK_NOT_FOUND"]
     decrypts = await db.fetchval(
         "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'decrypt'", session_id
     )
@@ -179,7 +190,7 @@ async def test_revoked_session_fails_fast(
     session_id = await import_session(client, site, login_state, "dave")
     await client.revoke(session_id, actor_id="dave")
     result = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "dave"),
         owner_id="dave",
         session_id=session_id,
         url=site.url("/app"),
@@ -187,7 +198,7 @@ async def test_revoked_session_fails_fast(
     )
     assert result.error_code == "SESSION_REVOKED"
     missing = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "dave"),
         owner_id="dave",
         session_id="ses_missing",
         url=site.url("/app"),
@@ -228,7 +239,11 @@ async def test_guard_refuses(
     url = url.format(port=site.port, other=other)
     try:
         result = await client.browse(
-            task_id=task(), owner_id="erin", session_id=erin_session, url=url, timeout=RESULT
+            task_id=await task(client, "erin"),
+            owner_id="erin",
+            session_id=erin_session,
+            url=url,
+            timeout=RESULT,
         )
         code = result.error_code
     except Exception as err:  # refused on the producer side already
@@ -242,7 +257,7 @@ async def test_killed_browser_mid_job_is_replaced_and_job_completes(
     import asyncio
 
     job = await client.enqueue_browse(
-        task_id=task(),
+        task_id=await task(client, "erin"),
         owner_id="erin",
         session_id=erin_session,
         url=site.url("/slow?ms=4000"),
@@ -262,6 +277,7 @@ async def test_killed_browser_mid_job_is_replaced_and_job_completes(
 
 async def test_a_redelivered_message_runs_again_and_stores_one_result(
     browse_worker: WorkerProcess,
+    client: SessionsClient,
     site: FixtureSite,
     erin_session: str,
     db: asyncpg.Connection,
@@ -271,7 +287,7 @@ async def test_a_redelivered_message_runs_again_and_stores_one_result(
     after it succeeded: two executions (decrypt audit rows), one result, one use row."""
     job = BrowseJob(
         job_id=f"job_{secrets.token_hex(6)}",
-        task_id=task(),
+        task_id=await task(client, "erin"),
         owner_id="erin",
         session_id=erin_session,
         url=site.url("/slow?ms=3000"),
@@ -310,8 +326,7 @@ async def test_a_redelivered_expiry_posts_one_comment(
     worker_settings: Any,
 ) -> None:
     session_id = await import_session(client, site, login_state, "alice")
-    task_id = task()
-    await db.execute("INSERT INTO tasks (id, owner_id) VALUES ($1, 'alice')", task_id)
+    task_id = await task(client, "alice")
     expire = ExpireJob(session_id=session_id, task_id=task_id, job_id=f"job_{task_id}")
     message = _message(worker_settings, "expire", expire.to_message())
     broker = RabbitmqBroker(url=worker_settings.amqp_url, middleware=[], confirm_delivery=True)
@@ -383,7 +398,7 @@ async def test_site_failures_never_expire_the_session_or_comment(
     a logged-out verdict."""
     session_id = await import_session(client, site, login_state, "alice")
     url = site.url("/status/503") if where == "http-503" else f"http://{UNREACHABLE}/app"
-    task_id = task()
+    task_id = await task(client, "alice")
     result = await client.browse(
         task_id=task_id,
         owner_id="alice",
@@ -428,7 +443,10 @@ async def test_result_is_only_readable_by_its_owner(
     client: SessionsClient, erin_session: str, site: FixtureSite
 ) -> None:
     job = await client.enqueue_browse(
-        task_id=task(), owner_id="erin", session_id=erin_session, url=site.url("/public")
+        task_id=await task(client, "erin"),
+        owner_id="erin",
+        session_id=erin_session,
+        url=site.url("/public"),
     )
     result = await client.wait_result(job, owner_id="erin", timeout=RESULT)
     assert result.ok
@@ -456,7 +474,7 @@ async def test_session_storage_and_indexeddb_are_restored(
         )
         return [
             await client.browse(
-                task_id=task(),
+                task_id=await task(client, "alice"),
                 owner_id="alice",
                 session_id=created["session_id"],
                 url=site.url(path),
@@ -516,7 +534,7 @@ async def test_canary_secret_never_in_logs_or_plain_columns(
         logged_in_selector="#whoami",
     )
     result = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "alice"),
         owner_id="alice",
         session_id=created["session_id"],
         url=site.url("/app"),
@@ -533,3 +551,38 @@ async def test_canary_secret_never_in_logs_or_plain_columns(
         check=True,
     )
     assert canary.encode() not in dump.stdout
+
+
+async def test_import_keeps_only_the_sessions_site(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+    worker_settings: Any,
+) -> None:
+    from workers.crypto.store import StateStore
+
+    state = await login_state("alice")
+    state["cookies"].append(
+        {"name": "foreign", "value": "x", "domain": ".elsewhere.example", "path": "/"}
+    )
+    state["origins"].append(
+        {"origin": "https://elsewhere.example", "localStorage": [{"name": "k", "value": "v"}]}
+    )
+    created = await client.import_session(
+        owner_id="alice",
+        label="scoped",
+        start_url=site.url("/app"),
+        state=json.dumps(state).encode(),
+        logged_in_selector="#whoami",
+    )
+    stored = await StateStore.from_settings(worker_settings).load(
+        client.db,
+        session_id=created["session_id"],
+        owner_id="alice",
+        actor_id="alice",
+        task_id=None,
+        request_id=None,
+    )
+    assert {c["domain"] for c in stored["cookies"]} == {"127.0.0.1"}
+    assert [o["origin"] for o in stored["origins"]] == [site.base_url]

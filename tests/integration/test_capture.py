@@ -15,16 +15,13 @@ from producers.api import SessionsClient
 from schema.enums import CaptureState
 from schema.results import BrowseResult
 from schema.settings import Settings
-from tests.integration.conftest import (
-    PASSWORD,
-    WorkerProcess,
-    free_port,
-    run_worker,
-    wait_for,
-)
+from tests.support.logins import PASSWORD
+from tests.support.waiting import wait_for
 from workers.dev import totp
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import LiveViewUser
+from workers.dev.processes import WorkerProcess, free_port, run_worker
+from workers.dev.scratch import scratch_queues
 
 pytestmark = pytest.mark.integration
 
@@ -104,8 +101,9 @@ async def test_login_through_live_view_then_browse(
     session_id, capture_id, url = await open_capture(capture_client, site, owner)
 
     async def browse(path: str) -> BrowseResult:
+        task = await capture_client.add_task(f"task-{secrets.token_hex(4)}", owner_id=owner)
         return await capture_client.browse(
-            task_id=f"task-{secrets.token_hex(4)}",
+            task_id=task["task_id"],
             owner_id=owner,
             session_id=session_id,
             url=site.url(path),
@@ -222,7 +220,10 @@ async def test_timeout(
         queue_prefix=capture_settings.queue_prefix + "short.",
     )
     log_path = tmp_path_factory.mktemp("capture-timeout") / "worker.log"
-    with run_worker(short, ["capture"], log_path):
+    with (
+        scratch_queues(short.amqp_url, short.queue_prefix),
+        run_worker(short, ["capture"], log_path),
+    ):
         async with SessionsClient.open(short) as client:
             created = await client.add_session(
                 owner_id="ivan",
@@ -249,7 +250,10 @@ async def test_worker_shutdown_interrupts_capture(
     )
     log_path = tmp_path_factory.mktemp("capture-stop") / "worker.log"
     async with SessionsClient.open(settings) as client:
-        with run_worker(settings, ["capture"], log_path) as worker:
+        with (
+            scratch_queues(settings.amqp_url, settings.queue_prefix),
+            run_worker(settings, ["capture"], log_path) as worker,
+        ):
             session_id, capture_id, _ = await open_capture(client, site, "judy")
             browsers = worker.chromium_pids()
             assert browsers

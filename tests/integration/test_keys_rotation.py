@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from schema.audit import AuditLog, verify
+from schema.audit import AuditKeys, AuditLog, verify
 from schema.errors import InvalidInput, KeyError_
-from tests.conftest import scratch_database
+from tests.support.services import new_database
 from workers.crypto.keys import LocalFileKeyProvider
 from workers.crypto.store import StateStore
 from workers.crypto.user_keys import retire_root, rotate_root, shred_user
@@ -30,7 +30,7 @@ PAYLOAD = "enc_format, enc_key_version, enc_wrapped_key, enc_nonce, enc_cipherte
 
 @pytest.fixture(scope="module")
 async def scratch_url(database_url: str) -> AsyncIterator[str]:
-    async with scratch_database(f"bs_rotate_{secrets.token_hex(4)}") as url:
+    async with new_database(f"bs_rotate_{secrets.token_hex(4)}") as url:
         yield url
 
 
@@ -56,7 +56,7 @@ def provider(keys: Path) -> LocalFileKeyProvider:
 
 @pytest.fixture
 def store(provider: LocalFileKeyProvider) -> StateStore:
-    return StateStore(provider=provider, audit=AuditLog(key=provider.audit_key()))
+    return StateStore(provider=provider, audit=AuditLog(signer=provider.audit_signer()))
 
 
 def state_for(owner: str, n: int) -> dict[str, Any]:
@@ -143,14 +143,15 @@ async def test_rotation_rewraps_keys_and_leaves_payloads_untouched(
         "retired": "local:1"
     }
     assert sorted(os.listdir(keys)) == [
-        "audit.key",
+        "audit-workers.key",
+        "audit-workers.pub",
         "root-v1.key.retired",
         "root-v2.key",
     ]
     await assert_all_load(pool, store, saved)
     restarted = LocalFileKeyProvider(key_dir=keys)  # a new worker process sees the same
     await assert_all_load(
-        pool, StateStore(provider=restarted, audit=AuditLog(key=restarted.audit_key())), saved
+        pool, StateStore(provider=restarted, audit=AuditLog(signer=restarted.audit_signer())), saved
     )
     audit_rows = await pool.fetch(
         "SELECT actor_id, result, detail FROM audit_log WHERE action = 'rotate' "
@@ -160,7 +161,7 @@ async def test_rotation_rewraps_keys_and_leaves_payloads_untouched(
         ("ok", "root key now local:2: 3 user keys rewrapped, 0 failed"),
         ("ok", "root key local:1 retired"),
     ]
-    assert (await verify(pool, provider.audit_key())).ok
+    assert (await verify(pool, AuditKeys.of(provider.audit_signer()))).ok
 
 
 async def test_retire_refuses_the_current_version_and_versions_in_use(

@@ -15,7 +15,7 @@ from workers.crypto import keys, user_keys
 
 async def _run(settings: Settings, action: str, **kwargs: Any) -> dict[str, Any]:
     provider = keys.provider_from_settings(settings)
-    audit = AuditLog(key=provider.audit_key())
+    audit = AuditLog.from_settings(settings, side="workers", signer=provider.audit_signer())
     conn = await connect(settings.database_url)
     try:
         fn = getattr(user_keys, action)

@@ -44,7 +44,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from schema.audit import load_audit_key
+from schema.audit import AuditSigner, load_signer
 from schema.errors import ConfigError, DecryptFailed, KeyError_
 from schema.keyfile import create_key_file, ensure_key_dir, read_key_file
 from schema.sealing import public_bytes
@@ -96,8 +96,8 @@ class KeyProvider(Protocol):
         """Move wrapped material to the current root key version."""
         ...
 
-    def audit_key(self) -> bytes:
-        """The HMAC key of the audit chain (shared with producers; decrypts nothing)."""
+    def audit_signer(self) -> AuditSigner:
+        """The workers' audit signing key (Ed25519; decrypts nothing)."""
         ...
 
     def seal_key_id(self) -> str: ...
@@ -118,7 +118,7 @@ class LocalFileKeyProvider:
         self.key_dir = ensure_key_dir(key_dir.expanduser())
         self._roots: dict[int, bytes] = {}
         self._seals: dict[int, X25519PrivateKey] = {}
-        self._audit: bytes | None = None
+        self._audit: AuditSigner | None = None
 
     def __repr__(self) -> str:
         return f"LocalFileKeyProvider(key_dir={str(self.key_dir)!r})"
@@ -220,9 +220,9 @@ class LocalFileKeyProvider:
 
     # -- audit and sealing keys --------------------------------------------------------
 
-    def audit_key(self) -> bytes:
+    def audit_signer(self) -> AuditSigner:
         if self._audit is None:
-            self._audit = load_audit_key(self.key_dir)
+            self._audit = load_signer(self.key_dir, "workers")
         return self._audit
 
     def _seal_version(self) -> int:

@@ -12,16 +12,13 @@ retiring (and destroying) the old root version makes those copies useless too.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
-
 from schema.audit import AuditLog
+from schema.db import connection
 from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import BrowserSessionsError, DecryptFailed, InvalidInput, KeyError_
 from workers.crypto.envelope import KEY_BYTES
@@ -42,16 +39,6 @@ def user_key_aad(owner_id: str, version: int) -> bytes:
     return json.dumps(
         ["browser-sessions/user-key", owner_id, version], separators=(",", ":"), ensure_ascii=False
     ).encode("utf-8")
-
-
-@contextlib.asynccontextmanager
-async def connection(conn_or_pool: Any) -> AsyncIterator[Any]:
-    """A connection from a pool, or the connection itself."""
-    if isinstance(conn_or_pool, asyncpg.Pool):
-        async with conn_or_pool.acquire() as conn:
-            yield conn
-    else:
-        yield conn_or_pool
 
 
 async def current_user_key(conn: Any, provider: KeyProvider, owner_id: str) -> UserKey:
@@ -116,7 +103,7 @@ async def rotate_root(
     With ``new_version=False`` it only moves stragglers to the current version (resume
     after an interruption). Returns counts and the root ids that can now be retired.
     """
-    audit = audit or AuditLog(key=provider.audit_key())
+    audit = audit or AuditLog(signer=provider.audit_signer())
     target = await (provider.new_root_version() if new_version else provider.current_root_key_id())
     rewrapped = 0
     failed: list[dict[str, Any]] = []
@@ -206,7 +193,7 @@ async def retire_root(
     audit: AuditLog | None = None,
 ) -> dict[str, Any]:
     """Retire a root key version that no live user key needs any more."""
-    audit = audit or AuditLog(key=provider.audit_key())
+    audit = audit or AuditLog(signer=provider.audit_signer())
     async with connection(conn_or_pool) as conn:
         if key_id == await provider.current_root_key_id():
             raise InvalidInput(f"{key_id} is the current root key: rotate first")
@@ -238,7 +225,7 @@ async def shred_user(
     """Destroy the owner's key material and revoke their sessions, atomically and audited."""
     if not owner_id:
         raise InvalidInput("owner_id is required")
-    audit = audit or AuditLog(key=provider.audit_key())
+    audit = audit or AuditLog(signer=provider.audit_signer())
     async with connection(conn_or_pool) as conn, conn.transaction():
         keys = await conn.fetch(
             """UPDATE user_keys SET wrapped_key = NULL, shredded_at = now()

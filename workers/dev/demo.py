@@ -18,22 +18,21 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from playwright.async_api import Browser, async_playwright
 
 from producers.api import SessionsClient
 from schema import queries
-from schema.audit import load_audit_key, verify
-from schema.db import connect
+from schema.audit import verify_configured
 from schema.enums import CaptureState
-from schema.migrate import migrate
 from schema.settings import Settings
 from workers.browser.chromium import HEADLESS_ARGS, find_chromium
 from workers.dev import totp
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import LiveViewUser
 from workers.dev.processes import free_port, run_worker
+from workers.dev.scratch import admin_url, create_database, scratch_queues
 
 T = TypeVar("T")
 USER, PASSWORD, TOTP_SECRET = "alice", "correct horse battery", "JBSWY3DPEHPK3PXP"
@@ -90,16 +89,8 @@ async def run_demo(settings: Settings, *, out: Any = None) -> bool:
 async def _fresh_demo_database(settings: Settings) -> Settings:
     """A database of the demo's own next to the configured one, recreated on every run, so
     its audit chain and sessions are the demo's alone."""
-    parts = urlsplit(settings.database_url)
-    name = f"{parts.path.lstrip('/') or 'browser_sessions'}_demo"
-    admin = await connect(urlunsplit(parts._replace(path="/postgres")))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = urlunsplit(parts._replace(path=f"/{name}"))
-    await migrate(url)
+    name = f"{urlsplit(settings.database_url).path.lstrip('/') or 'browser_sessions'}_demo"
+    url = await create_database(admin_url(settings.database_url), name, replace=True)
     return dataclasses.replace(settings, database_url=url)
 
 
@@ -124,6 +115,7 @@ async def _run(demo: Demo, settings: Settings, workdir: Path) -> None:
         )
         demo.say("[..] starting workers (browse+expiry, capture) ...")
         with (
+            scratch_queues(run.amqp_url, run.queue_prefix),
             run_worker(run, ["browse", "expiry"], workdir / "browse-worker.log"),
             run_worker(
                 dataclasses.replace(run, metrics_port=free_port(), health_port=free_port()),
@@ -204,6 +196,7 @@ async def _story(
     demo.say(f"     live-view screenshot: {screenshot}")
 
     async def browse(task_id: str) -> Any:
+        await client.add_task(task_id, owner_id=USER)  # the orchestrator's task row
         return await client.browse(
             task_id=task_id,
             owner_id=USER,
@@ -254,11 +247,7 @@ async def _story(
     await demo.step("browse the protected page again", browse_ok)
 
     async def audit() -> None:
-        conn = await connect(settings.database_url)
-        try:
-            report = await verify(conn, load_audit_key(settings.key_dir))
-        finally:
-            await conn.close()
+        report = await verify_configured(settings)
         if not report.ok:
             raise RuntimeError(report.message)
         demo.say(f"     audit chain intact: {report.rows} rows")

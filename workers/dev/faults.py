@@ -103,7 +103,7 @@ class Rig:
         self._workers += 1
         log_path = self.workdir / f"worker-{self._workers}.log"
         settings = self.worker_settings(**changes)
-        with run_worker(settings, list(queues), log_path, processes=processes) as worker:
+        with run_worker(settings, list(queues), log_path, worker_processes=processes) as worker:
             yield worker
 
     @contextlib.asynccontextmanager
@@ -143,9 +143,10 @@ class Load:
             if i and every_s:
                 await asyncio.sleep(every_s)
             try:
+                task = await self.client.add_task(task_id(), owner_id=self.owner)
                 self.jobs.append(
                     await self.client.enqueue_browse(
-                        task_id=task_id(),
+                        task_id=task["task_id"],
                         owner_id=self.owner,
                         session_id=self.session_id,
                         url=url,

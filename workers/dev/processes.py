@@ -1,5 +1,5 @@
 """Start a real ``browser-sessions worker`` subprocess with given settings (demo, tests,
-benchmarks), and look at its process tree."""
+benchmarks), and look at process trees through ``/proc``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def processes() -> dict[int, tuple[int, str]]:
+    """Every process on the machine: pid → (parent pid, state letter, ``Z`` for a zombie)."""
+    found: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                found[int(entry.name)] = (int(fields[1]), fields[0])
+    return found
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it."""
+    parents = {pid: parent for pid, (parent, _) in processes().items()}
+    found, frontier = [root], [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [c for c, p in parents.items() if p == pid]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
 @dataclass
 class WorkerProcess:
     process: subprocess.Popen[bytes]
@@ -33,34 +56,14 @@ class WorkerProcess:
 
     def descendants(self) -> list[int]:
         """PIDs of every process below the worker (its dramatiq children and browsers)."""
-        parents: dict[int, int] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    stat = (entry / "stat").read_text()
-                    parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-        found, frontier = [], [self.process.pid]
-        while frontier:
-            pid = frontier.pop()
-            children = [c for c, p in parents.items() if p == pid]
-            found.extend(children)
-            frontier.extend(children)
-        return found
+        return process_tree(self.process.pid)[1:]
 
     def _children(self, pid: int) -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    stat = (entry / "stat").read_text()
-                    if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry.name))
-        return found
+        return [child for child, (parent, _) in processes().items() if parent == pid]
 
     def dramatiq_pid(self) -> int | None:
         """dramatiq's main process (the supervisor's child), if running."""
-        children = self._children(self.process.pid)
-        for pid in children:
+        for pid in self._children(self.process.pid):
             with contextlib.suppress(OSError):
                 if b"dramatiq" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     return pid
@@ -126,34 +129,36 @@ def run_worker(
     queues: list[str],
     log_path: Path,
     *,
+    threads: int | None = None,
+    worker_processes: int = 1,
     ready_timeout: float = 60,
-    processes: int = 1,
     **env: str,
 ) -> Iterator[WorkerProcess]:
-    """A worker on ``queues``, ready (resources open) on entry, stopped with SIGTERM on exit."""
+    """A worker on ``queues`` (``threads`` per process: the CLI's default when None), ready
+    (resources open) on entry, stopped with SIGTERM on exit. Its log (JSON) goes to
+    ``log_path``, readable by this user only."""
     full_env = {
         **os.environ,
         **settings.to_env(),
         "BROWSER_SESSIONS_LOG_FORMAT": "json",
         **env,
     }
-    with log_path.open("wb") as log_file:
+    command = [sys.executable, "-m", "workers.cli", "worker", "--queues", *queues]
+    if worker_processes != 1:
+        command += ["--processes", str(worker_processes)]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workers.cli",
-                "worker",
-                "--processes",
-                str(processes),
-                "--queues",
-                *queues,
-            ],
+            command,
             env=full_env,
-            stdout=log_file,
+            stdout=log_fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    finally:
+        os.close(log_fd)
     worker = WorkerProcess(process, log_path)
     try:
         deadline = time.monotonic() + ready_timeout
