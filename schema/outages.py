@@ -40,10 +40,18 @@ _LOCAL: tuple[type[OSError], ...] = (
 
 
 def is_outage(exc: BaseException) -> bool:
-    """True for a database or broker error that a later attempt may not meet."""
-    if isinstance(exc, BrowserSessionsError):
-        return isinstance(exc, ServiceUnavailable)
-    return isinstance(exc, _OUTAGES) and not isinstance(exc, _LOCAL)
+    """True for a database or broker error that a later attempt may not meet, also when a
+    coded error was raised from one (an audit write that failed because Postgres is down)."""
+    current: BaseException | None = exc
+    for _ in range(5):  # the explicit cause chain, bounded
+        if current is None:
+            return False
+        if isinstance(current, ServiceUnavailable):
+            return True
+        if not isinstance(current, BrowserSessionsError) and isinstance(current, _OUTAGES):
+            return not isinstance(current, _LOCAL)
+        current = current.__cause__
+    return False
 
 
 def describe(exc: BaseException) -> str:

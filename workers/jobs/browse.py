@@ -80,11 +80,18 @@ class BrowseService:
         self._guard = guard
         self._on_expired = on_expired
 
-    async def run(self, job: BrowseJob, *, attempt: int = 1, final_attempt: bool = True) -> str:
+    async def run(
+        self,
+        job: BrowseJob,
+        *,
+        attempt: int = 1,
+        final_attempt: bool = True,
+        retry: Callable[[BaseException], bool] | None = None,
+    ) -> str:
         """Run the job; returns the outcome code (``ok`` or an error code).
 
-        A retryable failure on a non-final attempt is raised so the caller retries it;
-        everything else ends in a stored result.
+        A failure the caller will retry (``retry(err)``; by default a retryable one on a
+        non-final attempt) is raised; everything else ends in a stored result.
         """
         if await result_exists(self._db, job.job_id):
             log.info("browse_duplicate_skipped")
@@ -93,7 +100,7 @@ class BrowseService:
         try:
             outcome = await self._authorised_browse(job)
         except BrowserSessionsError as err:
-            if err.retryable and not final_attempt:
+            if retry(err) if retry is not None else err.retryable and not final_attempt:
                 raise
             await self._finish_error(job, err, attempt, started)
             return err.code
@@ -192,7 +199,13 @@ class BrowseService:
     async def _finish_error(
         self, job: BrowseJob, err: BrowserSessionsError, attempt: int, started: float
     ) -> None:
-        stored = await store_result(
+        if isinstance(err, AuthSessionExpired):
+            # Before the result: a job that dies in between runs again and sends it again
+            # (expiry is idempotent); sent after the result, a lost message stays lost.
+            await self._on_expired(
+                ExpireJob(session_id=job.session_id, task_id=job.task_id, job_id=job.job_id)
+            )
+        await store_result(
             self._db,
             BrowseResult.failure(
                 job_id=job.job_id,
@@ -205,10 +218,6 @@ class BrowseService:
                 duration_ms=int((time.monotonic() - started) * 1000),
             ),
         )
-        if isinstance(err, AuthSessionExpired) and stored:
-            await self._on_expired(
-                ExpireJob(session_id=job.session_id, task_id=job.task_id, job_id=job.job_id)
-            )
 
 
 async def open_and_visit(
