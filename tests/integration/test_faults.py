@@ -86,7 +86,7 @@ async def test_idle_worker_on_every_queue_exits_within_10s(rig: faults.Rig) -> N
 async def test_poison_messages_are_dead_lettered_and_never_run(rig: faults.Rig) -> None:
     row = await faults.poison(rig)
     assert not row.error, row
-    assert row.failed == {"DEAD_LETTERED": 3} and row.ok == 1, row
+    assert row.failed == {"DEAD_LETTERED": 3} and row.ok == 1 and row.sent == 4, row
 
 
 async def test_expiry_killed_mid_job_comments_once_per_task(rig: faults.Rig) -> None:

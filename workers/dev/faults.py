@@ -399,7 +399,7 @@ async def poison(rig: Rig) -> Row:
                 await enqueuer.send_async("browse", oversized.to_message())
             finally:
                 enqueuer.close()
-            row.sent = 3
+            row.sent = 4  # three poison messages and one good job after them
 
             async def dead_lettered() -> bool:
                 depth = await asyncio.to_thread(_queue_depth, rig.settings.amqp_url, f"{queue}.XQ")
