@@ -95,6 +95,14 @@ async def test_expiry_killed_mid_job_comments_once_per_task(rig: faults.Rig) -> 
     assert row.note.startswith("expire audit rows: 1;"), row
 
 
+async def test_a_worker_starting_on_a_backlog_runs_every_job_on_its_first_attempt(
+    rig: faults.Rig,
+) -> None:
+    row = await faults.backlog_restart(rig)
+    assert_nothing_lost(row)
+    assert row.note == "retried: 0", row  # no job spent a retry on a worker not yet ready
+
+
 async def test_enqueue_with_the_broker_down_is_service_unavailable(
     base_settings: Settings,
 ) -> None:
