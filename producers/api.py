@@ -35,6 +35,7 @@ from schema.errors import (
     SessionRevoked,
 )
 from schema.jobs import BrowseJob, BrowseOptions, CaptureJob, ImportJob
+from schema.outages import service_errors
 from schema.results import BrowseResult
 from schema.sealing import current_seal_key, seal_aad, seal_text
 from schema.settings import Settings
@@ -42,6 +43,7 @@ from schema.settings import Settings
 CAPTURE_CHANNEL = "capture_signals"
 
 
+@service_errors  # a database or broker outage is SERVICE_UNAVAILABLE, never a raw exception
 class SessionsClient:
     """``async with SessionsClient.open(settings) as client: ...``"""
 

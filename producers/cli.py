@@ -247,3 +247,9 @@ def run(handler: Handler, args: argparse.Namespace, settings: Settings) -> int:
         return error_line(err.code, err.message)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from schema.outages import describe, is_outage
+
+        if is_outage(exc):
+            return error_line("SERVICE_UNAVAILABLE", describe(exc))
+        raise

@@ -90,9 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     try:
         if args.command == "worker":
-            from workers.runtime.launcher import exec_worker
+            from workers.runtime.launcher import run_worker
 
-            return exec_worker(
+            return run_worker(
                 settings, queues=args.queues, processes=args.processes, threads=args.threads
             )
         if args.command == "demo":  # human progress lines, ending with PASSED or FAILED

@@ -14,7 +14,7 @@ from playwright.async_api import Browser, async_playwright
 from producers.api import SessionsClient
 from schema.settings import Settings
 from tests.support.api import API_ADMIN, API_TOKEN
-from tests.support.logins import PASSWORD, LoginState
+from tests.support.logins import PASSWORD, UNREACHABLE, LoginState
 from tests.support.services import new_database
 from workers.browser.chromium import HEADLESS_ARGS
 from workers.dev.fixture_site import FixtureSite
@@ -71,7 +71,7 @@ def login_state(browser: Browser, site: FixtureSite) -> LoginState:
 def worker_settings(base_settings: Settings, site: FixtureSite) -> Settings:
     return dataclasses.replace(
         base_settings,
-        allow_private_hosts=frozenset({f"127.0.0.1:{site.port}"}),
+        allow_private_hosts=frozenset({f"127.0.0.1:{site.port}", UNREACHABLE}),
         metrics_port=free_port(),
         health_port=free_port(),
         browsers=1,
