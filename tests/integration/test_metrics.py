@@ -225,12 +225,13 @@ async def test_browse_moves_pool_decrypt_and_delivery_metrics_and_logs_no_secret
     )
     session_id = str(created["session_id"])
     task_id = f"task-{secrets.token_hex(4)}"
+    await ops_client.add_task(task_id, owner_id="erin")
     result = await ops_client.browse(
         task_id=task_id, owner_id="erin", session_id=session_id, url=site.url("/app")
     )
     assert result.ok, result.error_message
     denied = await ops_client.browse(
-        task_id=f"task-{secrets.token_hex(4)}",
+        task_id=task_id,
         owner_id="erin",
         session_id=session_id,
         url="http://169.254.169.254/latest/meta-data/",

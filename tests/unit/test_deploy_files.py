@@ -206,6 +206,23 @@ def test_compose_mounts_only_files_that_exist() -> None:
                 assert (COMPOSE.parent / source).exists(), f"{name}: {source}"
 
 
+def test_compose_connects_each_service_with_its_own_database_role() -> None:
+    from urllib.parse import urlsplit
+
+    expected = {"migrate": "postgres", "worker": "browser_sessions_worker"}
+    expected["api"] = "browser_sessions_orchestrator"
+    roles = {}
+    for name, service in _compose()["services"].items():
+        if _image_repo(service["image"]) != OUR_IMAGE:
+            continue
+        url = service["environment"]["BROWSER_SESSIONS_DATABASE_URL"]
+        roles[name] = urlsplit(url.replace("${", "").replace("}", "")).username
+        assert roles[name] == expected[service["command"][0]], name
+    assert list(roles.values()).count("postgres") == 1  # the schema owner: migrate only
+    postgres = _compose()["services"]["postgres"]
+    assert any("docker-entrypoint-initdb.d" in v for v in postgres["volumes"])
+
+
 def test_compose_capture_grace_and_liveview() -> None:
     services = _compose()["services"]
     capture = services["worker-capture"]

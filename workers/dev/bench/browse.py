@@ -526,11 +526,14 @@ async def _run_all(
                 login_url_pattern=site.url("/login") + "**",
             )
             session_id = str(created["session_id"])
+            bench_task = (await client.add_task(f"bench-{secrets.token_hex(6)}", owner_id=USER))[
+                "task_id"
+            ]
 
             async def system(_i: int) -> Sample:
                 started = time.monotonic()
                 job_id = await client.enqueue_browse(
-                    task_id=f"bench-{secrets.token_hex(6)}",
+                    task_id=bench_task,
                     owner_id=USER,
                     session_id=session_id,
                     url=url,
