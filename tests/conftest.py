@@ -67,7 +67,9 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def base_settings(database_url: str, queue_prefix: str, key_dir: Path) -> Settings:
+def base_settings(
+    database_url: str, queue_prefix: str, key_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     """Settings for this run; tests add ``allow_private_hosts`` for their local servers."""
     return Settings(
         database_url=database_url,
@@ -75,4 +77,5 @@ def base_settings(database_url: str, queue_prefix: str, key_dir: Path) -> Settin
         queue_prefix=queue_prefix,
         key_dir=key_dir,
         log_format="json",
+        audit_checkpoint_file=tmp_path_factory.mktemp("audit") / "checkpoints.jsonl",
     )

@@ -210,6 +210,8 @@ SCHEMAS: Json = {
         ["job_id", "status"],
         {"job_id": ID, "status": {"type": "string", "enum": ["queued", "pending"]}},
     ),
+    "TaskRequest": obj(["task_id"], {"task_id": ID}, extra=False),
+    "Task": obj(["task_id", "owner_id"], {"task_id": ID, "owner_id": ID}),
     "UiLinkRequest": obj(
         ["user_id"],
         {"user_id": ID, "lang": {"type": "string", "enum": ["en", "ja"]}},
@@ -387,6 +389,15 @@ def document() -> Json:
                     capture,
                     (*AUTHED, 404, 409),
                     params=("capture_id",),
+                )
+            },
+            "/v1/tasks": {
+                "post": operation(
+                    "addTask",
+                    "Record a task of the acting user's, the row a browse needs (for a "
+                    "platform that does not write the tasks table itself). Idempotent.",
+                    {201: ("The task.", "Task")},
+                    request="TaskRequest",
                 )
             },
             "/v1/browse": {

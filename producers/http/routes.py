@@ -224,6 +224,18 @@ def browse_options(data: dict[str, Any]) -> BrowseOptions:
     )
 
 
+@routes.post("/v1/tasks")
+async def add_task(request: web.Request) -> web.Response:
+    """Record a task of the acting user's (the minimal row a browse needs), for a platform
+    that does not write the ``tasks`` table itself. Idempotent; 403 if another user owns it."""
+    who = caller(request)
+    data = await json_body(request)
+    task_id = require_id("task_id", text(data, "task_id", required=True) or "")
+    return web.json_response(
+        await request.app[CLIENT].add_task(task_id, owner_id=who.user_id), status=201
+    )
+
+
 @routes.post("/v1/browse")
 async def browse(request: web.Request) -> web.Response:
     """Enqueue a browse for a task of the actor's; wait for its result (default) or answer

@@ -4,6 +4,7 @@ a producer client, all against the real services of this run."""
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -13,7 +14,8 @@ from playwright.async_api import Browser, async_playwright
 from producers.api import SessionsClient
 from schema.settings import Settings
 from tests.support.api import API_ADMIN, API_TOKEN
-from tests.support.logins import PASSWORD, LoginState
+from tests.support.logins import PASSWORD, UNREACHABLE, LoginState
+from tests.support.services import new_database
 from workers.browser.chromium import HEADLESS_ARGS
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, run_api, run_worker
@@ -69,7 +71,7 @@ def login_state(browser: Browser, site: FixtureSite) -> LoginState:
 def worker_settings(base_settings: Settings, site: FixtureSite) -> Settings:
     return dataclasses.replace(
         base_settings,
-        allow_private_hosts=frozenset({f"127.0.0.1:{site.port}"}),
+        allow_private_hosts=frozenset({f"127.0.0.1:{site.port}", UNREACHABLE}),
         metrics_port=free_port(),
         health_port=free_port(),
         browsers=1,
@@ -91,6 +93,14 @@ def browse_worker(
 async def client(worker_settings: Settings) -> AsyncIterator[SessionsClient]:
     async with SessionsClient.open(worker_settings) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+async def scratch_url(database_url: str) -> AsyncIterator[str]:
+    """A migrated database of the test module's own (an audit chain or key table no other
+    test writes to), dropped after the module."""
+    async with new_database(f"bs_scratch_{secrets.token_hex(4)}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -119,6 +119,20 @@ async def test_import_then_browse_with_and_without_waiting(
     assert capture["state"] == "saved", capture
     sid = started["session_id"]
     body = {"task_id": f"t-{secrets.token_hex(3)}", "session_id": sid, "url": site.url("/app")}
+    status, missing_task, _ = await call(api_url, "POST", "/v1/browse", headers=headers, body=body)
+    assert missing_task["error"]["code"] == "TASK_NOT_FOUND", missing_task
+    status, task, _ = await call(
+        api_url, "POST", "/v1/tasks", headers=headers, body={"task_id": body["task_id"]}
+    )
+    assert (status, task) == (201, {"task_id": body["task_id"], "owner_id": user})
+    status, taken, _ = await call(
+        api_url,
+        "POST",
+        "/v1/tasks",
+        headers=service_headers("other"),
+        body={"task_id": body["task_id"]},
+    )
+    assert (status, taken["error"]["code"]) == (403, "NOT_OWNER")
     status, result, _ = await call(api_url, "POST", "/v1/browse", headers=headers, body=body)
     assert status == 200 and result["outcome"] == "ok" and user in result["text"]
 

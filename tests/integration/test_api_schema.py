@@ -50,6 +50,9 @@ def existing_ids(api_url: str, site: FixtureSite) -> dict[str, str]:
         json={"label": "schema", "start_url": site.url("/app"), "logged_in_selector": "#x"},
         timeout=10,
     ).json()
+    requests.post(
+        f"{api_url}/v1/tasks", headers=headers, json={"task_id": "schema-task"}, timeout=10
+    ).raise_for_status()
     job = requests.post(
         f"{api_url}/v1/browse",
         headers=headers,

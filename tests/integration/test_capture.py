@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -17,9 +18,8 @@ from schema.results import BrowseResult
 from schema.settings import Settings
 from tests.support.logins import PASSWORD
 from tests.support.waiting import wait_for
-from workers.dev import totp
 from workers.dev.fixture_site import FixtureSite
-from workers.dev.liveview_user import LiveViewUser, log_in_to_fixture_site
+from workers.dev.liveview_user import LiveViewUser
 from workers.dev.processes import WorkerProcess, free_port, run_worker
 from workers.dev.scratch import scratch_queues
 
@@ -75,9 +75,7 @@ async def open_capture(
 
 
 async def log_in_through_live_view(user: LiveViewUser, site: FixtureSite, name: str) -> None:
-    await log_in_to_fixture_site(
-        user, site.url("/login?next=/app"), name, PASSWORD, lambda: totp.totp(TOTP_SECRET)
-    )
+    await user.log_in_with_two_steps(site.url("/login?next=/app"), name, PASSWORD, TOTP_SECRET)
 
 
 @pytest.mark.timeout(360)
@@ -94,8 +92,9 @@ async def test_login_through_live_view_then_browse(
     session_id, capture_id, url = await open_capture(capture_client, site, owner)
 
     async def browse(path: str) -> BrowseResult:
+        task = await capture_client.add_task(f"task-{secrets.token_hex(4)}", owner_id=owner)
         return await capture_client.browse(
-            task_id=f"task-{secrets.token_hex(4)}",
+            task_id=task["task_id"],
             owner_id=owner,
             session_id=session_id,
             url=site.url(path),
@@ -227,12 +226,17 @@ async def test_timeout(
     assert done.state is CaptureState.TIMED_OUT
 
 
+@pytest.mark.parametrize("group", [False, True], ids=["main-pid", "process-group"])
 async def test_worker_shutdown_interrupts_capture(
+    group: bool,
     capture_settings: Settings,
     tmp_path_factory: pytest.TempPathFactory,
     site: FixtureSite,
     db: asyncpg.Connection,
 ) -> None:
+    """SIGTERM to the main pid, or to the whole process group (systemd, a terminal): the
+    Playwright driver and Chromium are shielded from the group signal, so both end the
+    capture as ``interrupted`` and close its browser."""
     settings = dataclasses.replace(
         capture_settings,
         liveview_port=free_port(),
@@ -246,11 +250,14 @@ async def test_worker_shutdown_interrupts_capture(
             scratch_queues(settings.amqp_url, settings.queue_prefix),
             run_worker(settings, ["capture"], log_path) as worker,
         ):
-            session_id, capture_id, _ = await open_capture(client, site, "judy")
+            session_id, capture_id, _ = await open_capture(
+                client, site, "judy" if group else "karl"
+            )
             browsers = worker.chromium_pids()
             assert browsers
-        # run_worker's exit sent SIGTERM and waited for the worker to stop.
+            seconds = await asyncio.to_thread(worker.stop, group=group, timeout=30)
         done = await client.capture_status(capture_id)
+    assert seconds < 10
     assert done.state is CaptureState.INTERRUPTED
     assert all(not _alive(pid) for pid in browsers)
     row = await db.fetchrow(

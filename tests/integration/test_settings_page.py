@@ -128,13 +128,15 @@ async def test_add_log_in_in_the_dialog_save_and_see_active(
     # The platform's backend browses with it over HTTP.
     status, sessions = await api_call(api_url, "GET", "/v1/sessions", actor=user)
     session_id = sessions["sessions"][0]["id"]
+    task_id = f"t-{secrets.token_hex(3)}"
+    await api_call(api_url, "POST", "/v1/tasks", actor=user, body={"task_id": task_id})
     status, result = await api_call(
         api_url,
         "POST",
         "/v1/browse",
         actor=user,
         body={
-            "task_id": f"t-{secrets.token_hex(3)}",
+            "task_id": task_id,
             "session_id": session_id,
             "url": site.url("/app"),
             "timeout_s": 60,

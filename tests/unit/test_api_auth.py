@@ -135,6 +135,7 @@ def test_openapi_document_names_every_route() -> None:
         "/v1/captures/{capture_id}",
         "/v1/captures/{capture_id}/save",
         "/v1/captures/{capture_id}/cancel",
+        "/v1/tasks",
         "/v1/browse",
         "/v1/browse/{job_id}",
         "/v1/ui-links",

@@ -83,24 +83,27 @@ class StateStore:
                 plaintext = canonical_state(state, max_state_bytes=self.max_state_bytes)
                 async with conn.transaction():
                     row = await conn.fetchrow(
-                        "SELECT owner_id, status FROM browser_sessions WHERE id = $1 FOR UPDATE",
+                        "SELECT owner_id, status, version FROM browser_sessions WHERE id = $1 "
+                        "FOR UPDATE",
                         session_id,
                     )
                     _check_access(row, owner_id, saving=True)
                     key = await current_user_key(conn, self.provider, owner_id)
+                    version: int = row["version"] + 1  # bound into the ciphertext
                     enc = encrypt_bytes(
                         plaintext,
                         user_key=key.key,
                         owner_id=owner_id,
                         session_id=session_id,
                         key_version=key.version,
+                        row_version=version,
                     )
-                    version: int = await conn.fetchval(
+                    await conn.execute(
                         """UPDATE browser_sessions
                            SET enc_format = $2, enc_key_version = $3, enc_wrapped_key = $4,
-                               enc_nonce = $5, enc_ciphertext = $6, version = version + 1,
+                               enc_nonce = $5, enc_ciphertext = $6, version = $8,
                                status = $7, saved_at = now(), updated_at = now()
-                           WHERE id = $1 RETURNING version""",
+                           WHERE id = $1""",
                         session_id,
                         enc.format,
                         enc.key_version,
@@ -108,6 +111,7 @@ class StateStore:
                         enc.nonce,
                         enc.ciphertext,
                         SessionStatus.ACTIVE.value,
+                        version,
                     )
                     await self.audit.write(
                         conn, **audit, result=AuditResult.OK, detail=f"saved version {version}"
@@ -117,6 +121,7 @@ class StateStore:
             except BrowserSessionsError as exc:
                 await self._audit_failure(conn, exc, audit)
                 raise
+            await self.audit.checkpoint(conn)  # the save row committed with the state
             return version
 
     async def load(
@@ -169,7 +174,13 @@ class StateStore:
                     ciphertext=bytes(row["enc_ciphertext"]),
                 )
                 key = await user_key(conn, self.provider, owner_id, enc.key_version)
-                state = decrypt_state(enc, user_key=key, owner_id=owner_id, session_id=session_id)
+                state = decrypt_state(
+                    enc,
+                    user_key=key,
+                    owner_id=owner_id,
+                    session_id=session_id,
+                    row_version=row["version"],
+                )
             except BrowserSessionsError as exc:
                 if isinstance(exc, DecryptFailed | KeyError_):
                     self._events.decrypt_failed()

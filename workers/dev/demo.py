@@ -30,7 +30,7 @@ from playwright.async_api import Browser, async_playwright, expect
 
 from producers.api import SessionsClient
 from schema import queries
-from schema.audit import verify_database
+from schema.audit import verify_configured
 from schema.settings import Settings
 from workers.browser.chromium import HEADLESS_ARGS, find_chromium
 from workers.dev import totp
@@ -262,6 +262,7 @@ async def _story(
     demo.say(f"     session {session_id}: {sessions['sessions'][0]['status']}")
 
     async def browse(task_id: str) -> Any:
+        await api.call("POST", "/v1/tasks", actor=USER, body={"task_id": task_id})
         body = {"task_id": task_id, "session_id": session_id, "url": site.url("/app")}
         return await api.call("POST", "/v1/browse", actor=USER, body=body)
 
@@ -317,7 +318,7 @@ async def _story(
     await context.close()
 
     async def audit() -> None:
-        report = await verify_database(settings.database_url, settings.key_dir)
+        report = await verify_configured(settings)
         if not report.ok:
             raise RuntimeError(report.message)
         demo.say(f"     audit chain intact: {report.rows} rows")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from playwright.async_api import Browser, Frame, Page
 
+from workers.dev import totp
+
 
 @dataclass(frozen=True)
 class FrameInfo:
@@ -118,7 +120,10 @@ class LiveViewUser:
         deadline = asyncio.get_running_loop().time() + wait
         while fragment not in (await self.remote_url() or ""):
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"the remote page never reached a URL with {fragment!r}")
+                raise TimeoutError(
+                    f"the remote page never reached a URL with {fragment!r} "
+                    f"(it shows {await self.remote_url()!r})"
+                )
             await asyncio.sleep(0.1)
 
     async def wait_for_settled_frames(self, *, since: int, settle_s: float = 1.0) -> None:
@@ -139,6 +144,16 @@ class LiveViewUser:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"the capture never reached {state!r}")
             await asyncio.sleep(0.1)
+
+    async def log_in_with_two_steps(
+        self, login_page: str, username: str, password: str, totp_secret: str
+    ) -> None:
+        """Log in on the fixture site's two-step login through the live view: click the user
+        field of ``login_page``, type the name, Tab, the password, Enter; then the one-time
+        code of ``totp_secret`` (computed when the code page shows), Enter; wait for ``/app``."""
+        await log_in_to_fixture_site(
+            self, login_page, username, password, lambda: totp.totp(totp_secret)
+        )
 
 
 async def log_in_to_fixture_site(

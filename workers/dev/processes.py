@@ -46,6 +46,17 @@ def process_tree(root: int) -> list[int]:
     return found
 
 
+def chromium_pids(root: int) -> list[int]:
+    """The Chromium browser (main) processes below ``root`` (not their helper processes)."""
+    pids = []
+    for pid in process_tree(root)[1:]:
+        with contextlib.suppress(OSError):
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"chrom" in cmd[0] and not any(a.startswith(b"--type=") for a in cmd):
+                pids.append(pid)
+    return pids
+
+
 @dataclass
 class WorkerProcess:
     process: subprocess.Popen[bytes]
@@ -58,15 +69,63 @@ class WorkerProcess:
         """PIDs of every process below the worker (its dramatiq children and browsers)."""
         return process_tree(self.process.pid)[1:]
 
+    def _children(self, pid: int) -> list[int]:
+        return [child for child, (parent, _) in processes().items() if parent == pid]
+
+    def dramatiq_pid(self) -> int | None:
+        """dramatiq's main process (the supervisor's child), if running."""
+        for pid in self._children(self.process.pid):
+            with contextlib.suppress(OSError):
+                if b"dramatiq" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+        return None
+
+    def actor_pids(self) -> list[int]:
+        """dramatiq's worker processes (those that run actors: each has a Playwright
+        driver below it), not its fork processes."""
+        main = self.dramatiq_pid()
+        if main is None:
+            return []
+        return [pid for pid in self._children(main) if self._children(pid)]
+
+    def ready_count(self) -> int:
+        """How many times a worker process reported its resources open (restarts count)."""
+        return self.log().count('"worker_ready"')
+
+    def wait_ready(self, count: int, *, timeout: float = 60) -> None:
+        """Until ``count`` ``worker_ready`` lines are in the log (a restart adds one)."""
+        deadline = time.monotonic() + timeout
+        while self.ready_count() < count:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker not ready ({count}):\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+
+    def stop(self, *, group: bool = False, timeout: float = 60) -> float:
+        """SIGTERM to the worker's main pid (or to its whole process group, as systemd or a
+        terminal does); seconds until it exited."""
+        started = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            else:
+                self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        """SIGKILL to the worker and everything below it (dramatiq runs in its own session)."""
+        for pid in [self.process.pid, *self.descendants()]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait()
+
     def chromium_pids(self) -> list[int]:
         """The browser (main) processes the worker launched."""
-        pids = []
-        for pid in self.descendants():
-            with contextlib.suppress(OSError):
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                if b"chrom" in cmd[0] and not any(a.startswith(b"--type=") for a in cmd):
-                    pids.append(pid)
-        return pids
+        return chromium_pids(self.process.pid)
 
 
 @contextlib.contextmanager
@@ -76,6 +135,7 @@ def run_worker(
     log_path: Path,
     *,
     threads: int | None = None,
+    worker_processes: int = 1,
     ready_timeout: float = 60,
     **env: str,
 ) -> Iterator[WorkerProcess]:
@@ -83,6 +143,8 @@ def run_worker(
     (resources open) on entry, stopped with SIGTERM on exit. Its log (JSON) goes to
     ``log_path``, readable by this user only."""
     argv = ["worker", "--queues", *queues]
+    if worker_processes != 1:
+        argv += ["--processes", str(worker_processes)]
     if threads is not None:
         argv += ["--threads", str(threads)]
     with run_command(
@@ -140,12 +202,8 @@ def run_command(
             time.sleep(0.2)
         yield worker
     finally:
-        # SIGTERM to dramatiq's main process only, as tini / a container runtime does: it
-        # forwards one SIGTERM to each child (a second one makes a worker exit at once).
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        # SIGTERM to the main process only, as tini / a container runtime does: the
+        # supervisor forwards one SIGTERM to dramatiq, which forwards one to each child.
+        if process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.stop(timeout=30)

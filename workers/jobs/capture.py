@@ -30,6 +30,7 @@ from schema.settings import Settings
 from workers.browser.liveview import LiveViewServer
 from workers.browser.verdict import Verdict, decide
 from workers.crypto.store import StateStore
+from workers.guard.scope import scope_to_session
 from workers.jobs.imports import set_capture_state
 
 log = get_logger(__name__)
@@ -197,9 +198,10 @@ class CaptureService:
         )
         if verdict is not Verdict.LOGGED_IN:
             raise CaptureNotLoggedIn(f"not logged in yet: {reason}")
-        state = dict(await context.storage_state(indexed_db=True))
-        await _add_session_storage(state, pages)
-        with secret_values(state_secret_values(state)):
+        captured = dict(await context.storage_state(indexed_db=True))
+        await _add_session_storage(captured, pages)
+        with secret_values(state_secret_values(captured)):
+            state = scope_to_session(captured, session)
             async with self._db.acquire() as conn:
                 await self._store.save(
                     conn,

@@ -25,6 +25,7 @@ from workers.browser.restore import plan_restore
 from workers.browser.verdict import Verdict
 from workers.crypto.keys import KeyProvider
 from workers.crypto.store import StateStore
+from workers.guard.scope import scope_to_session
 from workers.jobs.browse import open_and_visit
 
 log = get_logger(__name__)
@@ -50,11 +51,20 @@ class ImportService:
         capture = await queries.get_capture(self._db, job.capture_id)
         if capture.state.is_final:
             return capture.state
+        if (capture.kind, capture.session_id, capture.owner_id) != (
+            "import",
+            job.session_id,
+            job.owner_id,
+        ):
+            # Not the import a producer started: a forged or misrouted message. Touch nothing.
+            log.warning("import_refused_mismatch")
+            return capture.state
         await set_capture_state(self._db, job.capture_id, CaptureState.SAVING, events=self._events)
         try:
-            state = self._open(job)
-            with secret_values(state_secret_values(state)):
+            opened = self._open(job)
+            with secret_values(state_secret_values(opened)):
                 session = await queries.get_session(self._db, job.session_id)
+                state = scope_to_session(opened, session)
                 plan = plan_restore(state)
                 outcome = await open_and_visit(
                     self._pool,
