@@ -32,6 +32,14 @@ pytestmark = pytest.mark.integration
 EN = LABELS["en"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def patient_expectations() -> Iterator[None]:
+    """The machine may be busy (2 cores shared by everything): wait longer than 5 s."""
+    expect.set_options(timeout=20_000)
+    yield
+    expect.set_options(timeout=5_000)
+
+
 @pytest.fixture(scope="module")
 def page_capture_worker(
     worker_settings: Settings, api_settings: Settings, tmp_path_factory: pytest.TempPathFactory

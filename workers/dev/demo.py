@@ -221,11 +221,11 @@ async def _story(
             pattern=site.url("/login") + "**",
         )
         await person.button("open_login_window", dialog).click()
-        await expect(dialog.get_by_text(words["error_url"])).to_be_visible()
+        await expect(dialog.get_by_text(words["error_url"])).to_be_visible(timeout=20_000)
         demo.say(f"     inline validation: {words['error_url']!r}")
         await dialog.get_by_label(words["start_url"], exact=True).fill(site.url("/app"))
         await person.button("open_login_window", dialog).click()
-        await expect(person.login_dialog()).to_be_visible()
+        await expect(person.login_dialog()).to_be_visible(timeout=20_000)
         await person.wait_for_capture_state("capture_open")
         demo.say(f"     login dialog open, capture state {words['capture_open']!r}")
 
@@ -255,7 +255,7 @@ async def _story(
         "log in inside the dialog's live view (click, type, password, 2FA code), Save: Active",
         lambda: log_in(shots["dialog"]),
     )
-    await expect(person.login_dialog()).to_be_hidden(timeout=10_000)
+    await expect(person.login_dialog()).to_be_hidden(timeout=20_000)
     await person.page.screenshot(path=str(shots["list"]))
     sessions = await api.call("GET", "/v1/sessions", actor=USER)
     session_id = sessions["sessions"][0]["id"]
@@ -303,7 +303,7 @@ async def _story(
 
     async def shows_expired() -> None:
         await person.wait_for_status(label, "status_expired")
-        await expect(person.button("relogin", person.row(label))).to_be_visible()
+        await expect(person.button("relogin", person.row(label))).to_be_visible(timeout=20_000)
         await person.page.screenshot(path=str(shots["expired"]))
 
     await demo.step("the settings page shows Expired with a Re-login button", shows_expired)

@@ -34,7 +34,9 @@ class SettingsPageUser:
 
     async def open(self, link: str) -> None:
         await self.page.goto(link)
-        await expect(self.page.get_by_role("heading", name=self.words["title"])).to_be_visible()
+        await expect(self.page.get_by_role("heading", name=self.words["title"])).to_be_visible(
+            timeout=self._timeout_ms
+        )
 
     def button(self, key: str, scope: Locator | Page | None = None) -> Locator:
         return (scope or self.page).get_by_role("button", name=self.words[key])
@@ -72,11 +74,11 @@ class SettingsPageUser:
             label=label, start_url=start_url, selector=selector, pattern=pattern
         )
         await self.button("open_login_window", dialog).click()
-        await expect(self.login_dialog()).to_be_visible()
+        await expect(self.login_dialog()).to_be_visible(timeout=self._timeout_ms)
 
     async def relogin(self, label: str) -> None:
         await self.button("relogin", self.row(label)).click()
-        await expect(self.login_dialog()).to_be_visible()
+        await expect(self.login_dialog()).to_be_visible(timeout=self._timeout_ms)
 
     async def live_view(self) -> LiveViewUser:
         """The live view inside the login dialog, once it shows the remote browser."""
