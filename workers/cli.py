@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from producers import cli as producer_cli
-from schema.errors import BrowserSessionsError, InvalidInput
+from schema.errors import BrowserSessionsError, ConfigError, InvalidInput
 from schema.jobs import QUEUES
 from schema.settings import Settings
 
@@ -93,7 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings, queues=args.queues, processes=args.processes, threads=args.threads
             )
         if args.command == "demo":  # human progress lines, ending with PASSED or FAILED
-            from workers.dev.demo import run_demo
+            try:
+                from workers.dev.demo import run_demo
+            except ModuleNotFoundError as exc:  # the worker image ships the runtime only
+                if not (exc.name or "").startswith("workers.dev"):
+                    raise
+                raise ConfigError(
+                    "the demo is development tooling, not installed here: run it from a checkout"
+                ) from None
 
             return 0 if asyncio.run(run_demo(settings)) else 1
     except BrowserSessionsError as err:

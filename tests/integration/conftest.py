@@ -4,6 +4,7 @@ a producer client, all against the real services of this run."""
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from playwright.async_api import Browser, async_playwright
 from producers.api import SessionsClient
 from schema.settings import Settings
 from tests.support.logins import PASSWORD, LoginState
+from tests.support.services import new_database
 from workers.browser.chromium import HEADLESS_ARGS
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, run_worker
@@ -90,3 +92,11 @@ def browse_worker(
 async def client(worker_settings: Settings) -> AsyncIterator[SessionsClient]:
     async with SessionsClient.open(worker_settings) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+async def scratch_url(database_url: str) -> AsyncIterator[str]:
+    """A migrated database of the test module's own (an audit chain or key table no other
+    test writes to), dropped after the module."""
+    async with new_database(f"bs_scratch_{secrets.token_hex(4)}") as url:
+        yield url

@@ -37,7 +37,6 @@ from schema.audit import (
 from schema.enums import AuditAction, AuditResult
 from schema.errors import AuditWriteFailed
 from tests.support.events import RecordingEvents
-from tests.support.services import new_database
 
 pytestmark = pytest.mark.integration
 
@@ -46,12 +45,6 @@ WORKERS = AuditSigner(side="workers", private_key=secrets.token_bytes(32))
 KEYS = AuditKeys.of(PRODUCERS, WORKERS)
 ORCHESTRATOR = "browser_sessions_orchestrator"
 WORKER = "browser_sessions_worker"
-
-
-@pytest.fixture(scope="module")
-async def scratch_url(database_url: str) -> AsyncIterator[str]:
-    async with new_database(f"bs_audit_{secrets.token_hex(4)}") as url:
-        yield url
 
 
 @pytest.fixture

@@ -450,7 +450,7 @@ async def test_import_keeps_only_the_sessions_site(
     worker_settings: Any,
 ) -> None:
     from schema.audit import AuditLog
-    from workers.crypto.keys import LocalFileKeyProvider
+    from workers.crypto.keys import provider_from_settings
     from workers.crypto.store import StateStore
 
     state = await login_state("alice")
@@ -467,7 +467,7 @@ async def test_import_keeps_only_the_sessions_site(
         state=json.dumps(state).encode(),
         logged_in_selector="#whoami",
     )
-    provider = LocalFileKeyProvider(key_dir=worker_settings.key_dir)
+    provider = provider_from_settings(worker_settings)
     store = StateStore(provider=provider, audit=AuditLog(signer=provider.audit_signer()))
     stored = await store.load(
         client.db,

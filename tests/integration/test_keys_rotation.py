@@ -24,7 +24,6 @@ import pytest
 
 from schema.audit import AuditKeys, AuditLog, verify
 from schema.errors import InvalidInput, KeyError_
-from tests.support.services import new_database
 from workers.crypto.keys import LocalFileKeyProvider
 from workers.crypto.store import StateStore
 from workers.crypto.user_keys import (
@@ -38,12 +37,6 @@ from workers.crypto.user_keys import (
 pytestmark = pytest.mark.integration
 
 PAYLOAD = "enc_format, enc_key_version, enc_wrapped_key, enc_nonce, enc_ciphertext"
-
-
-@pytest.fixture(scope="module")
-async def scratch_url(database_url: str) -> AsyncIterator[str]:
-    async with new_database(f"bs_rotate_{secrets.token_hex(4)}") as url:
-        yield url
 
 
 @pytest.fixture

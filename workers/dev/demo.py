@@ -28,7 +28,6 @@ from schema.audit import verify_configured
 from schema.enums import CaptureState
 from schema.settings import Settings
 from workers.browser.chromium import HEADLESS_ARGS, find_chromium
-from workers.dev import totp
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import LiveViewUser
 from workers.dev.processes import free_port, run_worker
@@ -169,16 +168,9 @@ async def _story(
         try:
             user = LiveViewUser(viewer=await context.new_page(), browser=browser)
             await user.open(url)
-            await user.wait_for_remote_url("/login")
-            x, y = await user.locate(site.url("/login?next=/app"), "#username")
-            await user.click_remote(x, y)
-            await user.type(USER)
-            await user.press("Tab")
-            await user.type(PASSWORD)
-            await user.press("Enter", settle=True)
-            await user.type(totp.totp(TOTP_SECRET))
-            await user.press("Enter")
-            await user.wait_for_remote_url("/app")
+            await user.log_in_with_two_steps(
+                site.url("/login?next=/app"), USER, PASSWORD, TOTP_SECRET
+            )
             await _sleep(1.0)  # let the logged-in page paint before the screenshot
             if shot is not None:
                 await user.viewer.screenshot(path=str(shot))

@@ -46,6 +46,17 @@ def process_tree(root: int) -> list[int]:
     return found
 
 
+def chromium_pids(root: int) -> list[int]:
+    """The Chromium browser (main) processes below ``root`` (not their helper processes)."""
+    pids = []
+    for pid in process_tree(root)[1:]:
+        with contextlib.suppress(OSError):
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"chrom" in cmd[0] and not any(a.startswith(b"--type=") for a in cmd):
+                pids.append(pid)
+    return pids
+
+
 @dataclass
 class WorkerProcess:
     process: subprocess.Popen[bytes]
@@ -60,13 +71,7 @@ class WorkerProcess:
 
     def chromium_pids(self) -> list[int]:
         """The browser (main) processes the worker launched."""
-        pids = []
-        for pid in self.descendants():
-            with contextlib.suppress(OSError):
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                if b"chrom" in cmd[0] and not any(a.startswith(b"--type=") for a in cmd):
-                    pids.append(pid)
-        return pids
+        return chromium_pids(self.process.pid)
 
 
 @contextlib.contextmanager
