@@ -139,7 +139,9 @@ class BrowserPool:
                 raise BrowserCrashed(f"could not open a context: {type(exc).__name__}") from None
             try:
                 yield context
-            except PlaywrightError as exc:
+            except Exception as exc:
+                # The job maps Playwright errors to its own codes (a dead browser fails the
+                # navigation too); a browser that is gone is the real cause, whatever the code.
                 if self._check_alive(pooled):
                     raise
                 raise BrowserCrashed("the browser went away during the job") from exc
