@@ -251,12 +251,13 @@ def retries_by_code(worker: WorkerProcess) -> collections.Counter[str]:
 # -- scenarios: each returns its row; none takes longer than DEADLINE_S ---------------------
 
 
-async def actor_kill9(rig: Rig) -> Row:
-    """kill -9 of one of two actor processes with jobs in flight: the supervisor restarts
-    dramatiq; RabbitMQ redelivers the killed process's jobs."""
+async def actor_kill9(rig: Rig, *, processes: int = 2) -> Row:
+    """kill -9 of one actor process (of ``processes``) with jobs in flight: dramatiq stops
+    the others after their jobs, the supervisor starts it again, RabbitMQ redelivers the
+    killed process's jobs."""
     deadline = time.monotonic() + DEADLINE_S
-    with rig.worker(processes=2, browsers=1, contexts_per_browser=2) as worker:
-        worker.wait_ready(2)
+    with rig.worker(processes=processes, browsers=1, contexts_per_browser=2) as worker:
+        worker.wait_ready(processes)
         async with rig.client() as client:
             load = Load(client, "faults-kill", await rig.session(client, "faults-kill"))
             await load.send(rig.site_url(f"/slow?ms={SLOW_MS}"), 8)
@@ -270,7 +271,7 @@ async def actor_kill9(rig: Rig) -> Row:
                 deadline=deadline,
                 fault_end=fault_end,
             )
-        row.note = f"restarts: {max(worker.ready_count() - 2, 0) // 2}"
+        row.note = f"restarts: {max(worker.ready_count() - processes, 0) // processes}"
     return row
 
 
@@ -364,16 +365,15 @@ async def backlog_restart(rig: Rig) -> Row:
         load = Load(client, SHARED_OWNER, await _session_with_worker(rig, client, SHARED_OWNER))
         await load.send(rig.site_url("/public"), 12)
         fault_end = time.time()
-        with rig.worker(browsers=1, contexts_per_browser=2):
+        with rig.worker(browsers=1, contexts_per_browser=2) as worker:
             row = await load.row(
                 "restart with a backlog",
                 rig.settings.database_url,
                 deadline=deadline,
                 fault_end=fault_end,
             )
-            results = await load.results(rig.settings.database_url)
-    retried = sum(1 for r in results.values() if r["attempts"] > 1)
-    row.note = f"retried: {retried}"
+        retried = retries_by_code(worker)  # attempts that failed, of any kind
+    row.note = "retried: " + (", ".join(f"{k}x{v}" for k, v in retried.items()) or "0")
     return row
 
 
