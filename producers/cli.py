@@ -85,6 +85,8 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--timeout", type=float, default=30.0, help="navigation timeout, seconds")
     b.add_argument("--result-timeout", type=float, default=None)
 
+    sub.add_parser("api", help="the HTTP API and the settings page")
+
     au = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     av = au.add_parser(
         "verify", help="check the chain against the configured checkpoints; lists every break"
@@ -197,6 +199,12 @@ async def _audit(args: argparse.Namespace, settings: Settings) -> Any:
     return report.to_dict()
 
 
+async def _api(args: argparse.Namespace, settings: Settings) -> Any:
+    from producers.http.app import serve_forever
+
+    return await serve_forever(settings)
+
+
 class ExitWith(Exception):
     """Print this JSON and exit with this code."""
 
@@ -213,6 +221,7 @@ HANDLERS: dict[str, Handler] = {
     "tasks": _tasks,
     "browse": _browse,
     "audit": _audit,
+    "api": _api,
 }
 
 

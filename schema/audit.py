@@ -380,12 +380,18 @@ class AuditLog:
         self.checkpoints.append(checkpoint_line(self.signer, chain_id, row_id, row_hash))
 
     async def checkpoint(self, conn: Any) -> int | None:
-        """Checkpoint the committed head now (e.g. at shutdown); returns its row id."""
+        """Checkpoint the committed head now; returns its row id. For callers whose rows went
+        in inside their own transaction, once it has committed (``conn``: a connection or a
+        pool; nothing is done inside a transaction, whose rows may still roll back)."""
+        if self.checkpoints is None:
+            return None
+        if not isinstance(conn, asyncpg.Pool) and conn.is_in_transaction():
+            return None
         head = await conn.fetchrow(
             "SELECT c.chain_id, h.last_id, h.last_hash FROM audit_chain c "
             "JOIN audit_head h ON h.singleton WHERE c.singleton"
         )
-        if head is None or self.checkpoints is None:
+        if head is None:
             return None
         self._checkpoint(head["chain_id"], head["last_id"], bytes(head["last_hash"]))
         return int(head["last_id"])

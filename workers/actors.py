@@ -33,7 +33,7 @@ from workers.jobs.capture import CaptureService
 from workers.jobs.expiry import ExpiryService
 from workers.jobs.imports import ImportService
 from workers.runtime.broker import build_broker, never_retry, retry_transient
-from workers.runtime.middleware import INTERNAL_ERROR, current_job
+from workers.runtime.middleware import INTERNAL_ERROR, JobReport, current_job
 from workers.runtime.resources import Resources, WorkerResources
 from workers.runtime.retries import RequeueLater, will_retry
 
@@ -41,6 +41,13 @@ settings = get_settings()
 configure_logging(level=settings.log_level, fmt=settings.log_format)
 resources = WorkerResources(settings)
 broker = build_broker(settings, resources=resources)
+
+
+def _begin(**ids: Any) -> tuple[JobReport, Resources]:
+    """Name what the job works on (for its summary and its log lines); the worker's resources."""
+    report = current_job()
+    report.bind(**ids)
+    return report, resources.get()
 
 
 async def _capture_code(db: Any, capture_id: str, state: CaptureState) -> str:
@@ -149,10 +156,8 @@ async def _store_final_failure(job: BrowseJob, exc: BaseException, *, attempts: 
 )
 async def expire(payload: dict[str, Any]) -> None:
     """Mark the session expired, fail the task, post one comment."""
-    report = current_job()
     job = ExpireJob.from_message(payload)
-    report.bind(job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
-    res = resources.get()
+    report, res = _begin(job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
     report.extra["comment_posted"] = await ExpiryService(
         db=res.db, audit=res.audit, events=res.events
     ).run(job)
@@ -166,10 +171,8 @@ async def expire(payload: dict[str, Any]) -> None:
 )
 async def import_state(payload: dict[str, Any]) -> None:
     """Open a sealed storageState, verify it is logged in, store it encrypted."""
-    report = current_job()
     job = ImportJob.from_message(payload)
-    report.bind(job_id=job.capture_id, session_id=job.session_id)
-    res = resources.get()
+    report, res = _begin(job_id=job.capture_id, session_id=job.session_id)
     assert res.pool is not None, "this worker does not consume the browse queue"
     state = await ImportService(
         db=res.db, pool=res.pool, store=res.store, provider=res.provider, events=res.events
@@ -188,10 +191,8 @@ async def import_state(payload: dict[str, Any]) -> None:
 )
 async def capture(payload: dict[str, Any]) -> None:
     """Hold a live-view browser for a login until save, cancel or timeout."""
-    report = current_job()
     job = CaptureJob.from_message(payload)
-    report.bind(job_id=job.capture_id, session_id=job.session_id)
-    res = resources.get()
+    report, res = _begin(job_id=job.capture_id, session_id=job.session_id)
     assert res.liveview is not None, "this worker does not consume the capture queue"
     final = await CaptureService(
         settings=settings,

@@ -4,6 +4,7 @@ a producer client, all against the real services of this run."""
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -12,10 +13,12 @@ from playwright.async_api import Browser, async_playwright
 
 from producers.api import SessionsClient
 from schema.settings import Settings
+from tests.support.api import API_ADMIN, API_TOKEN
 from tests.support.logins import PASSWORD, UNREACHABLE, LoginState
+from tests.support.services import new_database
 from workers.browser.chromium import HEADLESS_ARGS
 from workers.dev.fixture_site import FixtureSite
-from workers.dev.processes import WorkerProcess, free_port, run_worker
+from workers.dev.processes import WorkerProcess, free_port, run_api, run_worker
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +93,27 @@ def browse_worker(
 async def client(worker_settings: Settings) -> AsyncIterator[SessionsClient]:
     async with SessionsClient.open(worker_settings) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+async def scratch_url(database_url: str) -> AsyncIterator[str]:
+    """A migrated database of the test module's own (an audit chain or key table no other
+    test writes to), dropped after the module."""
+    async with new_database(f"bs_scratch_{secrets.token_hex(4)}") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def api_settings(worker_settings: Settings) -> Settings:
+    """Settings of the HTTP API for this run (its own port, a known token and admin)."""
+    return dataclasses.replace(
+        worker_settings, api_port=free_port(), api_token=API_TOKEN, admins=frozenset({API_ADMIN})
+    )
+
+
+@pytest.fixture(scope="session")
+def api_url(api_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``browser-sessions api`` process; its base URL."""
+    log_path = tmp_path_factory.mktemp("api") / "api.log"
+    with run_api(api_settings, log_path):
+        yield f"http://127.0.0.1:{api_settings.api_port}"

@@ -37,7 +37,6 @@ from schema.audit import (
 from schema.enums import AuditAction, AuditResult
 from schema.errors import AuditWriteFailed
 from tests.support.events import RecordingEvents
-from tests.support.services import new_database
 
 pytestmark = pytest.mark.integration
 
@@ -46,12 +45,6 @@ WORKERS = AuditSigner(side="workers", private_key=secrets.token_bytes(32))
 KEYS = AuditKeys.of(PRODUCERS, WORKERS)
 ORCHESTRATOR = "browser_sessions_orchestrator"
 WORKER = "browser_sessions_worker"
-
-
-@pytest.fixture(scope="module")
-async def scratch_url(database_url: str) -> AsyncIterator[str]:
-    async with new_database(f"bs_audit_{secrets.token_hex(4)}") as url:
-        yield url
 
 
 @pytest.fixture
@@ -399,3 +392,22 @@ async def test_detail_is_scrubbed_and_bounded(conn: Any, workers: AuditLog) -> N
     detail = await conn.fetchval("SELECT detail FROM audit_log WHERE id = $1", row_id)
     assert "abc123secret" not in detail and len(detail) <= 500
     assert (await check(conn)).ok
+
+
+async def test_a_row_written_in_a_callers_transaction_is_checkpointed_after_commit(
+    conn: Any, workers: AuditLog, checkpoint_path: Path
+) -> None:
+    await write_rows(conn, workers, 2)
+    async with conn.transaction():
+        last = await workers.write(conn, actor_id="a", action="revoke", result="ok")
+        assert await workers.checkpoint(conn) is None  # may still roll back: not yet
+    assert await workers.checkpoint(conn) == last
+    # Cut exactly that row and put the head back: the checkpoint still names it.
+    await tamper(conn, "DELETE FROM audit_log WHERE id = $1", last)
+    await conn.execute(
+        "UPDATE audit_head SET last_id = $1, "
+        "last_hash = (SELECT row_hash FROM audit_log WHERE id = $1)",
+        last - 1,
+    )
+    report = await check(conn, checkpoint_path)
+    assert (report.problem, report.first_bad_id) == ("truncated", last)

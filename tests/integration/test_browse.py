@@ -560,6 +560,8 @@ async def test_import_keeps_only_the_sessions_site(
     login_state: LoginState,
     worker_settings: Any,
 ) -> None:
+    from schema.audit import AuditLog
+    from workers.crypto.keys import provider_from_settings
     from workers.crypto.store import StateStore
 
     state = await login_state("alice")
@@ -576,7 +578,9 @@ async def test_import_keeps_only_the_sessions_site(
         state=json.dumps(state).encode(),
         logged_in_selector="#whoami",
     )
-    stored = await StateStore.from_settings(worker_settings).load(
+    provider = provider_from_settings(worker_settings)
+    store = StateStore(provider=provider, audit=AuditLog(signer=provider.audit_signer()))
+    stored = await store.load(
         client.db,
         session_id=created["session_id"],
         owner_id="alice",

@@ -18,7 +18,6 @@ from schema.results import BrowseResult
 from schema.settings import Settings
 from tests.support.logins import PASSWORD
 from tests.support.waiting import wait_for
-from workers.dev import totp
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import LiveViewUser
 from workers.dev.processes import WorkerProcess, free_port, run_worker
@@ -76,16 +75,7 @@ async def open_capture(
 
 
 async def log_in_through_live_view(user: LiveViewUser, site: FixtureSite, name: str) -> None:
-    await user.wait_for_remote_url("/login")
-    x, y = await user.locate(site.url("/login?next=/app"), "#username")
-    await user.click_remote(x, y)
-    await user.type(name)
-    await user.press("Tab")
-    await user.type(PASSWORD)
-    await user.press("Enter", settle=True)  # the two-step page loads; its code field has focus
-    await user.type(totp.totp(TOTP_SECRET))
-    await user.press("Enter")
-    await user.wait_for_remote_url("/app")
+    await user.log_in_with_two_steps(site.url("/login?next=/app"), name, PASSWORD, TOTP_SECRET)
 
 
 @pytest.mark.timeout(360)

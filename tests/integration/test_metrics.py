@@ -37,16 +37,13 @@ SUMMARY_FIELDS = ("job_id", "actor", "task_id", "session_id", "outcome", "error_
 
 
 @pytest.fixture(scope="module")
-def ops_settings(base_settings: Settings, site: FixtureSite) -> Settings:
+def ops_settings(worker_settings: Settings) -> Settings:
     """This module's own queues and ports: no other test's worker takes its jobs or ports."""
     return dataclasses.replace(
-        base_settings,
-        queue_prefix=f"{base_settings.queue_prefix}ops.",
-        allow_private_hosts=frozenset({f"127.0.0.1:{site.port}"}),
+        worker_settings,
+        queue_prefix=f"{worker_settings.queue_prefix}ops.",
         metrics_port=free_port(),
         health_port=free_port(),
-        browsers=1,
-        contexts_per_browser=2,
     )
 
 

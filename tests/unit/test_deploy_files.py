@@ -4,6 +4,7 @@ metric in the alert rules and the dashboard is one the workers, dramatiq or Rabb
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shlex
@@ -262,6 +263,38 @@ def test_dockerfile() -> None:
                 path = ROOT / source
                 # README.md is written with the docs; everything else must be here now.
                 assert path.exists() or source == "README.md", source
+
+
+def _ignored(rel: str, patterns: list[str]) -> bool:
+    """Whether the build context leaves out ``rel`` (a path, or one of its parent folders)."""
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        if pattern.startswith("**/"):
+            if any(fnmatch.fnmatch(part, pattern[3:]) for part in parts):
+                return True
+        elif any(fnmatch.fnmatch(prefix, pattern) for prefix in prefixes):
+            return True
+    return False
+
+
+def test_the_image_is_built_from_the_runtime_only() -> None:
+    """The build context (deploy/Dockerfile.dockerignore, read by BuildKit for
+    deploy/Dockerfile) holds the runtime packages and leaves out dev tooling and tests."""
+    lines = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    files = [
+        p.relative_to(ROOT).as_posix()
+        for package in ("schema", "producers", "workers")
+        for p in (ROOT / package).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
+    shipped = {f for f in files if not _ignored(f, patterns)}
+    assert not {f for f in shipped if f.startswith("workers/dev/")}
+    assert _ignored("tests/unit/test_layout.py", patterns)
+    runtime = {f for f in files if not f.startswith("workers/dev/") and not f.endswith(".pyc")}
+    assert runtime <= shipped, sorted(runtime - shipped)
+    assert {"workers/browser/static/liveview.html", "schema/migrations/0001_core.sql"} <= shipped
 
 
 # -- Kubernetes -------------------------------------------------------------------------

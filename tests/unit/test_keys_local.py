@@ -105,8 +105,12 @@ async def test_versions_rewrap_and_retire(keys: Path) -> None:
     assert await provider.current_root_key_id() == "local:2"
     v2, rewrapped = await provider.rewrap(v1, wrapped, aad=b"a")
     assert v2 == "local:2" and rewrapped != wrapped
-    await provider.retire_root_version("local:1")
-    assert (keys / "root-v1.key.retired").exists()
+    material = (keys / "root-v1.key").read_bytes()
+    os.link(keys / "root-v1.key", keys.parent / "same-inode")
+    assert await provider.retire_root_version("local:1") is True
+    assert not (keys / "root-v1.key").exists()
+    assert (keys / "root-v1.key.retired").stat().st_size == 0  # a marker, no material
+    assert (keys.parent / "same-inode").read_bytes() != material  # overwritten in place
     with pytest.raises(KeyError_, match="retired"):
         await provider.unwrap(v1, wrapped, aad=b"a")
     assert await provider.unwrap(v2, rewrapped, aad=b"a") == b"m" * 32

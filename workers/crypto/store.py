@@ -121,6 +121,7 @@ class StateStore:
             except BrowserSessionsError as exc:
                 await self._audit_failure(conn, exc, audit)
                 raise
+            await self.audit.checkpoint(conn)  # the save row committed with the state
             return version
 
     async def load(

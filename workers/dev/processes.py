@@ -1,5 +1,5 @@
-"""Start a real ``browser-sessions worker`` subprocess with given settings (demo, tests,
-benchmarks), and look at process trees through ``/proc``."""
+"""Start a real ``browser-sessions worker`` (or ``api``) subprocess with given settings (demo,
+tests, benchmarks), and look at process trees through ``/proc``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,17 @@ def process_tree(root: int) -> list[int]:
         found.extend(children)
         frontier.extend(children)
     return found
+
+
+def chromium_pids(root: int) -> list[int]:
+    """The Chromium browser (main) processes below ``root`` (not their helper processes)."""
+    pids = []
+    for pid in process_tree(root)[1:]:
+        with contextlib.suppress(OSError):
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"chrom" in cmd[0] and not any(a.startswith(b"--type=") for a in cmd):
+                pids.append(pid)
+    return pids
 
 
 @dataclass
@@ -114,13 +125,7 @@ class WorkerProcess:
 
     def chromium_pids(self) -> list[int]:
         """The browser (main) processes the worker launched."""
-        pids = []
-        for pid in self.descendants():
-            with contextlib.suppress(OSError):
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                if b"chrom" in cmd[0] and not any(a.startswith(b"--type=") for a in cmd):
-                    pids.append(pid)
-        return pids
+        return chromium_pids(self.process.pid)
 
 
 @contextlib.contextmanager
@@ -137,21 +142,50 @@ def run_worker(
     """A worker on ``queues`` (``threads`` per process: the CLI's default when None), ready
     (resources open) on entry, stopped with SIGTERM on exit. Its log (JSON) goes to
     ``log_path``, readable by this user only."""
+    argv = ["worker", "--queues", *queues]
+    if worker_processes != 1:
+        argv += ["--processes", str(worker_processes)]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
+    with run_command(
+        argv, settings, log_path, ready_marker="worker_ready", ready_timeout=ready_timeout, **env
+    ) as worker:
+        yield worker
+
+
+@contextlib.contextmanager
+def run_api(
+    settings: Settings, log_path: Path, *, ready_timeout: float = 30, **env: str
+) -> Iterator[WorkerProcess]:
+    """``browser-sessions api`` on ``settings.api_host:api_port``, listening on entry."""
+    with run_command(
+        ["api"], settings, log_path, ready_marker="api_started", ready_timeout=ready_timeout, **env
+    ) as api:
+        yield api
+
+
+@contextlib.contextmanager
+def run_command(
+    argv: list[str],
+    settings: Settings,
+    log_path: Path,
+    *,
+    ready_marker: str,
+    ready_timeout: float = 60,
+    **env: str,
+) -> Iterator[WorkerProcess]:
+    """A ``browser-sessions`` subprocess, ready once its log shows ``ready_marker``; stopped
+    with SIGTERM on exit."""
     full_env = {
         **os.environ,
         **settings.to_env(),
         "BROWSER_SESSIONS_LOG_FORMAT": "json",
         **env,
     }
-    command = [sys.executable, "-m", "workers.cli", "worker", "--queues", *queues]
-    if worker_processes != 1:
-        command += ["--processes", str(worker_processes)]
-    if threads is not None:
-        command += ["--threads", str(threads)]
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         process = subprocess.Popen(
-            command,
+            [sys.executable, "-m", "workers.cli", *argv],
             env=full_env,
             stdout=log_fd,
             stderr=subprocess.STDOUT,
@@ -162,9 +196,9 @@ def run_worker(
     worker = WorkerProcess(process, log_path)
     try:
         deadline = time.monotonic() + ready_timeout
-        while "worker_ready" not in worker.log():
+        while ready_marker not in worker.log():
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{worker.log()[-4000:]}")
+                raise RuntimeError(f"{argv[0]} did not start:\n{worker.log()[-4000:]}")
             time.sleep(0.2)
         yield worker
     finally:

@@ -38,6 +38,11 @@ class ExpiryService:
 
     async def run(self, job: ExpireJob) -> bool:
         """Apply the expiry; True if a new comment was posted."""
+        posted = await self._apply(job)
+        await self._audit.checkpoint(self._db)  # its audit row committed with the change
+        return posted
+
+    async def _apply(self, job: ExpireJob) -> bool:
         async with self._db.acquire() as conn, conn.transaction():
             try:
                 session = await queries.get_session(conn, job.session_id)

@@ -13,13 +13,11 @@ so it is scraped (as zero) from process start.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
-from types import TracebackType
 from typing import Protocol
 
 from dramatiq.middleware import Middleware
@@ -28,9 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from schema.enums import FINAL_CAPTURE_STATES, CaptureState
 from schema.errors import ALL_ERRORS
 from schema.jobs import ACTOR_QUEUES
-from schema.logs import get_logger
-
-log = get_logger(__name__)
+from workers.runtime.periodic import every
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DRAMATIQ_DB_ENV = "dramatiq_prom_db"  # dramatiq's own (lower-case) variable
@@ -244,58 +240,30 @@ class _HasViewers(Protocol):
     def viewers(self) -> int: ...
 
 
-class GaugeSampler:
-    """Copies gauges from live objects on the worker's loop every ``interval``.
-
-    ``async with GaugeSampler(pool=resources.pool, liveview=resources.liveview): ...``
-    (either may be None: a worker without that part).
+@contextlib.asynccontextmanager
+async def sampling_gauges(
+    *,
+    pool: _HasStats | None = None,
+    liveview: _HasViewers | None = None,
+    interval: timedelta = timedelta(seconds=5),
+) -> AsyncIterator[None]:
+    """Copies gauges from live objects on the worker's loop every ``interval`` while the
+    block runs, and zeroes them at its end. Either source may be None (a worker without
+    that part). Only genuine gauges are sampled; events are reported (:class:`MetricEvents`).
     """
 
-    def __init__(
-        self,
-        *,
-        pool: _HasStats | None = None,
-        liveview: _HasViewers | None = None,
-        interval: timedelta = timedelta(seconds=5),
-    ) -> None:
-        self._pool = pool
-        self._liveview = liveview
-        self._interval = interval.total_seconds()
-        self._task: asyncio.Task[None] | None = None
-
-    def sample(self) -> None:
-        """Read the sources once (also called on entry and exit)."""
-        if self._pool is not None:
-            stats = self._pool.stats()
+    def sample() -> None:
+        if pool is not None:
+            stats = pool.stats()
             set_pool_stats(stats["browsers"], stats["contexts_in_use"], stats.get("capacity"))
-        if self._liveview is not None:
-            set_liveview_viewers(self._liveview.viewers)
+        if liveview is not None:
+            set_liveview_viewers(liveview.viewers)
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                self.sample()
-            except Exception as exc:  # a metrics hiccup must never stop the worker
-                log.warning("metrics_sample_failed", error=type(exc).__name__)
-
-    async def __aenter__(self) -> GaugeSampler:
-        self.sample()
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._pool is not None:
+    try:
+        async with every(interval, sample, failure_event="metrics_sample_failed"):
+            yield
+    finally:
+        if pool is not None:
             set_pool_stats(0, 0, 0)
-        if self._liveview is not None:
+        if liveview is not None:
             set_liveview_viewers(0)

@@ -135,7 +135,7 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
                 )
             )
         await stack.enter_async_context(
-            metrics.GaugeSampler(pool=resources.pool, liveview=resources.liveview)
+            metrics.sampling_gauges(pool=resources.pool, liveview=resources.liveview)
         )
         return resources
     except BaseException:

@@ -41,6 +41,7 @@ from workers.browser.pool import LEAN_CONTEXT_ARGS, LEAN_DISABLED_FEATURES
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, process_tree, processes, run_worker
 from workers.dev.scratch import admin_url, delete_queues, scratch_database
+from workers.runtime.periodic import every
 
 USER = "bench"
 PAGE = "/app"
@@ -422,29 +423,14 @@ async def settled_memory(worker: WorkerTree, settle: timedelta) -> Memory:
     return worker.memory()
 
 
-class PeakSampler:
-    """Samples the worker tree's memory every ``interval`` while the block runs."""
-
-    def __init__(self, *, worker: WorkerTree, interval: timedelta = timedelta(seconds=2)) -> None:
-        self._worker = worker
-        self._interval = _seconds(interval)
-        self.samples: list[Memory] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> PeakSampler:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            self.samples.append(self._worker.memory())
-            await asyncio.sleep(self._interval)
+@contextlib.asynccontextmanager
+async def memory_samples(
+    worker: WorkerTree, interval: timedelta = timedelta(seconds=2)
+) -> AsyncIterator[list[Memory]]:
+    """The worker tree's memory, sampled every ``interval`` while the block runs."""
+    samples: list[Memory] = []
+    async with every(interval, lambda: samples.append(worker.memory())):
+        yield samples
 
 
 # ----- the benchmark ---------------------------------------------------------------------
@@ -590,7 +576,7 @@ async def _run_all(
             if config.memory_jobs:
                 memory["timed"] = await settled_memory(worker, config.memory_settle)
                 done, chunks = 0, []
-                async with PeakSampler(worker=worker) as sampler:
+                async with memory_samples(worker) as samples:
                     for count in _split(config.memory_jobs, config.memory_checkpoints):
                         chunks.append(await run("memory", count, system))
                         done += count
@@ -599,7 +585,7 @@ async def _run_all(
                             (config.jobs + done, await settled_memory(worker, config.memory_settle))
                         )
                 paths["memory"] = merge("memory", chunks)
-                peak = max(sampler.samples, key=lambda m: m.rss_kb, default=None)
+                peak = max(samples, key=lambda m: m.rss_kb, default=None)
             memory["end"] = (
                 trend[-1][1] if trend else await settled_memory(worker, config.memory_settle)
             )
