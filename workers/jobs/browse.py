@@ -207,17 +207,30 @@ class BrowseService:
             )
         await store_result(
             self._db,
-            BrowseResult.failure(
-                job_id=job.job_id,
-                task_id=job.task_id,
-                owner_id=job.owner_id,
-                session_id=job.session_id,
-                code=err.code,
-                message=err.message,
+            failure_of(
+                job,
+                err.code,
+                err.message,
                 attempts=attempt,
                 duration_ms=int((time.monotonic() - started) * 1000),
             ),
         )
+
+
+def failure_of(
+    job: BrowseJob, code: str, message: str, *, attempts: int, duration_ms: int | None = None
+) -> BrowseResult:
+    """The failed result of ``job``."""
+    return BrowseResult.failure(
+        job_id=job.job_id,
+        task_id=job.task_id,
+        owner_id=job.owner_id,
+        session_id=job.session_id,
+        code=code,
+        message=message,
+        attempts=attempts,
+        duration_ms=duration_ms,
+    )
 
 
 async def open_and_visit(
