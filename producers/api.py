@@ -16,6 +16,7 @@ import asyncpg
 
 from producers.enqueue import Enqueuer
 from producers.validation import (
+    optional_login_glob,
     optional_text,
     require_http_url,
     require_id,
@@ -294,7 +295,7 @@ class SessionsClient:
         start_url = require_http_url("start_url", start_url)
         origins = [require_http_url("extra origin", o) for o in extra_origins]
         selector = optional_text("logged_in_selector", logged_in_selector)
-        pattern = optional_text("login_url_pattern", login_url_pattern)
+        pattern = optional_login_glob(login_url_pattern)
         if not selector and not pattern:
             raise InvalidInput(
                 "give a logged_in_selector or a login_url_pattern so expiry can be detected"
