@@ -195,13 +195,13 @@ class SessionsClient:
 
     # -- captures ---------------------------------------------------------------------
 
-    async def capture_status(
-        self, capture_id: str, *, actor_id: str | None = None
-    ) -> queries.CaptureInfo:
-        capture = await queries.get_capture(self.db, require_id("capture", capture_id))
-        if actor_id is not None and capture.owner_id != actor_id:
-            raise NotOwner("this capture belongs to another user")
-        return capture
+    async def capture_status(self, capture_id: str, *, actor_id: str) -> queries.CaptureInfo:
+        """The capture's state; while it is open, with a fresh live-view URL for its owner.
+
+        Anyone else gets `NotOwner` (audited): the live view lets its holder drive a login.
+        """
+        capture = await self._owned_capture(capture_id, actor_id, "status", AuditAction.USE)
+        return await queries.mint_liveview_ticket(self.db, capture)
 
     async def save_capture(self, capture_id: str, *, actor_id: str) -> queries.CaptureInfo:
         return await self._signal(capture_id, actor_id, CaptureSignal.SAVE)
@@ -338,18 +338,22 @@ class SessionsClient:
         )
         return capture_id
 
+    async def _owned_capture(
+        self, capture_id: str, actor_id: str, what: str, action: AuditAction
+    ) -> queries.CaptureInfo:
+        actor_id = require_id("actor", actor_id)
+        capture = await queries.get_capture(self.db, require_id("capture", capture_id))
+        if capture.owner_id != actor_id:
+            await self._deny(actor_id, action, capture.session_id, f"capture {what} by non-owner")
+            raise NotOwner("this capture belongs to another user")
+        return capture
+
     async def _signal(
         self, capture_id: str, actor_id: str, signal: CaptureSignal
     ) -> queries.CaptureInfo:
-        capture = await self.capture_status(capture_id)
-        if capture.owner_id != actor_id:
-            await self._deny(
-                actor_id,
-                AuditAction.CAPTURE_CANCEL,
-                capture.session_id,
-                f"{signal.value} by non-owner",
-            )
-            raise NotOwner("this capture belongs to another user")
+        capture = await self._owned_capture(
+            capture_id, actor_id, signal.value, AuditAction.CAPTURE_CANCEL
+        )
         if capture.state.is_final:
             raise CaptureClosed(f"the capture is already {capture.state.value}")
         await self.db.execute(
@@ -359,7 +363,7 @@ class SessionsClient:
             signal.value,
         )
         await self.db.execute("SELECT pg_notify($1, $2)", CAPTURE_CHANNEL, capture.id)
-        return await self.capture_status(capture.id)
+        return await self.capture_status(capture.id, actor_id=actor_id)
 
     async def _owned(
         self, session_id: str, actor_id: str, action: AuditAction, *, admin: bool

@@ -22,13 +22,13 @@ import re
 import secrets
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -47,7 +47,8 @@ MAX_TEXT_CHARS = 10_000
 MAX_KEY_CHARS = 32
 CLOSE_ACCESS_ENDED = 4403  # the viewer's token no longer opens this capture
 _FORBIDDEN_BODY = "Forbidden"
-_DUMMY_TOKEN = secrets.token_urlsafe(32).encode()
+DEFAULT_FRAME_ANCESTORS = "'self'"  # Settings.frame_ancestors (the orchestrator's origin) widens it
+_DUMMY_HASH = hashlib.sha256(secrets.token_bytes(32)).digest()
 _MOUSE_TYPES = {"move": "mouseMoved", "down": "mousePressed", "up": "mouseReleased"}
 _BUTTONS = {0: "left", 1: "middle", 2: "right", 3: "back", 4: "forward"}
 _KEY_TYPES = {"down", "up"}
@@ -76,7 +77,7 @@ class _Target:
     ) -> None:
         self.capture_id = capture_id
         self.owner_id = owner_id
-        self.token = token.encode()
+        self.token_hash = _digest(token)
         self.context = context
         self.pages: list[Page] = []
         self.state_getter = state_getter
@@ -91,10 +92,13 @@ class _Target:
     def current(self) -> Page | None:
         return self.pages[-1] if self.pages else None
 
-    def admits(self, token: bytes) -> bool:
-        """True when ``token`` is this capture's token and the capture is still open."""
-        matches = hmac.compare_digest(token, self.token)
-        return matches and not self.closed and not self.expired()
+    def admits(self, token: str) -> bool:
+        """True when ``token`` is the token `LiveViewServer.register` returned and the capture
+        is still open."""
+        return hmac.compare_digest(_digest(token), self.token_hash) and self.open()
+
+    def open(self) -> bool:
+        return not self.closed and not self.expired()
 
     def expired(self) -> bool:
         return self.expires_at is not None and datetime.now(UTC) >= self.expires_at
@@ -316,7 +320,7 @@ class _Viewer:
         last: dict[str, Any] | None = None
         sent_at = 0.0
         while True:
-            if not self.target.admits(self.target.token):
+            if not self.target.open():
                 await self.close(CLOSE_ACCESS_ENDED, b"access ended")
                 return
             page = self._page
@@ -479,7 +483,21 @@ def _text(value: Any, limit: int) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
-def _csp_for(page: str) -> str:
+TicketCheck = Callable[[str, str], Awaitable[bool]]
+"""``(capture_id, token) -> bool``: whether a token minted for the capture's owner is live."""
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}{port}"
+
+
+def _csp_for(page: str, frame_ancestors: str) -> str:
     """A CSP that allows exactly the page's own inline script and style, nothing external."""
 
     def hashes(tag: str) -> str:
@@ -489,17 +507,26 @@ def _csp_for(page: str) -> str:
 
     return (
         f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
-        "img-src blob: data:; connect-src 'self'; base-uri 'none'; form-action 'none'"
+        "img-src blob: data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+        f"frame-ancestors {frame_ancestors or DEFAULT_FRAME_ANCESTORS}"
     )
 
 
 class LiveViewServer:
-    """Serves ``/live/{capture_id}?token=...`` (the page) and ``.../ws`` (its WebSocket)."""
+    """Serves ``/live/{capture_id}?token=...`` (the page) and ``.../ws`` (its WebSocket).
+
+    A token opens a capture when `register` returned it, or when ``ticket_check`` (the
+    database's owner tickets) accepts it. The WebSocket refuses an ``Origin`` other than the
+    public base URL's (the bound address's when none is set), so another site cannot drive
+    the view with a viewer's token; ``frame_ancestors`` says who may embed the page.
+    """
 
     def __init__(
         self,
         *,
         public_base_url: str | None = None,
+        ticket_check: TicketCheck | None = None,
+        frame_ancestors: str = "",
         max_viewers_per_capture: int = 3,
         max_message_bytes: int = 64 * 1024,
         call_timeout: timedelta = timedelta(seconds=10),
@@ -508,6 +535,7 @@ class LiveViewServer:
         jpeg_quality: int = 70,
     ) -> None:
         self._public_base_url = public_base_url.rstrip("/") if public_base_url else None
+        self._ticket_check = ticket_check
         self._max_viewers = max_viewers_per_capture
         self._max_message_bytes = max_message_bytes
         self._call_timeout = call_timeout
@@ -517,7 +545,7 @@ class LiveViewServer:
         self._targets: dict[str, _Target] = {}
         self._page_html = PAGE_FILE.read_text(encoding="utf-8")
         self._headers = {
-            "Content-Security-Policy": _csp_for(self._page_html),
+            "Content-Security-Policy": _csp_for(self._page_html, frame_ancestors),
             "Cache-Control": "no-store",
             "Referrer-Policy": "no-referrer",
             "X-Content-Type-Options": "nosniff",
@@ -534,6 +562,8 @@ class LiveViewServer:
         host: str = "127.0.0.1",
         port: int = 0,
         public_base_url: str | None = None,
+        ticket_check: TicketCheck | None = None,
+        frame_ancestors: str = "",
         max_viewers_per_capture: int = 3,
         call_timeout: timedelta = timedelta(seconds=10),
         status_interval: timedelta = timedelta(seconds=1),
@@ -542,6 +572,8 @@ class LiveViewServer:
         """Listen on ``host:port`` (0 = any free port) until the block exits."""
         server = cls(
             public_base_url=public_base_url,
+            ticket_check=ticket_check,
+            frame_ancestors=frame_ancestors,
             max_viewers_per_capture=max_viewers_per_capture,
             call_timeout=call_timeout,
             status_interval=status_interval,
@@ -631,25 +663,49 @@ class LiveViewServer:
         """The URL a user opens to see and drive this capture."""
         return f"{self.base_url}/live/{quote(capture_id, safe='')}?token={quote(token, safe='')}"
 
-    def _authorize(self, request: web.Request) -> _Target | None:
+    async def _authorize(self, request: web.Request) -> _Target | None:
         target = self._targets.get(request.match_info["capture_id"])
-        token = request.query.get("token", "").encode()
+        token = request.query.get("token", "")
         if target is None:
-            hmac.compare_digest(token, _DUMMY_TOKEN)  # same work whether or not it exists
+            hmac.compare_digest(_digest(token), _DUMMY_HASH)  # same work whether or not it exists
             return None
-        return target if target.admits(token) else None
+        if target.admits(token):
+            return target
+        if not token or self._ticket_check is None or not target.open():
+            return None
+        try:
+            admitted = await self._ticket_check(target.capture_id, token)
+        except Exception as exc:
+            log.warning("liveview_ticket_check_failed", error=type(exc).__name__)
+            return None
+        return target if admitted and target.open() else None
+
+    def _origin_allowed(self, request: web.Request) -> bool:
+        """A browser always sends ``Origin`` on a WebSocket; it must be this server's own."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True  # not a browser: no ambient credentials to abuse
+        expected = (
+            _origin_of(self._public_base_url)
+            if self._public_base_url
+            else _origin_of(f"{request.scheme}://{request.host}")
+        )
+        return _origin_of(origin) == expected
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
-        if self._authorize(request) is None:
-            return web.Response(status=403, text=_FORBIDDEN_BODY)
+        if await self._authorize(request) is None:
+            return _forbidden()
         return web.Response(
             text=self._page_html, content_type="text/html", charset="utf-8", headers=self._headers
         )
 
     async def _socket(self, request: web.Request) -> web.StreamResponse:
-        target = self._authorize(request)
+        if not self._origin_allowed(request):
+            log.info("liveview_origin_refused", capture_id=request.match_info["capture_id"])
+            return _forbidden()
+        target = await self._authorize(request)
         if target is None:
-            return web.Response(status=403, text=_FORBIDDEN_BODY)
+            return _forbidden()
         if len(target.viewers) >= self._max_viewers:
             return web.Response(status=429, text="Too many viewers")
         ws = web.WebSocketResponse(
@@ -680,6 +736,12 @@ class LiveViewServer:
                 frames_dropped=viewer.frames_dropped,
             )
         return ws
+
+
+def _forbidden() -> web.Response:
+    return web.Response(
+        status=403, text=_FORBIDDEN_BODY, headers={"X-Content-Type-Options": "nosniff"}
+    )
 
 
 def _url_host(host: str) -> str:

@@ -169,6 +169,7 @@ async def _story(
         capture = await client.wait_capture(
             capture_id, states=[CaptureState.OPEN], final_only=False, timeout=WAIT
         )
+        capture = await client.capture_status(capture_id, actor_id=capture.owner_id)
         url = capture.to_dict()["liveview_url"]
         if not url:
             raise RuntimeError(f"the capture is {capture.state.value}, not open")

@@ -217,7 +217,9 @@ async def open_and_visit(
     session: queries.SessionInfo,
 ) -> PageOutcome:
     """A fresh pooled context with the state restored, one visit, the context closed."""
-    async with pool.context(service_workers="block", **context_options) as context:
+    async with pool.context(
+        service_workers="block", accept_downloads=False, **context_options
+    ) as context:
         if init_script:
             await context.add_init_script(init_script)
         return await visit(context, url=url, options=options, session=session)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 from playwright.async_api import Browser, Playwright, async_playwright
 
+from schema import queries
 from schema.audit import AuditLog
 from schema.db import create_pool
 from schema.jobs import BROWSE_QUEUE, CAPTURE_QUEUE, QUEUES
@@ -122,6 +124,8 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
                     host=settings.liveview_host,
                     port=settings.liveview_port,
                     public_base_url=settings.liveview_public_url or None,
+                    ticket_check=functools.partial(queries.liveview_ticket_valid, db),
+                    frame_ancestors=settings.frame_ancestors,
                 )
             )
         await stack.enter_async_context(
