@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
@@ -246,6 +250,22 @@ async def test_no_working_token_is_readable_by_the_orchestrator_role(
                 assert response.status == 403, value
         async with http.get(url) as response:
             assert response.status == 200  # while the owner's token works
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "workers.cli", "capture", "status", capture_id, *args],
+            env={**os.environ, **capture_settings.to_env()},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert cli().returncode != 0  # --actor is required
+    other = cli("--actor", "mallory")
+    assert other.returncode != 0 and json.loads(other.stdout)["error"]["code"] == "NOT_OWNER"
+    owner = cli("--actor", "ivy")
+    assert owner.returncode == 0, owner.stderr
+    assert "?token=" in json.loads(owner.stdout)["liveview_url"]
     await capture_client.cancel_capture(capture_id, actor_id="ivy")
 
 
