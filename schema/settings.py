@@ -50,6 +50,7 @@ class Settings:
     api_port: int = 9194
     api_token: str = field(default="", repr=False)
     api_token_file: str = ""
+    chromium_user: str = "bs-chromium"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +89,7 @@ class Settings:
             api_port=r.integer("API_PORT", cls.api_port, minimum=0),
             api_token=r.text("API_TOKEN", cls.api_token),
             api_token_file=r.text("API_TOKEN_FILE", cls.api_token_file),
+            chromium_user=r.text("CHROMIUM_USER", cls.chromium_user),
         )
 
     def to_env(self) -> dict[str, str]:

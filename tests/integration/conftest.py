@@ -14,7 +14,7 @@ from playwright.async_api import Browser, async_playwright
 
 from producers.api import SessionsClient
 from schema.settings import Settings
-from workers.browser.chromium import HEADLESS_ARGS
+from workers.browser.chromium import browser_launch_options
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, run_worker
 
@@ -35,9 +35,7 @@ async def site() -> AsyncIterator[FixtureSite]:
 @pytest.fixture(scope="session")
 async def browser(chromium_path: str) -> AsyncIterator[Browser]:
     async with async_playwright() as pw:
-        b = await pw.chromium.launch(
-            executable_path=chromium_path, args=list(HEADLESS_ARGS), headless=True
-        )
+        b = await pw.chromium.launch(headless=True, **browser_launch_options(chromium_path))
         yield b
         await b.close()
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
-from workers.browser.chromium import HEADLESS_ARGS
+from workers.browser.chromium import browser_launch_options
 from workers.browser.liveview import LiveViewServer
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,7 @@ async def pw() -> AsyncIterator[Playwright]:
 
 async def _launch(pw: Playwright, chromium_path: str) -> Browser:
     return await pw.chromium.launch(
-        executable_path=chromium_path, args=list(HEADLESS_ARGS), headless=True, timeout=30_000
+        headless=True, timeout=30_000, **browser_launch_options(chromium_path)
     )
 
 

@@ -86,6 +86,7 @@ def test_to_env_round_trips_every_field() -> None:
         api_port=4,
         api_token="t0ken",
         api_token_file="/run/secrets/token",
+        chromium_user="chrome-sandbox",
     )
     defaults = Settings.from_env({})
     for f in dataclasses.fields(Settings):

@@ -29,7 +29,7 @@ from schema.db import connect
 from schema.enums import CaptureState
 from schema.migrate import migrate
 from schema.settings import Settings
-from workers.browser.chromium import HEADLESS_ARGS, find_chromium
+from workers.browser.chromium import browser_launch_options, find_chromium
 from workers.dev import totp
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import LiveViewUser
@@ -134,7 +134,7 @@ async def _run(demo: Demo, settings: Settings, workdir: Path) -> None:
             demo.say(f"     workers ready (logs in {workdir})")
             async with SessionsClient.open(run) as client, async_playwright() as pw:
                 browser = await pw.chromium.launch(
-                    executable_path=chromium, args=list(HEADLESS_ARGS), headless=True
+                    headless=True, **browser_launch_options(chromium, user=run.chromium_user)
                 )
                 try:
                     await _story(demo, client, site, browser, workdir, run)

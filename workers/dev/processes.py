@@ -52,8 +52,9 @@ class WorkerProcess:
         pids = []
         for pid in self.descendants():
             with contextlib.suppress(OSError):
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                if b"chrom" in cmd[0] and not any(a.startswith(b"--type=") for a in cmd):
+                # Chromium rewrites its children's command lines into one space-separated string.
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                if b"chrom" in cmd.split(b" ", 1)[0] and b" --type=" not in cmd:
                     pids.append(pid)
         return pids
 

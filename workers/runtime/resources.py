@@ -22,7 +22,7 @@ from schema.jobs import BROWSE_QUEUE, CAPTURE_QUEUE, QUEUES
 from schema.logs import get_logger
 from schema.sealing import publish_seal_key
 from schema.settings import Settings
-from workers.browser.chromium import HEADLESS_ARGS, find_chromium
+from workers.browser.chromium import browser_launch_options, find_chromium
 from workers.browser.liveview import LiveViewServer
 from workers.browser.pool import BrowserPool
 from workers.crypto.keys import LocalFileKeyProvider
@@ -54,10 +54,12 @@ class Resources:
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     def launch_options(self) -> dict[str, Any]:
-        """Chromium launch arguments with every request forced through the guard proxy."""
-        options = chromium_launch_options(self.proxy)
-        args = [*HEADLESS_ARGS, *options.pop("args", [])]
-        return {"executable_path": self.chromium_path, "args": args, **options}
+        """Chromium launch arguments: sandboxed, a minimal environment, every request forced
+        through the guard proxy."""
+        options = browser_launch_options(self.chromium_path, user=self.settings.chromium_user)
+        proxied = chromium_launch_options(self.proxy)
+        options["args"] += proxied.pop("args", [])
+        return {**options, **proxied}
 
     async def launch_browser(self) -> Browser:
         """A dedicated browser (for a capture), behind the guard proxy like the pool's."""
