@@ -34,7 +34,7 @@ from schema.logs import get_logger
 from schema.redact import secret_values, state_secret_values
 from schema.results import BrowseResult, result_exists, store_result
 from workers.browser.pool import BrowserPool
-from workers.browser.restore import plan_restore
+from workers.browser.restore import install_restore_script, plan_restore
 from workers.browser.verdict import Verdict, decide, url_matches
 from workers.crypto.store import StateStore
 from workers.guard.policy import UrlGuard
@@ -220,18 +220,25 @@ async def open_and_visit(
     async with pool.context(
         service_workers="block", accept_downloads=False, **context_options
     ) as context:
-        if init_script:
-            await context.add_init_script(init_script)
-        return await visit(context, url=url, options=options, session=session)
+        return await visit(
+            context, url=url, options=options, session=session, init_script=init_script
+        )
 
 
 async def visit(
-    context: BrowserContext, *, url: str, options: BrowseOptions, session: queries.SessionInfo
+    context: BrowserContext,
+    *,
+    url: str,
+    options: BrowseOptions,
+    session: queries.SessionInfo,
+    init_script: str | None = None,
 ) -> PageOutcome:
     """Navigate, map failures to error codes, decide the login verdict, extract."""
     opts = options
     timeout_ms = opts.timeout_s * 1000
     page = await context.new_page()
+    if init_script:
+        await install_restore_script(page, init_script)
     page.set_default_timeout(timeout_ms)
     response: Response | None
     try:
