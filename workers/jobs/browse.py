@@ -42,6 +42,11 @@ from workers.guard.proxy import is_guard_refusal
 
 log = get_logger(__name__)
 
+BROWSE_CONTEXT_OPTIONS: dict[str, Any] = {
+    "service_workers": "block",
+    "accept_downloads": False,  # a page cannot drop files on the worker
+}
+
 SELECTOR_WAIT_S = 5.0
 EXTRACT_JS = "(max) => (document.body ? document.body.innerText : '').slice(0, max)"
 
@@ -217,9 +222,7 @@ async def open_and_visit(
     session: queries.SessionInfo,
 ) -> PageOutcome:
     """A fresh pooled context with the state restored, one visit, the context closed."""
-    async with pool.context(
-        service_workers="block", accept_downloads=False, **context_options
-    ) as context:
+    async with pool.context(**BROWSE_CONTEXT_OPTIONS, **context_options) as context:
         return await visit(
             context, url=url, options=options, session=session, init_script=init_script
         )

@@ -1,15 +1,18 @@
-"""The storage restore reaches only the frames it is for: a cross-site iframe on a restored
-page (an ad, a widget: another site's renderer process) never runs the restore script, so no
-storage value of the session is ever handed to that process."""
+"""What a hostile page gets from our browsers: the storage restore reaches only the frames it
+is for (a cross-site iframe, another site's renderer process, never runs the restore script,
+so no storage value of the session is handed to that process), and no downloads."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Route
 
 from workers.browser.restore import install_restore_script, plan_restore
+from workers.jobs.browse import BROWSE_CONTEXT_OPTIONS
+from workers.jobs.capture import CAPTURE_CONTEXT_OPTIONS
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +44,14 @@ PAGES = {
     f'<iframe src="{SITE}/same"></iframe>',
     f"{SITE}/same": "<p>same origin frame</p>",
     f"{WIDGET}/frame": "<p>cross-site widget</p>",
+    f"{SITE}/download": '<a id="get" href="/payload.bin" download>get</a>',
+    f"{SITE}/payload.bin": "MZ not really an executable",
 }
+
+
+async def _serve(route: Route) -> None:
+    body = PAGES.get(route.request.url)
+    await route.fulfill(status=200 if body else 404, content_type="text/html", body=body or "")
 
 
 @pytest.fixture
@@ -49,11 +59,7 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
     plan = plan_restore(STATE)
     ctx = await browser.new_context(**plan.context_options)
 
-    async def serve(route: Route) -> None:
-        body = PAGES.get(route.request.url)
-        await route.fulfill(status=200 if body else 404, content_type="text/html", body=body or "")
-
-    await ctx.route("**/*", serve)
+    await ctx.route("**/*", _serve)
     await ctx.add_init_script(RECORDER)
     yield ctx
     await ctx.close()
@@ -78,3 +84,21 @@ async def test_cross_site_frames_never_run_the_restore(context: BrowserContext) 
     assert await same.evaluate("localStorage.getItem('site-token')") == "site-secret"
     widget = frames[f"{WIDGET}/frame"]
     assert await widget.evaluate("window.__writes") == []  # the restore never ran there
+
+
+@pytest.mark.parametrize(
+    "options", [BROWSE_CONTEXT_OPTIONS, CAPTURE_CONTEXT_OPTIONS], ids=["browse", "capture"]
+)
+async def test_downloads_are_refused(browser: Browser, options: dict[str, Any]) -> None:
+    context = await browser.new_context(**options)
+    try:
+        await context.route("**/*", _serve)
+        page = await context.new_page()
+        await page.goto(f"{SITE}/download")
+        async with page.expect_download() as started:
+            await page.click("#get")
+        download = await started.value
+        failure = await download.failure()  # Chromium refused it: nothing was written
+        assert failure is not None and "accept_downloads" in failure
+    finally:
+        await context.close()
