@@ -51,6 +51,7 @@ class Settings:
     api_token: str = field(default="", repr=False)
     api_token_file: str = ""
     chromium_user: str = "bs-chromium"
+    liveview_peers: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +91,7 @@ class Settings:
             api_token=r.text("API_TOKEN", cls.api_token),
             api_token_file=r.text("API_TOKEN_FILE", cls.api_token_file),
             chromium_user=r.text("CHROMIUM_USER", cls.chromium_user),
+            liveview_peers=r.text("LIVEVIEW_PEERS", cls.liveview_peers),
         )
 
     def to_env(self) -> dict[str, str]:

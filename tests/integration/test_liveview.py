@@ -507,3 +507,59 @@ async def test_cross_site_navigation_keeps_streaming(
     await capture.page.goto(other_site)
     await user.wait_for_function("(u) => window.liveview.status.url === u", arg=other_site)
     await _eventually(lambda: _shows_colour(user, POPUP_RGB))
+
+
+async def test_another_pod_forwards_to_the_pod_holding_the_capture(
+    remote_browser: Browser, site: str
+) -> None:
+    """One public host, two capture pods: the pod that gets the request forwards it to the
+    pod named in the path if it is one of the peers; the holder still makes every check."""
+    port = _free_port()
+    public = f"http://127.0.0.1:{port}"  # the "Ingress": here, the forwarding pod itself
+    async with (
+        LiveViewServer.start(
+            host="127.0.0.2", port=port, public_base_url=f"{public}/p/127.0.0.2"
+        ) as holder,
+        LiveViewServer.start(
+            host="127.0.0.1", port=port, public_base_url=f"{public}/p/127.0.0.1", peers="127.0.0.2"
+        ),
+    ):
+        context = await remote_browser.new_context()
+        try:
+            page = await context.new_page()
+            await page.goto(site + "/")
+            token = holder.register(
+                capture_id="held",
+                owner_id="alice",
+                context=context,
+                page=page,
+                state_getter=lambda: "open",
+            )
+            url = holder.url_for("held", token)
+            assert url.startswith(f"{public}/p/127.0.0.2/live/held?token=")
+            async with aiohttp.ClientSession() as client:
+                async with client.get(url) as response:
+                    assert response.status == 200
+                    assert "frame-ancestors" in response.headers["Content-Security-Policy"]
+                async with client.ws_connect(_ws_url(url), origin=public) as ws:
+                    status = await ws.receive_json(timeout=10)
+                    assert status["t"] == "status" and status["state"] == "open"
+                    async with asyncio.timeout(10):  # a screencast frame comes through
+                        while (await ws.receive()).type != aiohttp.WSMsgType.BINARY:
+                            pass
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await client.ws_connect(_ws_url(url), origin="https://evil.example")
+                assert refused.value.status == 403
+                assert await _status(client, url.replace("token=", "token=x")) == 403
+                # Only peers: no forwarding to any other address.
+                not_peer = url.replace("/p/127.0.0.2/", "/p/127.0.0.3/")
+                assert await _status(client, not_peer) == 403
+        finally:
+            await holder.unregister("held")
+            await context.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

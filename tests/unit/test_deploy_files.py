@@ -516,5 +516,9 @@ def test_the_live_view_is_served_over_tls() -> None:
     assert path["backend"]["service"]["name"] in _by_kind("Service")
     container = _worker_container(_by_kind("Deployment")["worker-capture"])
     env = _container_env(container)
-    assert env["BROWSER_SESSIONS_LIVEVIEW_PUBLIC_URL"] == f"https://{rule['host']}"
+    # The public URL names the pod; any capture pod forwards to the one named (its peers).
+    assert env["BROWSER_SESSIONS_LIVEVIEW_PUBLIC_URL"] == f"https://{rule['host']}/p/$(POD_IP)"
+    assert path["path"] == "/p/"
+    assert env["BROWSER_SESSIONS_LIVEVIEW_PEERS"] == "worker-capture-liveview"
+    assert "worker-capture-liveview" in _by_kind("Service")
     assert env["BROWSER_SESSIONS_FRAME_ANCESTORS"].startswith("https://")

@@ -87,6 +87,7 @@ def test_to_env_round_trips_every_field() -> None:
         api_token="t0ken",
         api_token_file="/run/secrets/token",
         chromium_user="chrome-sandbox",
+        liveview_peers="worker-capture-liveview",
     )
     defaults = Settings.from_env({})
     for f in dataclasses.fields(Settings):

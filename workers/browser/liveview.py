@@ -16,10 +16,12 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import math
 import re
 import secrets
+import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import aiohttp
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 from playwright.async_api import BrowserContext, CDPSession, Page
@@ -47,6 +50,15 @@ MAX_TEXT_CHARS = 10_000
 MAX_KEY_CHARS = 32
 CLOSE_ACCESS_ENDED = 4403  # the viewer's token no longer opens this capture
 _FORBIDDEN_BODY = "Forbidden"
+_FORWARDED_HEADERS = frozenset(
+    {
+        "Content-Type",
+        "Content-Security-Policy",
+        "Cache-Control",
+        "Referrer-Policy",
+        "X-Content-Type-Options",
+    }
+)
 DEFAULT_FRAME_ANCESTORS = "'self'"  # Settings.frame_ancestors (the orchestrator's origin) widens it
 _DUMMY_HASH = hashlib.sha256(secrets.token_bytes(32)).digest()
 _MOUSE_TYPES = {"move": "mouseMoved", "down": "mousePressed", "up": "mouseReleased"}
@@ -519,6 +531,12 @@ class LiveViewServer:
     database's owner tickets) accepts it. The WebSocket refuses an ``Origin`` other than the
     public base URL's (the bound address's when none is set), so another site cannot drive
     the view with a viewer's token; ``frame_ancestors`` says who may embed the page.
+
+    Behind one public host for several capture pods, each pod's public base URL ends in
+    ``/p/<its pod IP>``, and ``peers`` names the DNS name that resolves to every pod (the
+    headless Service): a request for ``/p/<address>/live/...`` that reaches another pod is
+    forwarded (page and WebSocket, ``Origin`` included) to ``<address>`` if, and only if, that
+    address is one of the peers; the holding pod makes every check.
     """
 
     def __init__(
@@ -527,6 +545,8 @@ class LiveViewServer:
         public_base_url: str | None = None,
         ticket_check: TicketCheck | None = None,
         frame_ancestors: str = "",
+        peers: str = "",
+        peer_port: int = 9193,
         max_viewers_per_capture: int = 3,
         max_message_bytes: int = 64 * 1024,
         call_timeout: timedelta = timedelta(seconds=10),
@@ -536,6 +556,10 @@ class LiveViewServer:
     ) -> None:
         self._public_base_url = public_base_url.rstrip("/") if public_base_url else None
         self._ticket_check = ticket_check
+        self._own_address = _pod_address(self._public_base_url or "")
+        self._peers = _Peers(peers, call_timeout) if peers else None
+        self._peer_port = peer_port
+        self._client: aiohttp.ClientSession | None = None
         self._max_viewers = max_viewers_per_capture
         self._max_message_bytes = max_message_bytes
         self._call_timeout = call_timeout
@@ -564,6 +588,7 @@ class LiveViewServer:
         public_base_url: str | None = None,
         ticket_check: TicketCheck | None = None,
         frame_ancestors: str = "",
+        peers: str = "",
         max_viewers_per_capture: int = 3,
         call_timeout: timedelta = timedelta(seconds=10),
         status_interval: timedelta = timedelta(seconds=1),
@@ -574,6 +599,8 @@ class LiveViewServer:
             public_base_url=public_base_url,
             ticket_check=ticket_check,
             frame_ancestors=frame_ancestors,
+            peers=peers,
+            peer_port=port,
             max_viewers_per_capture=max_viewers_per_capture,
             call_timeout=call_timeout,
             status_interval=status_interval,
@@ -582,6 +609,8 @@ class LiveViewServer:
         app = web.Application(client_max_size=server._max_message_bytes)
         app.router.add_get("/live/{capture_id}", server._page)
         app.router.add_get("/live/{capture_id}/ws", server._socket)
+        app.router.add_get("/p/{address}/live/{capture_id}", server._page_via)
+        app.router.add_get("/p/{address}/live/{capture_id}/ws", server._socket_via)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)  # URLs hold tokens
         await runner.setup()
         try:
@@ -594,6 +623,8 @@ class LiveViewServer:
             for capture_id in list(server._targets):
                 await server.unregister(capture_id)
             await runner.cleanup()
+            if server._client is not None:
+                await server._client.close()
 
     @property
     def base_url(self) -> str:
@@ -736,6 +767,120 @@ class LiveViewServer:
                 frames_dropped=viewer.frames_dropped,
             )
         return ws
+
+    # -- forwarding to the pod that holds the capture ------------------------------------
+
+    async def _page_via(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["address"] == self._own_address:
+            return await self._page(request)
+        upstream = await self._upstream(request)
+        if upstream is None:
+            return _forbidden()
+        client = self._http()
+        try:
+            async with client.get(upstream, allow_redirects=False) as response:
+                body = await response.read()
+                kept = {k: v for k, v in response.headers.items() if k in _FORWARDED_HEADERS}
+                return web.Response(status=response.status, body=body, headers=kept)
+        except (aiohttp.ClientError, TimeoutError):
+            return web.Response(status=502, text="Bad Gateway")
+
+    async def _socket_via(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["address"] == self._own_address:
+            return await self._socket(request)
+        upstream_url = await self._upstream(request)
+        if upstream_url is None:
+            return _forbidden()
+        headers = {"Origin": request.headers["Origin"]} if "Origin" in request.headers else {}
+        try:
+            upstream = await self._http().ws_connect(
+                upstream_url, headers=headers, max_msg_size=0, heartbeat=30.0
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            return web.Response(status=exc.status, text=_FORBIDDEN_BODY)
+        except (aiohttp.ClientError, TimeoutError):
+            return web.Response(status=502, text="Bad Gateway")
+        ws = web.WebSocketResponse(
+            max_msg_size=self._max_message_bytes, heartbeat=30.0, compress=False
+        )
+        try:
+            await ws.prepare(request)
+            pumps = [
+                asyncio.ensure_future(_pump(upstream, ws)),
+                asyncio.ensure_future(_pump(ws, upstream)),
+            ]
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+        finally:
+            code = upstream.close_code or WSCloseCode.GOING_AWAY
+            await upstream.close()
+            await ws.close(code=code)
+        return ws
+
+    async def _upstream(self, request: web.Request) -> str | None:
+        """The holding pod's URL for this request, if its address is one of the peers."""
+        address = request.match_info["address"]
+        if self._peers is None or not await self._peers.has(address):
+            return None
+        return f"http://{_url_host(address)}:{self._peer_port}{request.rel_url}"
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._client is None:
+            self._client = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self._call_timeout.total_seconds()
+                )
+            )
+        return self._client
+
+
+def _pod_address(public_base_url: str) -> str | None:
+    """``10.1.2.3`` from a public base URL ending in ``/p/10.1.2.3`` (see `LiveViewServer`)."""
+    match = re.search(r"/p/([^/]+)$", urlsplit(public_base_url).path)
+    return match[1] if match else None
+
+
+class _Peers:
+    """The live-view servers of the other capture pods: every address ``name`` resolves to
+    (the headless Service), re-resolved at most every few seconds."""
+
+    def __init__(self, name: str, timeout: timedelta) -> None:
+        self._name = name
+        self._timeout = timeout.total_seconds()
+        self._addresses: frozenset[str] = frozenset()
+        self._resolved_at = -math.inf
+
+    async def has(self, address: str) -> bool:
+        try:
+            wanted = str(ipaddress.ip_address(address))
+        except ValueError:
+            return False
+        if wanted not in self._addresses or time.monotonic() - self._resolved_at > 5:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    infos = await asyncio.get_running_loop().getaddrinfo(
+                        self._name, None, type=socket.SOCK_STREAM
+                    )
+            except (OSError, TimeoutError):
+                return False
+            self._addresses = frozenset(str(ipaddress.ip_address(i[4][0])) for i in infos)
+            self._resolved_at = time.monotonic()
+        return wanted in self._addresses
+
+
+async def _pump(
+    source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+) -> None:
+    async for msg in source:
+        if msg.type == WSMsgType.TEXT:
+            await sink.send_str(msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            await sink.send_bytes(msg.data)
+        else:
+            return
 
 
 def _forbidden() -> web.Response:

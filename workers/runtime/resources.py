@@ -128,6 +128,7 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
                     public_base_url=settings.liveview_public_url or None,
                     ticket_check=functools.partial(queries.liveview_ticket_valid, db),
                     frame_ancestors=settings.frame_ancestors,
+                    peers=settings.liveview_peers,
                 )
             )
         await stack.enter_async_context(
