@@ -24,7 +24,7 @@ from producers.validation import (
     site_of,
 )
 from producers.waiter import ResultWaiter
-from schema import queries
+from schema import liveview, queries
 from schema.audit import AuditLog
 from schema.db import create_pool
 from schema.enums import AuditAction, AuditResult, CaptureSignal, CaptureState, SessionStatus
@@ -55,6 +55,7 @@ class SessionsClient:
         self._enqueuer = enqueuer
         self._audit = audit
         self._waiter = ResultWaiter(database_url=settings.database_url, db=db)
+        self._ticket_key: bytes | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -201,7 +202,7 @@ class SessionsClient:
         Anyone else gets `NotOwner` (audited): the live view lets its holder drive a login.
         """
         capture = await self._owned_capture(capture_id, actor_id, "status", AuditAction.USE)
-        return await queries.mint_liveview_ticket(self.db, capture)
+        return await liveview.mint_ticket(self.db, self._liveview_key(), capture)
 
     async def save_capture(self, capture_id: str, *, actor_id: str) -> queries.CaptureInfo:
         return await self._signal(capture_id, actor_id, CaptureSignal.SAVE)
@@ -337,6 +338,11 @@ class SessionsClient:
             f"login window requested ({capture_id})",
         )
         return capture_id
+
+    def _liveview_key(self) -> bytes:
+        if self._ticket_key is None:
+            self._ticket_key = liveview.load_liveview_key(self.settings.key_dir)
+        return self._ticket_key
 
     async def _owned_capture(
         self, capture_id: str, actor_id: str, what: str, action: AuditAction

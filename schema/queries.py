@@ -1,12 +1,10 @@
 """Typed queries on the shared tables. Metadata only: no query here reads encrypted columns,
-so every function works under the orchestrator role too, except the two live-view ticket
-checks the capture worker makes."""
+so every function works under the orchestrator role too."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -192,41 +190,6 @@ async def get_capture(db: Executor, capture_id: str) -> CaptureInfo:
     if row is None:
         raise CaptureNotFound(f"capture {capture_id} not found")
     return CaptureInfo.from_row(row)
-
-
-def liveview_token_hash(token: str) -> bytes:
-    """What ``liveview_tickets`` keeps of a live-view token: its SHA-256."""
-    return hashlib.sha256(token.encode()).digest()
-
-
-async def mint_liveview_ticket(db: Executor, capture: CaptureInfo) -> CaptureInfo:
-    """A fresh viewer token for an open capture (the caller has checked the owner); only its
-    hash is stored. A capture that is not open gets none."""
-    if capture.state.is_final or not capture.liveview_url or capture.expires_at is None:
-        return capture
-    token = secrets.token_urlsafe(32)
-    await db.execute(
-        "INSERT INTO liveview_tickets (token_hash, capture_id, expires_at) VALUES ($1, $2, $3)",
-        liveview_token_hash(token),
-        capture.id,
-        capture.expires_at,
-    )
-    return replace(capture, liveview_token=token)
-
-
-async def liveview_ticket_valid(db: Executor, capture_id: str, token: str) -> bool:
-    """Whether ``token`` is a live ticket of ``capture_id`` (worker side)."""
-    found = await db.fetchval(
-        """SELECT 1 FROM liveview_tickets
-           WHERE token_hash = $1 AND capture_id = $2 AND expires_at > now()""",
-        liveview_token_hash(token),
-        capture_id,
-    )
-    return found is not None
-
-
-async def drop_liveview_tickets(db: Executor, capture_id: str) -> None:
-    await db.execute("DELETE FROM liveview_tickets WHERE capture_id = $1", capture_id)
 
 
 async def ensure_task(db: Executor, *, task_id: str, owner_id: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import secrets
@@ -240,9 +241,18 @@ async def test_no_working_token_is_readable_by_the_orchestrator_role(
         row = dict(await conn.fetchrow("SELECT * FROM captures WHERE id = $1", capture_id))
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.fetch("SELECT * FROM liveview_tickets")
+        # It may add a ticket, but without the key file the ticket opens nothing.
+        forged = "forged-" + secrets.token_urlsafe(16)
+        await conn.execute(
+            """INSERT INTO liveview_tickets (token_hash, capture_id, expires_at, mac)
+               VALUES ($1, $2, now() + interval '1 hour', $3)""",
+            hashlib.sha256(forged.encode()).digest(),
+            capture_id,
+            secrets.token_bytes(32),
+        )
     finally:
         await conn.close()
-    candidates = {str(v) for v in row.values() if v is not None}
+    candidates = {str(v) for v in row.values() if v is not None} | {forged}
     assert token not in candidates
     async with aiohttp.ClientSession() as http:
         for value in candidates:  # nothing the orchestrator can read opens the view

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
 
-from schema import queries
+from schema import liveview, queries
 from schema.db import listening
 from schema.enums import CaptureSignal, CaptureState, SessionStatus
 from schema.errors import BrowserSessionsError, CaptureNotLoggedIn
@@ -212,7 +212,7 @@ class CaptureService:
         # Access ends before anyone can read the final state: its token must already be dead.
         await self._liveview.unregister(job.capture_id)
         await set_capture_state(self._db, job.capture_id, final, reason=reason, error_code=code)
-        await queries.drop_liveview_tickets(self._db, job.capture_id)
+        await liveview.drop_tickets(self._db, job.capture_id)
         log.info("capture_finished", capture_state=final.value)
 
 

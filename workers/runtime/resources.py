@@ -15,7 +15,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 from playwright.async_api import Browser, Playwright, async_playwright
 
-from schema import queries
+from schema import liveview
 from schema.audit import AuditLog
 from schema.db import create_pool
 from schema.jobs import BROWSE_QUEUE, CAPTURE_QUEUE, QUEUES
@@ -80,6 +80,7 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
         stack.push_async_callback(db.close)
         provider = LocalFileKeyProvider(key_dir=settings.key_dir)
         audit = metrics.MeteredAuditLog.from_key_dir(settings.key_dir)
+        liveview_key = liveview.load_liveview_key(settings.key_dir)  # every worker: one key set
         async with db.acquire() as conn:
             await publish_seal_key(conn, provider)
         guard = metrics.MeteredUrlGuard(allow_private_hosts=settings.allow_private_hosts)
@@ -126,7 +127,7 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
                     host=settings.liveview_host,
                     port=settings.liveview_port,
                     public_base_url=settings.liveview_public_url or None,
-                    ticket_check=functools.partial(queries.liveview_ticket_valid, db),
+                    ticket_check=functools.partial(liveview.ticket_valid, db, liveview_key),
                     frame_ancestors=settings.frame_ancestors,
                     peers=settings.liveview_peers,
                 )
