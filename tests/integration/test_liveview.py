@@ -328,13 +328,7 @@ async def test_wrong_and_foreign_tokens_get_403(
 ) -> None:
     other_context = await remote_browser.new_context()
     other_page = await other_context.new_page()
-    other_token = server.register(
-        capture_id="other",
-        owner_id="bob",
-        context=other_context,
-        page=other_page,
-        state_getter=lambda: "open",
-    )
+    other_token = _register_open(server, "other", other_context, other_page, owner="bob")
     base = f"{server.base_url}/live/{capture.capture_id}"
     try:
         async with aiohttp.ClientSession() as client:
@@ -528,13 +522,7 @@ async def test_another_pod_forwards_to_the_pod_holding_the_capture(
         try:
             page = await context.new_page()
             await page.goto(site + "/")
-            token = holder.register(
-                capture_id="held",
-                owner_id="alice",
-                context=context,
-                page=page,
-                state_getter=lambda: "open",
-            )
+            token = _register_open(holder, "held", context, page)
             url = holder.url_for("held", token)
             assert url.startswith(f"{public}/p/127.0.0.2/live/held?token=")
             async with aiohttp.ClientSession() as client:
@@ -557,6 +545,22 @@ async def test_another_pod_forwards_to_the_pod_holding_the_capture(
         finally:
             await holder.unregister("held")
             await context.close()
+
+
+def _register_open(
+    server: LiveViewServer,
+    capture_id: str,
+    context: BrowserContext,
+    page: Page,
+    owner: str = "alice",
+) -> str:
+    return server.register(
+        capture_id=capture_id,
+        owner_id=owner,
+        context=context,
+        page=page,
+        state_getter=lambda: "open",
+    )
 
 
 def _free_port() -> int:

@@ -22,6 +22,18 @@ from workers.browser.verdict import MAX_MATCH_URL_CHARS, Verdict, decide, url_ma
         ("http://127.0.0.1:8080/login?next=/app", "http://127.0.0.1:8080/login**", True),
         ("https://x.test/login?a=1", "https://x.test/login?a=1", True),
         ("https://x.test/loginXa=1", "https://x.test/login?a=1", False),
+        ("https://a.example/x/y", "https://**/y", True),
+        ("https://a.example/x/y", "https://*/y", False),
+        ("https://a.example/y", "https://*/y", True),
+        ("https://a.example/", "https://a.example/*", True),
+        ("https://a.example/a/b", "https://a.example/*", False),
+        ("https://a.example/a/b", "https://a.example/***", True),
+        ("https://a.example/login", "**login", True),
+        ("https://a.example/login/x", "**login", False),
+        ("https://a.example/aXbXb", "https://a.example/*b", True),
+        ("", "", True),
+        ("x", "", False),
+        ("", "**", True),
     ],
 )
 def test_glob(url: str, pattern: str, expected: bool) -> None:
@@ -66,27 +78,6 @@ def test_logged_in() -> None:
         )[0]
         is Verdict.LOGGED_IN
     )
-
-
-@pytest.mark.parametrize(
-    ("url", "pattern", "expected"),
-    [
-        ("https://a.example/x/y", "https://**/y", True),
-        ("https://a.example/x/y", "https://*/y", False),
-        ("https://a.example/y", "https://*/y", True),
-        ("https://a.example/", "https://a.example/*", True),
-        ("https://a.example/a/b", "https://a.example/*", False),
-        ("https://a.example/a/b", "https://a.example/***", True),
-        ("https://a.example/login", "**login", True),
-        ("https://a.example/login/x", "**login", False),
-        ("https://a.example/aXbXb", "https://a.example/*b", True),
-        ("", "", True),
-        ("x", "", False),
-        ("", "**", True),
-    ],
-)
-def test_glob_wildcards(url: str, pattern: str, expected: bool) -> None:
-    assert url_matches(url, pattern) is expected
 
 
 def test_glob_agrees_with_the_backtracking_regex() -> None:

@@ -495,6 +495,8 @@ def _text(value: Any, limit: int) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_Forwarder = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 TicketCheck = Callable[[str, str], Awaitable[bool]]
 """``(capture_id, token) -> bool``: whether a token minted for the capture's owner is live."""
 
@@ -609,8 +611,13 @@ class LiveViewServer:
         app = web.Application(client_max_size=server._max_message_bytes)
         app.router.add_get("/live/{capture_id}", server._page)
         app.router.add_get("/live/{capture_id}/ws", server._socket)
-        app.router.add_get("/p/{address}/live/{capture_id}", server._page_via)
-        app.router.add_get("/p/{address}/live/{capture_id}/ws", server._socket_via)
+        app.router.add_get(
+            "/p/{address}/live/{capture_id}", server._routed(server._page, server._forward_page)
+        )
+        app.router.add_get(
+            "/p/{address}/live/{capture_id}/ws",
+            server._routed(server._socket, server._forward_socket),
+        )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)  # URLs hold tokens
         await runner.setup()
         try:
@@ -770,12 +777,20 @@ class LiveViewServer:
 
     # -- forwarding to the pod that holds the capture ------------------------------------
 
-    async def _page_via(self, request: web.Request) -> web.StreamResponse:
-        if request.match_info["address"] == self._own_address:
-            return await self._page(request)
-        upstream = await self._upstream(request)
-        if upstream is None:
-            return _forbidden()
+    def _routed(self, local: _Handler, forward: _Forwarder) -> _Handler:
+        """Serve ``/p/<address>/...`` here when it names this pod, else forward it to a peer."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if request.match_info["address"] == self._own_address:
+                return await local(request)
+            upstream = await self._upstream(request)
+            if upstream is None:
+                return _forbidden()
+            return await forward(request, upstream)
+
+        return handler
+
+    async def _forward_page(self, request: web.Request, upstream: str) -> web.StreamResponse:
         client = self._http()
         try:
             async with client.get(upstream, allow_redirects=False) as response:
@@ -785,12 +800,7 @@ class LiveViewServer:
         except (aiohttp.ClientError, TimeoutError):
             return web.Response(status=502, text="Bad Gateway")
 
-    async def _socket_via(self, request: web.Request) -> web.StreamResponse:
-        if request.match_info["address"] == self._own_address:
-            return await self._socket(request)
-        upstream_url = await self._upstream(request)
-        if upstream_url is None:
-            return _forbidden()
+    async def _forward_socket(self, request: web.Request, upstream_url: str) -> web.StreamResponse:
         headers = {"Origin": request.headers["Origin"]} if "Origin" in request.headers else {}
         try:
             upstream = await self._http().ws_connect(
