@@ -41,7 +41,6 @@ from schema.sealing import current_seal_key, seal_aad, seal_text
 from schema.settings import Settings
 
 CAPTURE_CHANNEL = "capture_signals"
-ADMIN_ACTOR_PREFIX = "admin:"
 
 
 class SessionsClient:
@@ -66,7 +65,7 @@ class SessionsClient:
             settings=settings,
             db=db,
             enqueuer=enqueuer,
-            audit=AuditLog.from_key_dir(settings.key_dir),
+            audit=AuditLog.from_settings(settings, side="producers"),
         )
         try:
             yield client
@@ -148,15 +147,12 @@ class SessionsClient:
     async def get_session(
         self, session_id: str, *, actor_id: str, admin: bool = False
     ) -> queries.SessionInfo:
-        session = await queries.get_session(self.db, require_id("session", session_id))
-        if not admin and session.owner_id != actor_id:
-            await self._deny(actor_id, AuditAction.USE, session.id, "metadata read by non-owner")
-            raise NotOwner("this session belongs to another user")
+        session, _ = await self._owned(session_id, actor_id, AuditAction.USE, admin=admin)
         return session
 
     async def relogin(self, session_id: str, *, actor_id: str) -> dict[str, str]:
         """Start a fresh capture into an existing session (its owner only)."""
-        session = await self._owned(session_id, actor_id, AuditAction.RELOGIN, admin=False)
+        session, _ = await self._owned(session_id, actor_id, AuditAction.RELOGIN, owner_only=True)
         if session.status is SessionStatus.REVOKED:
             raise SessionRevoked("a revoked session cannot be re-logged in; add a new one")
         capture_id = await self._start_capture(session.id, session.owner_id, actor_id=actor_id)
@@ -165,7 +161,7 @@ class SessionsClient:
     async def revoke(
         self, session_id: str, *, actor_id: str, admin: bool = False
     ) -> dict[str, str]:
-        session = await self._owned(session_id, actor_id, AuditAction.REVOKE, admin=admin)
+        session, by = await self._owned(session_id, actor_id, AuditAction.REVOKE, admin=admin)
         async with self.db.acquire() as conn, conn.transaction():
             await queries.set_session_status(conn, session.id, SessionStatus.REVOKED)
             await self._write_audit(
@@ -174,14 +170,15 @@ class SessionsClient:
                 AuditAction.REVOKE,
                 AuditResult.OK,
                 session.id,
-                "by admin" if admin else "by owner",
+                by,
             )
+        await self._audit.checkpoint(self.db)
         return {"session_id": session.id, "status": SessionStatus.REVOKED.value}
 
     async def delete(
         self, session_id: str, *, actor_id: str, admin: bool = False
     ) -> dict[str, Any]:
-        session = await self._owned(session_id, actor_id, AuditAction.DELETE, admin=admin)
+        session, by = await self._owned(session_id, actor_id, AuditAction.DELETE, admin=admin)
         async with self.db.acquire() as conn, conn.transaction():
             await queries.delete_session(conn, session.id)
             await self._write_audit(
@@ -190,8 +187,9 @@ class SessionsClient:
                 AuditAction.DELETE,
                 AuditResult.OK,
                 session.id,
-                "by admin" if admin else "by owner",
+                by,
             )
+        await self._audit.checkpoint(self.db)
         return {"session_id": session.id, "deleted": True}
 
     # -- captures ---------------------------------------------------------------------
@@ -232,7 +230,16 @@ class SessionsClient:
                 return capture
             await asyncio.sleep(0.2)
 
-    # -- browse -----------------------------------------------------------------------
+    # -- tasks and browse -------------------------------------------------------------
+
+    async def add_task(self, task_id: str, *, owner_id: str) -> dict[str, str]:
+        """Insert the minimal task row a browse needs, for an orchestrator without its own
+        ``tasks`` writer (the CLI, demos). Idempotent; ``NOT_OWNER`` if the task exists with
+        another owner. Browse jobs never create tasks."""
+        task_id, owner_id = require_id("task", task_id), require_id("owner", owner_id)
+        if await queries.insert_task(self.db, task_id=task_id, owner_id=owner_id) != owner_id:
+            raise NotOwner("the task belongs to another user")
+        return {"task_id": task_id, "owner_id": owner_id}
 
     async def enqueue_browse(
         self,
@@ -244,7 +251,9 @@ class SessionsClient:
         options: BrowseOptions | None = None,
         job_id: str | None = None,
     ) -> str:
-        """Enqueue a browse job for a task; returns its job id (the result key)."""
+        """Enqueue a browse job for an existing task of ``owner_id``; returns its job id (the
+        result key). The worker refuses a missing task (``TASK_NOT_FOUND``) or one owned by
+        someone else (``NOT_OWNER``)."""
         job = BrowseJob(
             job_id=job_id or queries.new_id("job"),
             task_id=require_id("task", task_id),
@@ -253,7 +262,6 @@ class SessionsClient:
             url=require_http_url("url", url),
             options=options or BrowseOptions(),
         )
-        await queries.ensure_task(self.db, task_id=job.task_id, owner_id=job.owner_id)
         await self._enqueuer.send_async("browse", job.to_message())
         return job.job_id
 
@@ -315,6 +323,7 @@ class SessionsClient:
             await self._write_audit(
                 conn, owner_id, AuditAction.CREATE, AuditResult.OK, session_id, "session added"
             )
+        await self._audit.checkpoint(self.db)
         return session_id
 
     async def _start_capture(self, session_id: str, owner_id: str, *, actor_id: str) -> str:
@@ -371,15 +380,35 @@ class SessionsClient:
         await self.db.execute("SELECT pg_notify($1, $2)", CAPTURE_CHANNEL, capture.id)
         return await self.capture_status(capture.id, actor_id=actor_id)
 
+    def is_admin(self, actor_id: str) -> bool:
+        """Whether ``actor_id`` is a configured admin (``BROWSER_SESSIONS_ADMINS``)."""
+        return actor_id in self.settings.admins
+
     async def _owned(
-        self, session_id: str, actor_id: str, action: AuditAction, *, admin: bool
-    ) -> queries.SessionInfo:
+        self,
+        session_id: str,
+        actor_id: str,
+        action: AuditAction,
+        *,
+        admin: bool = False,
+        owner_only: bool = False,
+    ) -> tuple[queries.SessionInfo, str]:
+        """The session, if ``actor_id`` owns it or is a configured admin; and who acted.
+
+        ``admin=True`` is only a request: it is refused (``NOT_OWNER``, audited) unless the
+        actor is in ``Settings.admins``. Admin rights never come from the caller's word.
+        """
         actor_id = require_id("actor", actor_id)
         session = await queries.get_session(self.db, require_id("session", session_id))
-        if not admin and session.owner_id != actor_id:
-            await self._deny(actor_id, action, session.id, "not the owner")
-            raise NotOwner("this session belongs to another user")
-        return session
+        if admin and not self.is_admin(actor_id):
+            await self._deny(actor_id, action, session.id, "admin request by a non-admin")
+            raise NotOwner("the actor is not a configured admin")
+        if session.owner_id == actor_id and not admin:
+            return session, "by owner"
+        if not owner_only and self.is_admin(actor_id):
+            return session, "by admin"
+        await self._deny(actor_id, action, session.id, "not the owner")
+        raise NotOwner("this session belongs to another user")
 
     async def _deny(self, actor_id: str, action: AuditAction, session_id: str, why: str) -> None:
         await self._write_audit(self.db, actor_id, action, AuditResult.DENIED, session_id, why)
@@ -393,25 +422,14 @@ class SessionsClient:
         session_id: str,
         detail: str,
     ) -> None:
-        if isinstance(db, asyncpg.Pool):
-            async with db.acquire() as conn:
-                await self._audit.write(
-                    conn,
-                    actor_id=actor_id,
-                    action=action,
-                    result=result,
-                    session_id=session_id,
-                    detail=detail,
-                )
-        else:
-            await self._audit.write(
-                db,
-                actor_id=actor_id,
-                action=action,
-                result=result,
-                session_id=session_id,
-                detail=detail,
-            )
+        await self._audit.write(  # takes a connection or a pool
+            db,
+            actor_id=actor_id,
+            action=action,
+            result=result,
+            session_id=session_id,
+            detail=detail,
+        )
 
 
 def _check_state_file(state: bytes, limit: int) -> None:

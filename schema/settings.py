@@ -50,6 +50,7 @@ class Settings:
     api_port: int = 9194
     api_token: str = field(default="", repr=False)
     api_token_file: str = ""
+    audit_checkpoint_file: Path = Path("~/.local/share/browser-sessions/audit-checkpoints.jsonl")
     chromium_user: str = "bs-chromium"
     liveview_peers: str = ""
 
@@ -90,6 +91,9 @@ class Settings:
             api_port=r.integer("API_PORT", cls.api_port, minimum=0),
             api_token=r.text("API_TOKEN", cls.api_token),
             api_token_file=r.text("API_TOKEN_FILE", cls.api_token_file),
+            audit_checkpoint_file=Path(
+                r.text("AUDIT_CHECKPOINT_FILE", str(cls.audit_checkpoint_file))
+            ).expanduser(),
             chromium_user=r.text("CHROMIUM_USER", cls.chromium_user),
             liveview_peers=r.text("LIVEVIEW_PEERS", cls.liveview_peers),
         )

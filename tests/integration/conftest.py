@@ -3,25 +3,21 @@ a producer client, all against the real services of this run."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import asyncpg
 import pytest
 from playwright.async_api import Browser, async_playwright
 
 from producers.api import SessionsClient
 from schema.settings import Settings
+from tests.support.logins import PASSWORD, LoginState
+from tests.support.services import new_database
 from workers.browser.chromium import browser_launch_options
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, run_worker
-
-__all__ = ["WorkerProcess", "free_port", "run_worker"]
-
-PASSWORD = "correct horse"
-LoginState = Callable[..., Awaitable[dict[str, Any]]]
 
 
 @pytest.fixture(scope="session")
@@ -96,16 +92,9 @@ async def client(worker_settings: Settings) -> AsyncIterator[SessionsClient]:
         yield c
 
 
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], *, timeout: float = 20, what: str = "condition"
-) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-async def comments(db: asyncpg.Connection, task_id: str) -> list[str]:
-    rows = await db.fetch("SELECT body FROM task_comments WHERE task_id = $1", task_id)
-    return [r["body"] for r in rows]
+@pytest.fixture(scope="module")
+async def scratch_url(database_url: str) -> AsyncIterator[str]:
+    """A migrated database of the test module's own (an audit chain or key table no other
+    test writes to), dropped after the module."""
+    async with new_database(f"bs_scratch_{secrets.token_hex(4)}") as url:
+        yield url

@@ -16,16 +16,24 @@ from producers.api import SessionsClient
 from producers.enqueue import Enqueuer
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.results import BrowseResult
-from tests.integration.conftest import LoginState, WorkerProcess, comments, wait_for
+from tests.support.logins import LoginState
+from tests.support.tasks import comments
+from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
+from workers.dev.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
 RESULT = timedelta(seconds=60)
 
 
-def task() -> str:
+def task_id() -> str:
     return f"task-{secrets.token_hex(4)}"
+
+
+async def task(client: SessionsClient, owner: str) -> str:
+    """A new task of ``owner``, inserted as the orchestrator would before a browse."""
+    return (await client.add_task(task_id(), owner_id=owner))["task_id"]
 
 
 async def import_session(
@@ -58,7 +66,7 @@ async def test_logged_in_browse_returns_protected_text(
 ) -> None:
     session_id = await import_session(client, site, login_state, "alice")
     result = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "alice"),
         owner_id="alice",
         session_id=session_id,
         url=site.url("/app"),
@@ -83,7 +91,7 @@ async def test_expiry_marks_session_fails_task_and_comments_once(
 ) -> None:
     session_id = await import_session(client, site, login_state, "bob")
     assert site.revoke("bob") >= 1
-    first = task()
+    first = await task(client, "bob")
     result = await client.browse(
         task_id=first,
         owner_id="bob",
@@ -106,7 +114,7 @@ async def test_expiry_marks_session_fails_task_and_comments_once(
     assert f"127.0.0.1:{site.port}" in bodies[0]
 
     # A later task fails fast with the same code and gets its own comment.
-    second = task()
+    second = await task(client, "bob")
     again = await client.browse(
         task_id=second,
         owner_id="bob",
@@ -138,7 +146,7 @@ async def test_owner_mismatch_is_refused_and_audited(
 ) -> None:
     session_id = await import_session(client, site, login_state, "carol")
     result = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "mallory"),
         owner_id="mallory",
         session_id=session_id,
         url=site.url("/app"),
@@ -146,17 +154,26 @@ async def test_owner_mismatch_is_refused_and_audited(
     )
     assert result.error_code == "NOT_OWNER"
     # A task owned by someone else, named by the session's owner, is refused too.
-    theirs = task()
+    theirs = task_id()
     await db.execute("INSERT INTO tasks (id, owner_id) VALUES ($1, 'mallory')", theirs)
     job = await client.enqueue_browse(
         task_id=theirs, owner_id="carol", session_id=session_id, url=site.url("/app")
     )
     refused = await client.wait_result(job, owner_id="carol", timeout=RESULT)
     assert refused.error_code == "NOT_OWNER"
-    denied = await db.fetchval(
-        "SELECT count(*) FROM audit_log WHERE session_id = $1 AND result = 'denied'", session_id
+    # A task nobody created is refused, and the job does not create it.
+    invented = task_id()
+    job = await client.enqueue_browse(
+        task_id=invented, owner_id="carol", session_id=session_id, url=site.url("/app")
     )
-    assert denied == 2
+    missing = await client.wait_result(job, owner_id="carol", timeout=RESULT)
+    assert missing.error_code == "TASK_NOT_FOUND"
+    assert await db.fetchval("SELECT count(*) FROM tasks WHERE id = $1", invented) == 0
+    denied = await db.fetch(
+        "SELECT detail FROM audit_log WHERE session_id = $1 AND result = 'denied' ORDER BY id",
+        session_id,
+    )
+    assert [r["detail"] for r in denied] == ["NOT_OWNER", "NOT_OWNER", "TASK_NOT_FOUND"]
     decrypts = await db.fetchval(
         "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'decrypt'", session_id
     )
@@ -172,7 +189,7 @@ async def test_revoked_session_fails_fast(
     session_id = await import_session(client, site, login_state, "dave")
     await client.revoke(session_id, actor_id="dave")
     result = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "dave"),
         owner_id="dave",
         session_id=session_id,
         url=site.url("/app"),
@@ -180,7 +197,7 @@ async def test_revoked_session_fails_fast(
     )
     assert result.error_code == "SESSION_REVOKED"
     missing = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "dave"),
         owner_id="dave",
         session_id="ses_missing",
         url=site.url("/app"),
@@ -221,7 +238,11 @@ async def test_guard_refuses(
     url = url.format(port=site.port, other=other)
     try:
         result = await client.browse(
-            task_id=task(), owner_id="erin", session_id=erin_session, url=url, timeout=RESULT
+            task_id=await task(client, "erin"),
+            owner_id="erin",
+            session_id=erin_session,
+            url=url,
+            timeout=RESULT,
         )
         code = result.error_code
     except Exception as err:  # refused on the producer side already
@@ -235,7 +256,7 @@ async def test_killed_browser_mid_job_is_replaced_and_job_completes(
     import asyncio
 
     job = await client.enqueue_browse(
-        task_id=task(),
+        task_id=await task(client, "erin"),
         owner_id="erin",
         session_id=erin_session,
         url=site.url("/slow?ms=4000"),
@@ -266,12 +287,11 @@ async def test_redelivered_messages_do_not_duplicate(
     try:
         job = BrowseJob(
             job_id=f"job_{secrets.token_hex(6)}",
-            task_id=task(),
+            task_id=await task(client, "alice"),
             owner_id="alice",
             session_id=session_id,
             url=site.url("/app"),
         )
-        await db.execute("INSERT INTO tasks (id, owner_id) VALUES ($1, 'alice')", job.task_id)
         for _ in range(3):
             enqueuer.send("browse", job.to_message())
         first = await client.wait_result(job.job_id, owner_id="alice", timeout=RESULT)
@@ -312,7 +332,10 @@ async def test_result_is_only_readable_by_its_owner(
     client: SessionsClient, erin_session: str, site: FixtureSite
 ) -> None:
     job = await client.enqueue_browse(
-        task_id=task(), owner_id="erin", session_id=erin_session, url=site.url("/public")
+        task_id=await task(client, "erin"),
+        owner_id="erin",
+        session_id=erin_session,
+        url=site.url("/public"),
     )
     result = await client.wait_result(job, owner_id="erin", timeout=RESULT)
     assert result.ok
@@ -340,7 +363,7 @@ async def test_session_storage_and_indexeddb_are_restored(
         )
         return [
             await client.browse(
-                task_id=task(),
+                task_id=await task(client, "alice"),
                 owner_id="alice",
                 session_id=created["session_id"],
                 url=site.url(path),
@@ -400,7 +423,7 @@ async def test_canary_secret_never_in_logs_or_plain_columns(
         logged_in_selector="#whoami",
     )
     result = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "alice"),
         owner_id="alice",
         session_id=created["session_id"],
         url=site.url("/app"),
@@ -417,3 +440,42 @@ async def test_canary_secret_never_in_logs_or_plain_columns(
         check=True,
     )
     assert canary.encode() not in dump.stdout
+
+
+async def test_import_keeps_only_the_sessions_site(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+    worker_settings: Any,
+) -> None:
+    from schema.audit import AuditLog
+    from workers.crypto.keys import provider_from_settings
+    from workers.crypto.store import StateStore
+
+    state = await login_state("alice")
+    state["cookies"].append(
+        {"name": "foreign", "value": "x", "domain": ".elsewhere.example", "path": "/"}
+    )
+    state["origins"].append(
+        {"origin": "https://elsewhere.example", "localStorage": [{"name": "k", "value": "v"}]}
+    )
+    created = await client.import_session(
+        owner_id="alice",
+        label="scoped",
+        start_url=site.url("/app"),
+        state=json.dumps(state).encode(),
+        logged_in_selector="#whoami",
+    )
+    provider = provider_from_settings(worker_settings)
+    store = StateStore(provider=provider, audit=AuditLog(signer=provider.audit_signer()))
+    stored = await store.load(
+        client.db,
+        session_id=created["session_id"],
+        owner_id="alice",
+        actor_id="alice",
+        task_id=None,
+        request_id=None,
+    )
+    assert {c["domain"] for c in stored["cookies"]} == {"127.0.0.1"}
+    assert [o["origin"] for o in stored["origins"]] == [site.base_url]

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from schema.settings import Settings
-from tests.integration.conftest import WorkerProcess, free_port, run_worker, wait_for
+from tests.support.waiting import wait_for
 from workers.browser.chromium import browser_environment
+from workers.dev.processes import WorkerProcess, free_port, run_worker
 
 pytestmark = pytest.mark.integration
 

@@ -86,6 +86,7 @@ def test_to_env_round_trips_every_field() -> None:
         api_port=4,
         api_token="t0ken",
         api_token_file="/run/secrets/token",
+        audit_checkpoint_file=Path("/var/log/browser-sessions/audit-checkpoints.jsonl"),
         chromium_user="chrome-sandbox",
         liveview_peers="worker-capture-liveview",
     )

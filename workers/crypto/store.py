@@ -5,29 +5,28 @@ one transaction. ``load`` commits its ``decrypt`` audit row *before* decrypting 
 row, no decryption), so it must not run inside a caller's transaction. Denials (unknown
 session, wrong owner, revoked, nothing saved) and failures are audited too.
 
-The decrypted state goes to the caller only; prefer :meth:`StateStore.use`, which also
-registers its cookie and storage values for log redaction while the block runs.
+The decrypted state goes to the caller only, who registers its cookie and storage values
+for log redaction while it holds it (``schema.redact.secret_values``).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
-
 from schema.audit import AuditLog
+from schema.db import connection
 from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import (
     AuditWriteFailed,
     BrowserSessionsError,
+    DecryptFailed,
+    KeyError_,
     NotOwner,
     SessionNotActive,
     SessionNotFound,
     SessionRevoked,
 )
-from schema.redact import secret_values, state_secret_values
+from schema.events import NO_EVENTS, Events
 from schema.settings import Settings
 from workers.crypto.envelope import (
     EncryptedState,
@@ -35,7 +34,7 @@ from workers.crypto.envelope import (
     decrypt_state,
     encrypt_bytes,
 )
-from workers.crypto.keys import KeyProvider, provider_from_settings
+from workers.crypto.keys import KeyProvider
 from workers.crypto.user_keys import current_user_key, user_key
 
 _DENIALS = (SessionNotFound, NotOwner, SessionRevoked, SessionNotActive)
@@ -50,19 +49,12 @@ class StateStore:
         provider: KeyProvider,
         audit: AuditLog,
         max_state_bytes: int = Settings.max_state_bytes,
+        events: Events = NO_EVENTS,
     ) -> None:
         self.provider = provider
         self.audit = audit
         self.max_state_bytes = max_state_bytes
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> StateStore:
-        provider = provider_from_settings(settings)
-        return cls(
-            provider=provider,
-            audit=AuditLog(key=provider.audit_key()),
-            max_state_bytes=settings.max_state_bytes,
-        )
+        self._events = events
 
     async def save(
         self,
@@ -80,62 +72,57 @@ class StateStore:
         The row becomes ``active``. ``action`` is the audit action (``save`` or ``import``).
         ``conn`` is a connection or a pool.
         """
-        if isinstance(conn, asyncpg.Pool):
-            async with conn.acquire() as pooled:
-                return await self.save(
-                    pooled,
-                    session_id=session_id,
-                    owner_id=owner_id,
-                    actor_id=actor_id,
-                    state=state,
-                    request_id=request_id,
-                    action=action,
-                )
-        audit: dict[str, Any] = {
-            "actor_id": actor_id,
-            "action": action,
-            "session_id": session_id,
-            "request_id": request_id,
-        }
-        try:
-            plaintext = canonical_state(state, max_state_bytes=self.max_state_bytes)
-            async with conn.transaction():
-                row = await conn.fetchrow(
-                    "SELECT owner_id, status FROM browser_sessions WHERE id = $1 FOR UPDATE",
-                    session_id,
-                )
-                _check_access(row, owner_id, saving=True)
-                key = await current_user_key(conn, self.provider, owner_id)
-                enc = encrypt_bytes(
-                    plaintext,
-                    user_key=key.key,
-                    owner_id=owner_id,
-                    session_id=session_id,
-                    key_version=key.version,
-                )
-                version: int = await conn.fetchval(
-                    """UPDATE browser_sessions
-                       SET enc_format = $2, enc_key_version = $3, enc_wrapped_key = $4,
-                           enc_nonce = $5, enc_ciphertext = $6, version = version + 1,
-                           status = $7, saved_at = now(), updated_at = now()
-                       WHERE id = $1 RETURNING version""",
-                    session_id,
-                    enc.format,
-                    enc.key_version,
-                    enc.wrapped_key,
-                    enc.nonce,
-                    enc.ciphertext,
-                    SessionStatus.ACTIVE.value,
-                )
-                await self.audit.write(
-                    conn, **audit, result=AuditResult.OK, detail=f"saved version {version}"
-                )
-        except AuditWriteFailed:
-            raise
-        except BrowserSessionsError as exc:
-            await self._audit_failure(conn, exc, audit)
-            raise
-        return version
+        async with connection(conn) as conn:
+            audit: dict[str, Any] = {
+                "actor_id": actor_id,
+                "action": action,
+                "session_id": session_id,
+                "request_id": request_id,
+            }
+            try:
+                plaintext = canonical_state(state, max_state_bytes=self.max_state_bytes)
+                async with conn.transaction():
+                    row = await conn.fetchrow(
+                        "SELECT owner_id, status, version FROM browser_sessions WHERE id = $1 "
+                        "FOR UPDATE",
+                        session_id,
+                    )
+                    _check_access(row, owner_id, saving=True)
+                    key = await current_user_key(conn, self.provider, owner_id)
+                    version: int = row["version"] + 1  # bound into the ciphertext
+                    enc = encrypt_bytes(
+                        plaintext,
+                        user_key=key.key,
+                        owner_id=owner_id,
+                        session_id=session_id,
+                        key_version=key.version,
+                        row_version=version,
+                    )
+                    await conn.execute(
+                        """UPDATE browser_sessions
+                           SET enc_format = $2, enc_key_version = $3, enc_wrapped_key = $4,
+                               enc_nonce = $5, enc_ciphertext = $6, version = $8,
+                               status = $7, saved_at = now(), updated_at = now()
+                           WHERE id = $1""",
+                        session_id,
+                        enc.format,
+                        enc.key_version,
+                        enc.wrapped_key,
+                        enc.nonce,
+                        enc.ciphertext,
+                        SessionStatus.ACTIVE.value,
+                        version,
+                    )
+                    await self.audit.write(
+                        conn, **audit, result=AuditResult.OK, detail=f"saved version {version}"
+                    )
+            except AuditWriteFailed:
+                raise
+            except BrowserSessionsError as exc:
+                await self._audit_failure(conn, exc, audit)
+                raise
+            await self.audit.checkpoint(conn)  # the save row committed with the state
+            return version
 
     async def load(
         self,
@@ -151,78 +138,56 @@ class StateStore:
 
         ``conn`` is a connection outside any transaction, or a pool.
         """
-        if isinstance(conn, asyncpg.Pool):
-            async with conn.acquire() as pooled:
-                return await self.load(
-                    pooled,
-                    session_id=session_id,
-                    owner_id=owner_id,
-                    actor_id=actor_id,
-                    task_id=task_id,
-                    request_id=request_id,
+        async with connection(conn) as conn:
+            if conn.is_in_transaction():
+                raise BrowserSessionsError(
+                    "StateStore.load must run outside a transaction so its audit row commits "
+                    "before decryption"
                 )
-        if conn.is_in_transaction():
-            raise BrowserSessionsError(
-                "StateStore.load must run outside a transaction so its audit row commits "
-                "before decryption"
+            audit: dict[str, Any] = {
+                "actor_id": actor_id,
+                "action": AuditAction.DECRYPT,
+                "session_id": session_id,
+                "task_id": task_id,
+                "request_id": request_id,
+            }
+            row = await conn.fetchrow(
+                """SELECT owner_id, status, version, enc_format, enc_key_version, enc_wrapped_key,
+                          enc_nonce, enc_ciphertext
+                   FROM browser_sessions WHERE id = $1""",
+                session_id,
             )
-        audit: dict[str, Any] = {
-            "actor_id": actor_id,
-            "action": AuditAction.DECRYPT,
-            "session_id": session_id,
-            "task_id": task_id,
-            "request_id": request_id,
-        }
-        row = await conn.fetchrow(
-            """SELECT owner_id, status, version, enc_format, enc_key_version, enc_wrapped_key,
-                      enc_nonce, enc_ciphertext
-               FROM browser_sessions WHERE id = $1""",
-            session_id,
-        )
-        try:
-            _check_access(row, owner_id, saving=False)
-        except _DENIALS as exc:
-            await self._audit_failure(conn, exc, audit)
-            raise
-        await self.audit.write(
-            conn, **audit, result=AuditResult.OK, detail=f"version {row['version']}"
-        )
-        try:
-            enc = EncryptedState(
-                format=row["enc_format"],
-                key_version=row["enc_key_version"],
-                wrapped_key=bytes(row["enc_wrapped_key"] or b""),
-                nonce=bytes(row["enc_nonce"]),
-                ciphertext=bytes(row["enc_ciphertext"]),
+            try:
+                _check_access(row, owner_id, saving=False)
+            except _DENIALS as exc:
+                await self._audit_failure(conn, exc, audit)
+                raise
+            await self.audit.write(
+                conn, **audit, result=AuditResult.OK, detail=f"version {row['version']}"
             )
-            key = await user_key(conn, self.provider, owner_id, enc.key_version)
-            return decrypt_state(enc, user_key=key, owner_id=owner_id, session_id=session_id)
-        except BrowserSessionsError as exc:
-            await self._audit_failure(conn, exc, audit)
-            raise
-
-    @contextlib.asynccontextmanager
-    async def use(
-        self,
-        conn: Any,
-        *,
-        session_id: str,
-        owner_id: str,
-        actor_id: str,
-        task_id: str | None,
-        request_id: str | None,
-    ) -> AsyncIterator[dict[str, Any]]:
-        """:meth:`load`, with the state's secret values redacted from logs inside the block."""
-        state = await self.load(
-            conn,
-            session_id=session_id,
-            owner_id=owner_id,
-            actor_id=actor_id,
-            task_id=task_id,
-            request_id=request_id,
-        )
-        with secret_values(state_secret_values(state)):
-            yield state
+            try:
+                enc = EncryptedState(
+                    format=row["enc_format"],
+                    key_version=row["enc_key_version"],
+                    wrapped_key=bytes(row["enc_wrapped_key"] or b""),
+                    nonce=bytes(row["enc_nonce"]),
+                    ciphertext=bytes(row["enc_ciphertext"]),
+                )
+                key = await user_key(conn, self.provider, owner_id, enc.key_version)
+                state = decrypt_state(
+                    enc,
+                    user_key=key,
+                    owner_id=owner_id,
+                    session_id=session_id,
+                    row_version=row["version"],
+                )
+            except BrowserSessionsError as exc:
+                if isinstance(exc, DecryptFailed | KeyError_):
+                    self._events.decrypt_failed()
+                await self._audit_failure(conn, exc, audit)
+                raise
+            self._events.decrypt_succeeded()
+            return state
 
     async def _audit_failure(
         self, conn: Any, exc: BrowserSessionsError, audit: dict[str, Any]

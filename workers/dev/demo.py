@@ -18,22 +18,20 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from playwright.async_api import Browser, async_playwright
 
 from producers.api import SessionsClient
 from schema import queries
-from schema.audit import load_audit_key, verify
-from schema.db import connect
+from schema.audit import verify_configured
 from schema.enums import CaptureState
-from schema.migrate import migrate
 from schema.settings import Settings
 from workers.browser.chromium import browser_launch_options, find_chromium
-from workers.dev import totp
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import LiveViewUser
 from workers.dev.processes import free_port, run_worker
+from workers.dev.scratch import admin_url, create_database, scratch_queues
 
 T = TypeVar("T")
 USER, PASSWORD, TOTP_SECRET = "alice", "correct horse battery", "JBSWY3DPEHPK3PXP"
@@ -90,16 +88,8 @@ async def run_demo(settings: Settings, *, out: Any = None) -> bool:
 async def _fresh_demo_database(settings: Settings) -> Settings:
     """A database of the demo's own next to the configured one, recreated on every run, so
     its audit chain and sessions are the demo's alone."""
-    parts = urlsplit(settings.database_url)
-    name = f"{parts.path.lstrip('/') or 'browser_sessions'}_demo"
-    admin = await connect(urlunsplit(parts._replace(path="/postgres")))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = urlunsplit(parts._replace(path=f"/{name}"))
-    await migrate(url)
+    name = f"{urlsplit(settings.database_url).path.lstrip('/') or 'browser_sessions'}_demo"
+    url = await create_database(admin_url(settings.database_url), name, replace=True)
     return dataclasses.replace(settings, database_url=url)
 
 
@@ -124,6 +114,7 @@ async def _run(demo: Demo, settings: Settings, workdir: Path) -> None:
         )
         demo.say("[..] starting workers (browse+expiry, capture) ...")
         with (
+            scratch_queues(run.amqp_url, run.queue_prefix),
             run_worker(run, ["browse", "expiry"], workdir / "browse-worker.log"),
             run_worker(
                 dataclasses.replace(run, metrics_port=free_port(), health_port=free_port()),
@@ -178,16 +169,9 @@ async def _story(
         try:
             user = LiveViewUser(viewer=await context.new_page(), browser=browser)
             await user.open(url)
-            await user.wait_for_remote_url("/login")
-            x, y = await user.locate(site.url("/login?next=/app"), "#username")
-            await user.click_remote(x, y)
-            await user.type(USER)
-            await user.press("Tab")
-            await user.type(PASSWORD)
-            await user.press("Enter", settle=True)
-            await user.type(totp.totp(TOTP_SECRET))
-            await user.press("Enter")
-            await user.wait_for_remote_url("/app")
+            await user.log_in_with_two_steps(
+                site.url("/login?next=/app"), USER, PASSWORD, TOTP_SECRET
+            )
             await _sleep(1.0)  # let the logged-in page paint before the screenshot
             if shot is not None:
                 await user.viewer.screenshot(path=str(shot))
@@ -205,6 +189,7 @@ async def _story(
     demo.say(f"     live-view screenshot: {screenshot}")
 
     async def browse(task_id: str) -> Any:
+        await client.add_task(task_id, owner_id=USER)  # the orchestrator's task row
         return await client.browse(
             task_id=task_id,
             owner_id=USER,
@@ -255,11 +240,7 @@ async def _story(
     await demo.step("browse the protected page again", browse_ok)
 
     async def audit() -> None:
-        conn = await connect(settings.database_url)
-        try:
-            report = await verify(conn, load_audit_key(settings.key_dir))
-        finally:
-            await conn.close()
+        report = await verify_configured(settings)
         if not report.ok:
             raise RuntimeError(report.message)
         demo.say(f"     audit chain intact: {report.rows} rows")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from playwright.async_api import Browser, Page
 
+from workers.dev import totp
+
 
 @dataclass(frozen=True)
 class FrameInfo:
@@ -92,7 +94,10 @@ class LiveViewUser:
         deadline = asyncio.get_running_loop().time() + self._timeout_ms / 1000
         while fragment not in (await self.remote_url() or ""):
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"the remote page never reached a URL with {fragment!r}")
+                raise TimeoutError(
+                    f"the remote page never reached a URL with {fragment!r} "
+                    f"(it shows {await self.remote_url()!r})"
+                )
             await asyncio.sleep(0.1)
 
     async def wait_for_settled_frames(self, *, since: int, settle_s: float = 1.0) -> None:
@@ -113,3 +118,20 @@ class LiveViewUser:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"the capture never reached {state!r}")
             await asyncio.sleep(0.1)
+
+    async def log_in_with_two_steps(
+        self, login_page: str, username: str, password: str, totp_secret: str
+    ) -> None:
+        """Log in on the fixture site's two-step login through the live view: click the user
+        field of ``login_page``, type the name, Tab, the password, Enter; then the one-time
+        code of ``totp_secret`` (computed when the code page shows), Enter; wait for ``/app``."""
+        await self.wait_for_remote_url("/login")
+        x, y = await self.locate(login_page, "#username")
+        await self.click_remote(x, y)
+        await self.type(username)
+        await self.press("Tab")
+        await self.type(password)
+        await self.press("Enter", settle=True)  # the two-step page loads; its code field has focus
+        await self.type(totp.totp(totp_secret))
+        await self.press("Enter")
+        await self.wait_for_remote_url("/app")

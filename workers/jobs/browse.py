@@ -27,6 +27,7 @@ from schema.errors import (
     NotOwner,
     SessionNotActive,
     SessionRevoked,
+    TaskNotFound,
     UrlNotAllowed,
 )
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
@@ -162,9 +163,11 @@ class BrowseService:
     async def _authorise(self, job: BrowseJob) -> queries.SessionInfo:
         """Owner binding and status checks, before any browser or key is touched."""
         session = await queries.get_session(self._db, job.session_id)
-        task_owner = await queries.ensure_task(self._db, task_id=job.task_id, owner_id=job.owner_id)
+        task_owner = await queries.task_owner(self._db, job.task_id)
         denial: BrowserSessionsError | None = None
-        if task_owner != session.owner_id or job.owner_id != session.owner_id:
+        if task_owner is None:
+            denial = TaskNotFound("the job names no existing task")
+        elif task_owner != session.owner_id or job.owner_id != session.owner_id:
             denial = NotOwner("the session belongs to another user than the task's owner")
         elif session.status is SessionStatus.REVOKED:
             denial = SessionRevoked("the session was revoked")

@@ -12,6 +12,7 @@ from dramatiq.middleware import (
     AsyncIO,
     Callbacks,
     CurrentMessage,
+    Middleware,
     Pipelines,
     Retries,
     ShutdownNotifications,
@@ -20,6 +21,7 @@ from dramatiq.middleware import (
 
 from schema.errors import BrowserSessionsError
 from schema.settings import Settings
+from workers.runtime.middleware import install_worker_middleware
 
 RetryWhen = Callable[[int, BaseException], bool]
 
@@ -42,10 +44,11 @@ def never_retry(_retries: int, _exc: BaseException) -> bool:
     return False
 
 
-def build_broker(settings: Settings, *, extra: list[Any] | None = None) -> RabbitmqBroker:
+def standard_middleware() -> list[Any]:
+    """dramatiq's middleware for a worker, in dramatiq's order (before ours is added)."""
     from workers.runtime.metrics import prometheus_middleware
 
-    middleware: list[Any] = [
+    return [
         *prometheus_middleware(),
         AgeLimit(),
         TimeLimit(),
@@ -55,8 +58,15 @@ def build_broker(settings: Settings, *, extra: list[Any] | None = None) -> Rabbi
         Retries(min_backoff=250, max_backoff=5_000, retry_when=never_retry),
         CurrentMessage(),
         AsyncIO(),
-        *(extra or []),
     ]
-    broker = RabbitmqBroker(url=settings.amqp_url, middleware=middleware)
+
+
+def build_broker(settings: Settings, *, resources: Middleware | None = None) -> RabbitmqBroker:
+    """The RabbitMQ broker, set as dramatiq's global one. With ``resources`` (a worker), also
+    the job summary and the resources middleware, each in its place
+    (:func:`~workers.runtime.middleware.install_worker_middleware`)."""
+    broker = RabbitmqBroker(url=settings.amqp_url, middleware=standard_middleware())
+    if resources is not None:
+        install_worker_middleware(broker, resources=resources)
     dramatiq.set_broker(broker)
     return broker

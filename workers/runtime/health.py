@@ -19,7 +19,6 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -77,12 +76,7 @@ class HealthServer:
         log.info("health_server_started", port=self._port)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self._closing = True
         if self._runner is not None:
             await self._runner.cleanup()

@@ -11,8 +11,6 @@ from pathlib import Path
 
 from schema.settings import Settings
 
-DEFAULT_THREADS = {"browse": None, "capture": 2, "expiry": 2}
-
 
 def metrics_dir(settings: Settings) -> Path:
     """A clean multiprocess directory for this worker run's Prometheus metrics (the pid

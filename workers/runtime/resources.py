@@ -18,6 +18,7 @@ from playwright.async_api import Browser, Playwright, async_playwright
 from schema import liveview
 from schema.audit import AuditLog
 from schema.db import create_pool
+from schema.events import Events
 from schema.jobs import BROWSE_QUEUE, CAPTURE_QUEUE, QUEUES
 from schema.logs import get_logger
 from schema.sealing import publish_seal_key
@@ -40,6 +41,7 @@ class Resources:
     """Everything an actor needs, for one worker process."""
 
     settings: Settings
+    events: Events
     db: asyncpg.Pool
     provider: LocalFileKeyProvider
     audit: AuditLog
@@ -50,7 +52,6 @@ class Resources:
     chromium_path: str
     pool: BrowserPool | None = None
     liveview: LiveViewServer | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     def launch_options(self) -> dict[str, Any]:
@@ -78,21 +79,28 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
     try:
         db = await create_pool(settings.database_url, min_size=1, max_size=8)
         stack.push_async_callback(db.close)
+        events = metrics.MetricEvents()
         provider = LocalFileKeyProvider(key_dir=settings.key_dir)
-        audit = metrics.MeteredAuditLog.from_key_dir(settings.key_dir)
+        audit = AuditLog.from_settings(
+            settings, side="workers", signer=provider.audit_signer(), events=events
+        )
         liveview_key = liveview.load_liveview_key(settings.key_dir)  # every worker: one key set
         async with db.acquire() as conn:
             await publish_seal_key(conn, provider)
-        guard = metrics.MeteredUrlGuard(allow_private_hosts=settings.allow_private_hosts)
+        guard = UrlGuard(allow_private_hosts=settings.allow_private_hosts, events=events)
         proxy = await stack.enter_async_context(GuardProxy.start(guard=guard))
         playwright = await stack.enter_async_context(async_playwright())
         resources = Resources(
             settings=settings,
+            events=events,
             db=db,
             provider=provider,
             audit=audit,
-            store=metrics.MeteredStateStore(
-                provider=provider, audit=audit, max_state_bytes=settings.max_state_bytes
+            store=StateStore(
+                provider=provider,
+                audit=audit,
+                max_state_bytes=settings.max_state_bytes,
+                events=events,
             ),
             guard=guard,
             playwright=playwright,
@@ -118,7 +126,7 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
                     contexts_per_browser=settings.contexts_per_browser,
                     max_contexts_per_browser=settings.browser_max_contexts,
                     call_timeout=settings.browser_call_timeout,
-                    on_event=metrics.on_pool_event,
+                    events=events,
                 )
             )
         if capture:
@@ -133,7 +141,7 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
                 )
             )
         await stack.enter_async_context(
-            metrics.GaugeSampler(pool=resources.pool, liveview=resources.liveview)
+            metrics.sampling_gauges(pool=resources.pool, liveview=resources.liveview)
         )
         return resources
     except BaseException:
@@ -144,7 +152,8 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
 class WorkerResources(Middleware):
     """Opens :class:`Resources` on the AsyncIO loop after boot; closes them at shutdown.
 
-    List it *before* dramatiq's AsyncIO middleware so it closes before the loop stops.
+    Add it *after* dramatiq's AsyncIO middleware (``install_worker_middleware``): dramatiq
+    calls ``after_*`` hooks in reverse order, so its shutdown then runs before the loop stops.
     """
 
     def __init__(self, settings: Settings) -> None:
