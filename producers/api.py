@@ -350,7 +350,8 @@ class SessionsClient:
 
     def _liveview_key(self) -> bytes:
         if self._ticket_key is None:
-            self._ticket_key = liveview.load_liveview_key(self.settings.key_dir)
+            # The workers' copy: a key of the producers' own would mint tickets that open nothing.
+            self._ticket_key = liveview.load_liveview_key(self.settings.key_dir, create=False)
         return self._ticket_key
 
     async def _owned_capture(

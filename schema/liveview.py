@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from schema.keyfile import load_or_create_key
+from schema.keyfile import load_or_create_key, read_key_file
 from schema.queries import CaptureInfo, Executor
 
 LIVEVIEW_KEY_FILE = "liveview.key"
@@ -24,9 +24,12 @@ _DOMAIN = b"browser-sessions/liveview-ticket/v1\x00"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def load_liveview_key(key_dir: Path) -> bytes:
-    """The ticket HMAC key from ``key_dir/liveview.key``, created on first use (mode 0600)."""
-    return load_or_create_key(key_dir.expanduser() / LIVEVIEW_KEY_FILE)
+def load_liveview_key(key_dir: Path, *, create: bool = True) -> bytes:
+    """The ticket HMAC key from ``key_dir/liveview.key``. Workers create it on first use
+    (mode 0600); producers (``create=False``) must be given the workers' copy, or every
+    ticket they mint would open nothing: a missing file is a `KeyError_`."""
+    path = key_dir.expanduser() / LIVEVIEW_KEY_FILE
+    return load_or_create_key(path) if create else read_key_file(path)
 
 
 def token_hash(token: str) -> bytes:
