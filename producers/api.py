@@ -36,6 +36,7 @@ from schema.errors import (
     SessionRevoked,
 )
 from schema.jobs import BrowseJob, BrowseOptions, CaptureJob, ImportJob
+from schema.outages import service_errors
 from schema.results import BrowseResult
 from schema.sealing import current_seal_key, seal_aad, seal_text
 from schema.settings import Settings
@@ -43,6 +44,7 @@ from schema.settings import Settings
 CAPTURE_CHANNEL = "capture_signals"
 
 
+@service_errors  # a database or broker outage is SERVICE_UNAVAILABLE, never a raw exception
 class SessionsClient:
     """``async with SessionsClient.open(settings) as client: ...``"""
 
@@ -99,6 +101,16 @@ class SessionsClient:
         return {"session_id": session_id, "capture_id": capture_id}
 
     async def import_session(
+        self, *, timeout: timedelta = timedelta(seconds=90), **fields: Any
+    ) -> dict[str, Any]:
+        """Create a session from a storageState file, sealed to the workers; waits until a
+        worker has verified it logged in (``CAPTURE_NOT_LOGGED_IN`` otherwise). ``fields``
+        are :meth:`start_import`'s."""
+        started = await self.start_import(**fields)
+        await self.finish_import(started["capture_id"], timeout=timeout)
+        return {**started, "status": "active"}
+
+    async def start_import(
         self,
         *,
         owner_id: str,
@@ -108,10 +120,9 @@ class SessionsClient:
         logged_in_selector: str | None = None,
         login_url_pattern: str | None = None,
         extra_origins: Sequence[str] = (),
-        timeout: timedelta = timedelta(seconds=90),
-    ) -> dict[str, Any]:
-        """Create a session from a storageState file, sealed to the workers; waits until a
-        worker has verified it logged in (``CAPTURE_NOT_LOGGED_IN`` otherwise)."""
+    ) -> dict[str, str]:
+        """Create the pending session and enqueue its sealed state for verification; the
+        import's progress is its capture (kind ``import``)."""
         _check_state_file(state, self.settings.max_state_bytes)
         seal_key = await current_seal_key(self.db)
         session_id = await self._create_session(
@@ -135,11 +146,18 @@ class SessionsClient:
             capture_id=capture_id, session_id=session_id, owner_id=owner_id, sealed_state=sealed
         )
         await self._enqueuer.send_async("import_state", job.to_message())
+        return {"session_id": session_id, "capture_id": capture_id}
+
+    async def finish_import(
+        self, capture_id: str, *, timeout: timedelta = timedelta(seconds=90)
+    ) -> queries.CaptureInfo:
+        """Wait for an import's verdict; a refused or unverified import's session is
+        deleted and its error raised."""
         capture = await self.wait_capture(capture_id, timeout=timeout)
         if capture.state is not CaptureState.SAVED:
-            await queries.delete_session(self.db, session_id)
+            await queries.delete_session(self.db, capture.session_id)
             raise _capture_error(capture)
-        return {"session_id": session_id, "capture_id": capture_id, "status": "active"}
+        return capture
 
     async def list_sessions(self, owner_id: str) -> list[queries.SessionInfo]:
         return await queries.list_sessions(self.db, require_id("owner", owner_id))

@@ -84,6 +84,8 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--timeout", type=float, default=30.0, help="navigation timeout, seconds")
     b.add_argument("--result-timeout", type=float, default=None)
 
+    sub.add_parser("api", help="the HTTP API and the settings page")
+
     au = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     av = au.add_parser(
         "verify", help="check the chain against the configured checkpoints; lists every break"
@@ -196,6 +198,12 @@ async def _audit(args: argparse.Namespace, settings: Settings) -> Any:
     return report.to_dict()
 
 
+async def _api(args: argparse.Namespace, settings: Settings) -> Any:
+    from producers.http.app import serve_forever
+
+    return await serve_forever(settings)
+
+
 class ExitWith(Exception):
     """Print this JSON and exit with this code."""
 
@@ -212,6 +220,7 @@ HANDLERS: dict[str, Handler] = {
     "tasks": _tasks,
     "browse": _browse,
     "audit": _audit,
+    "api": _api,
 }
 
 
@@ -237,3 +246,9 @@ def run(handler: Handler, args: argparse.Namespace, settings: Settings) -> int:
         return error_line(err.code, err.message)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from schema.outages import describe, is_outage
+
+        if is_outage(exc):
+            return error_line("SERVICE_UNAVAILABLE", describe(exc))
+        raise

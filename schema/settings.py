@@ -51,6 +51,10 @@ class Settings:
     api_token: str = field(default="", repr=False)
     api_token_file: str = ""
     audit_checkpoint_file: Path = Path("~/.local/share/browser-sessions/audit-checkpoints.jsonl")
+    api_public_url: str = ""
+    enqueue_retry: timedelta = timedelta(seconds=30)
+    infra_retry_budget: timedelta = timedelta(seconds=120)
+    max_message_bytes: int = 64 * 1024
     chromium_user: str = "bs-chromium"
     liveview_peers: str = ""
 
@@ -94,6 +98,10 @@ class Settings:
             audit_checkpoint_file=Path(
                 r.text("AUDIT_CHECKPOINT_FILE", str(cls.audit_checkpoint_file))
             ).expanduser(),
+            api_public_url=r.text("API_PUBLIC_URL", cls.api_public_url),
+            enqueue_retry=r.seconds("ENQUEUE_RETRY", cls.enqueue_retry),
+            infra_retry_budget=r.seconds("INFRA_RETRY_BUDGET", cls.infra_retry_budget),
+            max_message_bytes=r.integer("MAX_MESSAGE_BYTES", cls.max_message_bytes, 1024),
             chromium_user=r.text("CHROMIUM_USER", cls.chromium_user),
             liveview_peers=r.text("LIVEVIEW_PEERS", cls.liveview_peers),
         )

@@ -7,13 +7,14 @@ Run with ``browser-sessions worker`` (which runs dramatiq on this module).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from schema.enums import CaptureState
-from schema.errors import BrowserSessionsError
+from schema.errors import BrowserSessionsError, ServiceUnavailable
 from schema.jobs import (
     BROWSE_QUEUE,
     CAPTURE_QUEUE,
@@ -24,6 +25,7 @@ from schema.jobs import (
     ImportJob,
 )
 from schema.logs import configure_logging
+from schema.outages import describe, is_outage
 from schema.results import BrowseResult, store_result
 from schema.settings import get_settings
 from workers.jobs.browse import BrowseService
@@ -31,8 +33,9 @@ from workers.jobs.capture import CaptureService
 from workers.jobs.expiry import ExpiryService
 from workers.jobs.imports import ImportService
 from workers.runtime.broker import build_broker, never_retry, retry_transient
-from workers.runtime.middleware import JobReport, current_job
+from workers.runtime.middleware import INTERNAL_ERROR, JobReport, current_job
 from workers.runtime.resources import Resources, WorkerResources
+from workers.runtime.retries import RequeueLater, will_retry
 
 settings = get_settings()
 configure_logging(level=settings.log_level, fmt=settings.log_format)
@@ -66,11 +69,10 @@ def _report_delivery(res: Resources) -> None:
 
 BROWSE_RETRY = retry_transient(settings.browse_retries)
 EXPIRE_RETRY = retry_transient(10)
+FINAL_WRITE_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)  # ~8 s of retries for a final result row
 
 
 async def _enqueue_expiry(job: ExpireJob) -> None:
-    import asyncio
-
     message = expire.message(job.to_message())
     await asyncio.to_thread(broker.enqueue, message)
 
@@ -79,49 +81,78 @@ async def _enqueue_expiry(job: ExpireJob) -> None:
     actor_name="browse",
     queue_name=settings.queue(BROWSE_QUEUE),
     retry_when=BROWSE_RETRY,
+    retry_outages=True,
     time_limit=int(settings.navigation_timeout.total_seconds() * 1000 * 4 + 60_000),
 )
 async def browse(payload: dict[str, Any]) -> None:
-    """Run one browse job and store its result."""
+    """Run one browse job and store its result (a final failure too, always)."""
+    report = current_job()
     job = BrowseJob.from_message(payload)
-    report, res = _begin(job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
-    retries = report.retries
-    assert res.pool is not None, "this worker does not consume the browse queue"
-    service = BrowseService(
-        db=res.db,
-        pool=res.pool,
-        store=res.store,
-        audit=res.audit,
-        guard=res.guard,
-        on_expired=_enqueue_expiry,
-    )
+    report.bind(job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
+    message = CurrentMessage.get_current_message()
+    options = message.options if message is not None else {}
+
+    def retry(exc: BaseException) -> bool:
+        return will_retry(options, exc, retry_when=BROWSE_RETRY, budget=settings.infra_retry_budget)
+
     try:
-        report.code = await service.run(
-            job, attempt=retries + 1, final_attempt=retries >= settings.browse_retries
+        res = resources.get()
+        assert res.pool is not None, "this worker does not consume the browse queue"
+        service = BrowseService(
+            db=res.db,
+            pool=res.pool,
+            store=res.store,
+            audit=res.audit,
+            guard=res.guard,
+            on_expired=_enqueue_expiry,
         )
-    except BrowserSessionsError:
-        raise
+        report.code = await service.run(job, attempt=report.attempt, retry=retry)
     except Exception as exc:
-        if retries >= settings.browse_retries:
-            await store_result(
-                res.db,
-                BrowseResult.failure(
-                    job_id=job.job_id,
-                    task_id=job.task_id,
-                    owner_id=job.owner_id,
-                    session_id=job.session_id,
-                    code="INTERNAL_ERROR",
-                    message=f"internal error: {type(exc).__name__}",
-                    attempts=retries + 1,
-                ),
-            )
-        raise
+        if retry(exc):
+            raise
+        report.code = await _store_final_failure(job, exc, attempts=report.attempt)
+        if report.code == INTERNAL_ERROR:
+            raise  # a bug: logged with its traceback and dead-lettered, its result stored
+        return
     if report.code != "duplicate":
         _report_delivery(res)
 
 
+async def _store_final_failure(job: BrowseJob, exc: BaseException, *, attempts: int) -> str:
+    """The result row of a job that failed for good; its code. The write is retried for a
+    while; if the database stays gone, the message is requeued (never dead-lettered without
+    a result)."""
+    if isinstance(exc, BrowserSessionsError):
+        code, text = exc.code, exc.message
+    elif is_outage(exc):
+        code, text = ServiceUnavailable.code, describe(exc)
+    else:
+        code, text = INTERNAL_ERROR, f"internal error: {type(exc).__name__}"
+    failure = BrowseResult.failure(
+        job_id=job.job_id,
+        task_id=job.task_id,
+        owner_id=job.owner_id,
+        session_id=job.session_id,
+        code=code,
+        message=text,
+        attempts=attempts,
+    )
+    for delay in FINAL_WRITE_BACKOFF_S:
+        try:
+            await store_result(resources.get().db, failure)
+            return code
+        except Exception as write_error:
+            if not is_outage(write_error):
+                raise
+            await asyncio.sleep(delay)
+    raise RequeueLater("the final result could not be stored: the database is unavailable")
+
+
 @dramatiq.actor(
-    actor_name="expire", queue_name=settings.queue(EXPIRY_QUEUE), retry_when=EXPIRE_RETRY
+    actor_name="expire",
+    queue_name=settings.queue(EXPIRY_QUEUE),
+    retry_when=EXPIRE_RETRY,
+    retry_outages=True,
 )
 async def expire(payload: dict[str, Any]) -> None:
     """Mark the session expired, fail the task, post one comment."""
@@ -133,7 +164,10 @@ async def expire(payload: dict[str, Any]) -> None:
 
 
 @dramatiq.actor(
-    actor_name="import_state", queue_name=settings.queue(BROWSE_QUEUE), retry_when=never_retry
+    actor_name="import_state",
+    queue_name=settings.queue(BROWSE_QUEUE),
+    retry_when=never_retry,
+    retry_outages=True,
 )
 async def import_state(payload: dict[str, Any]) -> None:
     """Open a sealed storageState, verify it is logged in, store it encrypted."""

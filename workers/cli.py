@@ -50,7 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--actor", default="admin")
     k.add_parser("retire").add_argument("--version", type=int, required=True)
 
-    sub.add_parser("demo", help="the end-to-end demo")
+    d = sub.add_parser("demo", help="the end-to-end demo")
+    d.add_argument(
+        "--serve", action="store_true", help="keep it running afterwards and print the page link"
+    )
     return p
 
 
@@ -87,9 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     try:
         if args.command == "worker":
-            from workers.runtime.launcher import exec_worker
+            from workers.runtime.launcher import run_worker
 
-            return exec_worker(
+            return run_worker(
                 settings, queues=args.queues, processes=args.processes, threads=args.threads
             )
         if args.command == "demo":  # human progress lines, ending with PASSED or FAILED
@@ -102,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "the demo is development tooling, not installed here: run it from a checkout"
                 ) from None
 
-            return 0 if asyncio.run(run_demo(settings)) else 1
+            return 0 if asyncio.run(run_demo(settings, serve=args.serve)) else 1
     except BrowserSessionsError as err:
         return producer_cli.error_line(err.code, err.message)
     except KeyboardInterrupt:

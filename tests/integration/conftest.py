@@ -13,11 +13,12 @@ from playwright.async_api import Browser, async_playwright
 
 from producers.api import SessionsClient
 from schema.settings import Settings
-from tests.support.logins import PASSWORD, LoginState
+from tests.support.api import API_ADMIN, API_TOKEN
+from tests.support.logins import PASSWORD, UNREACHABLE, LoginState
 from tests.support.services import new_database
 from workers.browser.chromium import browser_launch_options
 from workers.dev.fixture_site import FixtureSite
-from workers.dev.processes import WorkerProcess, free_port, run_worker
+from workers.dev.processes import WorkerProcess, free_port, run_api, run_worker
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +69,7 @@ def login_state(browser: Browser, site: FixtureSite) -> LoginState:
 def worker_settings(base_settings: Settings, site: FixtureSite) -> Settings:
     return dataclasses.replace(
         base_settings,
-        allow_private_hosts=frozenset({f"127.0.0.1:{site.port}"}),
+        allow_private_hosts=frozenset({f"127.0.0.1:{site.port}", UNREACHABLE}),
         metrics_port=free_port(),
         health_port=free_port(),
         browsers=1,
@@ -98,3 +99,19 @@ async def scratch_url(database_url: str) -> AsyncIterator[str]:
     test writes to), dropped after the module."""
     async with new_database(f"bs_scratch_{secrets.token_hex(4)}") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def api_settings(worker_settings: Settings) -> Settings:
+    """Settings of the HTTP API for this run (its own port, a known token and admin)."""
+    return dataclasses.replace(
+        worker_settings, api_port=free_port(), api_token=API_TOKEN, admins=frozenset({API_ADMIN})
+    )
+
+
+@pytest.fixture(scope="session")
+def api_url(api_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``browser-sessions api`` process; its base URL."""
+    log_path = tmp_path_factory.mktemp("api") / "api.log"
+    with run_api(api_settings, log_path):
+        yield f"http://127.0.0.1:{api_settings.api_port}"

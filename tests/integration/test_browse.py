@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -11,12 +12,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from dramatiq import Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from producers.api import SessionsClient
-from producers.enqueue import Enqueuer
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.results import BrowseResult
-from tests.support.logins import LoginState
+from tests.support.logins import UNREACHABLE, LoginState
 from tests.support.tasks import comments
 from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
@@ -266,7 +268,8 @@ async def test_killed_browser_mid_job_is_replaced_and_job_completes(
     before = browse_worker.chromium_pids()
     assert before, "the worker should have a warm browser"
     for pid in before:
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # a helper process may have exited
+            os.kill(pid, signal.SIGKILL)
     result = await client.wait_result(job, owner_id="erin", timeout=RESULT)
     assert result.ok, result.error_message
     assert result.attempts >= 2
@@ -274,7 +277,49 @@ async def test_killed_browser_mid_job_is_replaced_and_job_completes(
     assert after and not set(after) & set(before)
 
 
-async def test_redelivered_messages_do_not_duplicate(
+async def test_a_redelivered_message_runs_again_and_stores_one_result(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    erin_session: str,
+    db: asyncpg.Connection,
+    worker_settings: Any,
+) -> None:
+    """The same message (same id) delivered again after a kill -9 mid-job and once more
+    after it succeeded: two executions (decrypt audit rows), one result, one use row."""
+    job = BrowseJob(
+        job_id=f"job_{secrets.token_hex(6)}",
+        task_id=await task(client, "erin"),
+        owner_id="erin",
+        session_id=erin_session,
+        url=site.url("/slow?ms=3000"),
+        options=BrowseOptions(timeout_s=20),
+    )
+    message = _message(worker_settings, "browse", job.to_message())
+    broker = RabbitmqBroker(url=worker_settings.amqp_url, middleware=[], confirm_delivery=True)
+    try:
+        broker.enqueue(message)
+        await wait_for(lambda: _audit_rows(db, job.job_id, "decrypt", 1), what="job in flight")
+        for pid in browse_worker.actor_pids():
+            os.kill(pid, signal.SIGKILL)  # the message is unacked: RabbitMQ redelivers it
+        await wait_for(lambda: _has_result(db, job.job_id), timeout=60, what="result")
+        assert await _audit_rows(db, job.job_id, "decrypt", 2)  # it really ran twice
+        assert await _audit_rows(db, job.job_id, "use", 1)
+        runs = _finished(browse_worker, message.message_id)
+        assert [(r["outcome"], r["attempt"]) for r in runs] == [("ok", 1)]  # redelivered
+        broker.enqueue(message)  # the same message once more, after its result
+        await wait_for(
+            lambda: _skipped(browse_worker, message.message_id), what="duplicate skipped"
+        )
+    finally:
+        broker.close()
+    assert await _audit_rows(db, job.job_id, "decrypt", 2)  # not run a third time
+    assert (
+        await db.fetchval("SELECT count(*) FROM browse_results WHERE job_id = $1", job.job_id) == 1
+    )
+
+
+async def test_a_redelivered_expiry_posts_one_comment(
     browse_worker: WorkerProcess,
     client: SessionsClient,
     site: FixtureSite,
@@ -283,30 +328,98 @@ async def test_redelivered_messages_do_not_duplicate(
     worker_settings: Any,
 ) -> None:
     session_id = await import_session(client, site, login_state, "alice")
-    enqueuer = Enqueuer(settings=worker_settings)
+    task_id = await task(client, "alice")
+    expire = ExpireJob(session_id=session_id, task_id=task_id, job_id=f"job_{task_id}")
+    message = _message(worker_settings, "expire", expire.to_message())
+    broker = RabbitmqBroker(url=worker_settings.amqp_url, middleware=[], confirm_delivery=True)
     try:
-        job = BrowseJob(
-            job_id=f"job_{secrets.token_hex(6)}",
-            task_id=await task(client, "alice"),
-            owner_id="alice",
-            session_id=session_id,
-            url=site.url("/app"),
+        for _ in range(3):
+            broker.enqueue(message)
+        await wait_for(
+            lambda: _ran(browse_worker, message.message_id, 3), what="three deliveries run"
         )
-        for _ in range(3):
-            enqueuer.send("browse", job.to_message())
-        first = await client.wait_result(job.job_id, owner_id="alice", timeout=RESULT)
-        assert first.ok
-        expire = ExpireJob(session_id=session_id, task_id=job.task_id, job_id=job.job_id)
-        for _ in range(3):
-            enqueuer.send("expire", expire.to_message())
-        await wait_for(lambda: _has_comment(db, job.task_id), what="expiry comment")
-        await wait_for(lambda: _queue_drained(worker_settings), what="queues drained")
     finally:
-        enqueuer.close()
-    assert (
-        await db.fetchval("SELECT count(*) FROM browse_results WHERE job_id = $1", job.job_id) == 1
+        broker.close()
+    assert len(await comments(db, task_id)) == 1
+    expires = await db.fetchval(
+        "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'expire'", session_id
     )
-    assert len(await comments(db, job.task_id)) == 1
+    assert expires == 1
+
+
+def _message(settings: Any, actor: str, payload: dict[str, Any]) -> Message[Any]:
+    from schema.jobs import ACTOR_QUEUES
+
+    return Message(
+        queue_name=settings.queue(ACTOR_QUEUES[actor]),
+        actor_name=actor,
+        args=(payload,),
+        kwargs={},
+        options={},
+    )
+
+
+async def _audit_rows(db: asyncpg.Connection, job_id: str, action: str, count: int) -> bool:
+    found = await db.fetchval(
+        "SELECT count(*) FROM audit_log WHERE request_id = $1 AND action = $2", job_id, action
+    )
+    return bool(found == count)
+
+
+async def _has_result(db: asyncpg.Connection, job_id: str) -> bool:
+    return bool(await db.fetchval("SELECT 1 FROM browse_results WHERE job_id = $1", job_id))
+
+
+def _finished(worker: WorkerProcess, message_id: str) -> list[dict[str, Any]]:
+    lines = [json.loads(x) for x in worker.log().splitlines() if message_id in x]
+    return [x for x in lines if x.get("event") == "job_finished"]
+
+
+async def _ran(worker: WorkerProcess, message_id: str, count: int) -> bool:
+    return len(_finished(worker, message_id)) == count
+
+
+async def _skipped(worker: WorkerProcess, message_id: str) -> bool:
+    return any(
+        '"browse_duplicate_skipped"' in line and message_id in line
+        for line in worker.log().splitlines()
+    )
+
+
+@pytest.mark.parametrize("where", ["http-503", "unreachable"])
+async def test_site_failures_never_expire_the_session_or_comment(
+    where: str,
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+    db: asyncpg.Connection,
+    worker_settings: Any,
+) -> None:
+    """A 5xx page has no logged-in selector and an unreachable site has no page: neither is
+    a logged-out verdict."""
+    session_id = await import_session(client, site, login_state, "alice")
+    url = site.url("/status/503") if where == "http-503" else f"http://{UNREACHABLE}/app"
+    task_id = await task(client, "alice")
+    result = await client.browse(
+        task_id=task_id,
+        owner_id="alice",
+        session_id=session_id,
+        url=url,
+        options=BrowseOptions(timeout_s=10),
+        timeout=RESULT,
+    )
+    assert result.error_code == "NAVIGATION_FAILED", result
+    await wait_for(lambda: _queue_drained(worker_settings), what="queues drained")
+    status = await db.fetchval("SELECT status FROM browser_sessions WHERE id = $1", session_id)
+    assert status == "active"
+    assert await comments(db, task_id) == []
+    task_code = await db.fetchval("SELECT error_code FROM tasks WHERE id = $1", task_id)
+    assert task_code is None
+    expires = await db.fetchval(
+        "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'expire'", session_id
+    )
+    assert expires == 0
 
 
 async def _queue_drained(settings: Any) -> bool:

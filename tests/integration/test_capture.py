@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -313,12 +314,17 @@ async def test_timeout(
     assert done.state is CaptureState.TIMED_OUT
 
 
+@pytest.mark.parametrize("group", [False, True], ids=["main-pid", "process-group"])
 async def test_worker_shutdown_interrupts_capture(
+    group: bool,
     capture_settings: Settings,
     tmp_path_factory: pytest.TempPathFactory,
     site: FixtureSite,
     db: asyncpg.Connection,
 ) -> None:
+    """SIGTERM to the main pid, or to the whole process group (systemd, a terminal): the
+    Playwright driver and Chromium are shielded from the group signal, so both end the
+    capture as ``interrupted`` and close its browser."""
     settings = dataclasses.replace(
         capture_settings,
         liveview_port=free_port(),
@@ -332,11 +338,14 @@ async def test_worker_shutdown_interrupts_capture(
             scratch_queues(settings.amqp_url, settings.queue_prefix),
             run_worker(settings, ["capture"], log_path) as worker,
         ):
-            session_id, capture_id, _ = await open_capture(client, site, "judy")
+            session_id, capture_id, _ = await open_capture(
+                client, site, "judy" if group else "karl"
+            )
             browsers = worker.chromium_pids()
             assert browsers
-        # run_worker's exit sent SIGTERM and waited for the worker to stop.
+            seconds = await asyncio.to_thread(worker.stop, group=group, timeout=30)
         done = await client.capture_status(capture_id, actor_id="judy")
+    assert seconds < 10
     assert done.state is CaptureState.INTERRUPTED
     assert all(not _alive(pid) for pid in browsers)
     row = await db.fetchrow(

@@ -22,6 +22,7 @@ from schema.audit import AuditLog
 from schema.enums import AuditAction, AuditResult, BrowseOutcome, SessionStatus
 from schema.errors import (
     AuthSessionExpired,
+    BrowserCrashed,
     BrowserSessionsError,
     NavigationFailed,
     NotOwner,
@@ -84,11 +85,18 @@ class BrowseService:
         self._guard = guard
         self._on_expired = on_expired
 
-    async def run(self, job: BrowseJob, *, attempt: int = 1, final_attempt: bool = True) -> str:
+    async def run(
+        self,
+        job: BrowseJob,
+        *,
+        attempt: int = 1,
+        final_attempt: bool = True,
+        retry: Callable[[BaseException], bool] | None = None,
+    ) -> str:
         """Run the job; returns the outcome code (``ok`` or an error code).
 
-        A retryable failure on a non-final attempt is raised so the caller retries it;
-        everything else ends in a stored result.
+        A failure the caller will retry (``retry(err)``; by default a retryable one on a
+        non-final attempt) is raised; everything else ends in a stored result.
         """
         if await result_exists(self._db, job.job_id):
             log.info("browse_duplicate_skipped")
@@ -97,7 +105,7 @@ class BrowseService:
         try:
             outcome = await self._authorised_browse(job)
         except BrowserSessionsError as err:
-            if err.retryable and not final_attempt:
+            if retry(err) if retry is not None else err.retryable and not final_attempt:
                 raise
             await self._finish_error(job, err, attempt, started)
             return err.code
@@ -196,7 +204,13 @@ class BrowseService:
     async def _finish_error(
         self, job: BrowseJob, err: BrowserSessionsError, attempt: int, started: float
     ) -> None:
-        stored = await store_result(
+        if isinstance(err, AuthSessionExpired):
+            # Before the result: a job that dies in between runs again and sends it again
+            # (expiry is idempotent); sent after the result, a lost message stays lost.
+            await self._on_expired(
+                ExpireJob(session_id=job.session_id, task_id=job.task_id, job_id=job.job_id)
+            )
+        await store_result(
             self._db,
             BrowseResult.failure(
                 job_id=job.job_id,
@@ -209,10 +223,6 @@ class BrowseService:
                 duration_ms=int((time.monotonic() - started) * 1000),
             ),
         )
-        if isinstance(err, AuthSessionExpired) and stored:
-            await self._on_expired(
-                ExpireJob(session_id=job.session_id, task_id=job.task_id, job_id=job.job_id)
-            )
 
 
 async def open_and_visit(
@@ -254,6 +264,8 @@ async def visit(
     except PlaywrightError as exc:
         if is_guard_refusal(error=exc):
             raise UrlNotAllowed("the page redirected to an address that is not allowed") from None
+        if _crashed(exc):
+            raise BrowserCrashed("the page's renderer crashed during the navigation") from None
         raise NavigationFailed(_net_error(exc)) from None
     if response is not None and is_guard_refusal(response=response):
         raise UrlNotAllowed("the page redirected to an address that is not allowed")
@@ -318,6 +330,11 @@ async def _selector_present(
         return await page.locator(selector).count() > 0
     except PlaywrightError:
         return False
+
+
+def _crashed(exc: PlaywrightError) -> bool:
+    """A renderer that died under the page ("Page crashed", "Target crashed")."""
+    return "crashed" in str(exc).split("\n", 1)[0].lower()
 
 
 def _net_error(exc: PlaywrightError) -> str:

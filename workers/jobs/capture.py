@@ -31,7 +31,7 @@ from workers.browser.liveview import LiveViewServer
 from workers.browser.verdict import Verdict, decide
 from workers.crypto.store import StateStore
 from workers.guard.scope import scope_to_session
-from workers.jobs.imports import set_capture_state
+from workers.jobs.imports import names_its_capture, set_capture_state
 
 log = get_logger(__name__)
 
@@ -67,6 +67,8 @@ class CaptureService:
     async def run(self, job: CaptureJob) -> CaptureState:
         """Hold the browser until a final state; returns it."""
         capture = await queries.get_capture(self._db, job.capture_id)
+        if not names_its_capture(capture, "live", job.session_id, job.owner_id):
+            return capture.state
         if capture.state is not CaptureState.QUEUED:
             if not capture.state.is_final:
                 # Redelivered after the worker that held it died: its browser is gone.

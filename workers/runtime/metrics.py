@@ -127,6 +127,12 @@ GUARD_REFUSALS = Counter(
     "Navigations and browser requests refused by the URL guard.",
     registry=REGISTRY,
 )
+MESSAGES_REFUSED = Counter(
+    "browser_sessions_messages_refused",
+    "Messages dead-lettered before running (reason: too_large), by actor.",
+    ["actor", "reason"],
+    registry=REGISTRY,
+)
 
 
 def _initialise() -> None:
@@ -170,6 +176,11 @@ def record_job(actor: str, outcome: str, error_code: str | None, seconds: float)
         code = error_code if error_code in ERROR_CODES else OTHER_ERROR
     JOBS.labels(actor, outcome, code).inc()
     JOB_DURATION.labels(actor).observe(max(seconds, 0.0))
+
+
+def record_message_refused(actor: str, reason: str) -> None:
+    """A message dead-lettered before it ran (over the size cap)."""
+    MESSAGES_REFUSED.labels(actor if actor in ACTORS else OTHER_ERROR, reason).inc()
 
 
 def set_pool_stats(browsers: int, in_use: int, capacity: int | None = None) -> None:

@@ -9,6 +9,7 @@ import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from dramatiq.asyncio import get_event_loop_thread
@@ -18,9 +19,11 @@ from playwright.async_api import Browser, Playwright, async_playwright
 from schema import liveview
 from schema.audit import AuditLog
 from schema.db import create_pool
+from schema.errors import ServiceUnavailable
 from schema.events import Events
 from schema.jobs import BROWSE_QUEUE, CAPTURE_QUEUE, QUEUES
 from schema.logs import get_logger
+from schema.outages import is_outage
 from schema.sealing import publish_seal_key
 from schema.settings import Settings
 from workers.browser.chromium import browser_launch_options, find_chromium
@@ -136,7 +139,7 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
                     port=settings.liveview_port,
                     public_base_url=settings.liveview_public_url or None,
                     ticket_check=functools.partial(liveview.ticket_valid, db, liveview_key),
-                    frame_ancestors=settings.frame_ancestors,
+                    frame_ancestors=liveview_frame_ancestors(settings),
                     peers=settings.liveview_peers,
                 )
             )
@@ -149,8 +152,24 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
         raise
 
 
+def liveview_frame_ancestors(settings: Settings) -> str:
+    """Who may frame the live view: the orchestrator (``FRAME_ANCESTORS``) and the settings
+    page that embeds it (``API_PUBLIC_URL``'s origin); every ancestor must be listed."""
+    sources = settings.frame_ancestors.split()
+    if settings.api_public_url:
+        parts = urlsplit(settings.api_public_url)
+        sources.append(f"{parts.scheme}://{parts.netloc}")
+    return " ".join(dict.fromkeys(sources))
+
+
 class WorkerResources(Middleware):
-    """Opens :class:`Resources` on the AsyncIO loop after boot; closes them at shutdown.
+    """Opens :class:`Resources` on the AsyncIO loop before the worker consumes; closes them at
+    shutdown.
+
+    Opened in ``before_worker_boot`` (after AsyncIO's, which starts the loop): dramatiq starts
+    its consumers after that hook, so no message is taken before the resources are open and
+    none spends a retry on a worker that is not ready. An outage at boot (Postgres or
+    RabbitMQ still restarting) is waited out for ``infra_retry_budget``.
 
     Add it *after* dramatiq's AsyncIO middleware (``install_worker_middleware``): dramatiq
     calls ``after_*`` hooks in reverse order, so its shutdown then runs before the loop stops.
@@ -160,22 +179,36 @@ class WorkerResources(Middleware):
         self.settings = settings
         self.resources: Resources | None = None
 
-    def after_worker_boot(self, broker: Any, worker: Any) -> None:
-        """Open resources for the queues this worker consumes."""
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        """Open resources for the queues this worker consumes, before its consumers start."""
         queues = worker.consumer_whitelist or {self.settings.queue(q) for q in QUEUES}
         browse = self.settings.queue(BROWSE_QUEUE) in queues
         capture = self.settings.queue(CAPTURE_QUEUE) in queues
         thread = get_event_loop_thread()
         assert thread is not None, "the AsyncIO middleware must be installed"
         try:
-            self.resources = thread.run_coroutine(
-                open_resources(self.settings, browse=browse, capture=capture)
-            )
+            self.resources = thread.run_coroutine(self._open(browse=browse, capture=capture))
         except Exception as exc:
-            # dramatiq only logs failures in this hook; a worker without resources must stop.
+            # dramatiq only logs failures in this hook; a worker without resources must stop
+            # (the supervisor starts it again).
             log.critical("worker_boot_failed", error=f"{type(exc).__name__}: {exc}")
             os._exit(3)
         log.info("worker_ready", pid=os.getpid(), browse_pool=browse, capture=capture)
+
+    async def _open(self, *, browse: bool, capture: bool) -> Resources:
+        """Open, retrying an outage with a backoff within the budget."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.infra_retry_budget.total_seconds()
+        delay = 1.0
+        while True:
+            try:
+                return await open_resources(self.settings, browse=browse, capture=capture)
+            except Exception as exc:
+                if not is_outage(exc) or loop.time() + delay > deadline:
+                    raise
+                log.warning("worker_boot_waiting", error=type(exc).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         """Close resources while the loop still runs."""
@@ -186,6 +219,8 @@ class WorkerResources(Middleware):
             self.resources = None
 
     def get(self) -> Resources:
+        """The open resources; ``ServiceUnavailable`` (an outage: retried without spending a
+        page retry) if they are not open."""
         if self.resources is None:
-            raise RuntimeError("worker resources are not open (is this a worker process?)")
+            raise ServiceUnavailable("worker resources are not open (is this a worker process?)")
         return self.resources
