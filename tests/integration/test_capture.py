@@ -344,7 +344,7 @@ async def test_worker_shutdown_interrupts_capture(
             browsers = worker.chromium_pids()
             assert browsers
             seconds = await asyncio.to_thread(worker.stop, group=group, timeout=30)
-        done = await client.capture_status(capture_id, actor_id="judy")
+        done = await client.capture_status(capture_id, actor_id="judy" if group else "karl")
     assert seconds < 10
     assert done.state is CaptureState.INTERRUPTED
     assert all(not _alive(pid) for pid in browsers)
