@@ -55,6 +55,8 @@ class Settings:
     enqueue_retry: timedelta = timedelta(seconds=30)
     infra_retry_budget: timedelta = timedelta(seconds=120)
     max_message_bytes: int = 64 * 1024
+    chromium_user: str = "bs-chromium"
+    liveview_peers: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -100,6 +102,8 @@ class Settings:
             enqueue_retry=r.seconds("ENQUEUE_RETRY", cls.enqueue_retry),
             infra_retry_budget=r.seconds("INFRA_RETRY_BUDGET", cls.infra_retry_budget),
             max_message_bytes=r.integer("MAX_MESSAGE_BYTES", cls.max_message_bytes, 1024),
+            chromium_user=r.text("CHROMIUM_USER", cls.chromium_user),
+            liveview_peers=r.text("LIVEVIEW_PEERS", cls.liveview_peers),
         )
 
     def to_env(self) -> dict[str, str]:

@@ -36,13 +36,18 @@ from schema.logs import get_logger
 from schema.redact import secret_values, state_secret_values
 from schema.results import BrowseResult, result_exists, store_result
 from workers.browser.pool import BrowserPool
-from workers.browser.restore import plan_restore
+from workers.browser.restore import install_restore_script, plan_restore
 from workers.browser.verdict import Verdict, decide, url_matches
 from workers.crypto.store import StateStore
 from workers.guard.policy import UrlGuard
 from workers.guard.proxy import is_guard_refusal
 
 log = get_logger(__name__)
+
+BROWSE_CONTEXT_OPTIONS: dict[str, Any] = {
+    "service_workers": "block",
+    "accept_downloads": False,  # a page cannot drop files on the worker
+}
 
 SELECTOR_WAIT_S = 5.0
 EXTRACT_JS = "(max) => (document.body ? document.body.innerText : '').slice(0, max)"
@@ -243,19 +248,26 @@ async def open_and_visit(
     session: queries.SessionInfo,
 ) -> PageOutcome:
     """A fresh pooled context with the state restored, one visit, the context closed."""
-    async with pool.context(service_workers="block", **context_options) as context:
-        if init_script:
-            await context.add_init_script(init_script)
-        return await visit(context, url=url, options=options, session=session)
+    async with pool.context(**BROWSE_CONTEXT_OPTIONS, **context_options) as context:
+        return await visit(
+            context, url=url, options=options, session=session, init_script=init_script
+        )
 
 
 async def visit(
-    context: BrowserContext, *, url: str, options: BrowseOptions, session: queries.SessionInfo
+    context: BrowserContext,
+    *,
+    url: str,
+    options: BrowseOptions,
+    session: queries.SessionInfo,
+    init_script: str | None = None,
 ) -> PageOutcome:
     """Navigate, map failures to error codes, decide the login verdict, extract."""
     opts = options
     timeout_ms = opts.timeout_s * 1000
     page = await context.new_page()
+    if init_script:
+        await install_restore_script(page, init_script)
     page.set_default_timeout(timeout_ms)
     response: Response | None
     try:
