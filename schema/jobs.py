@@ -107,6 +107,15 @@ class ImportJob(_Payload):
     sealed_state: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class ProbeJob(_Payload):
+    """A health probe of one session, enqueued by the probe scheduler."""
+
+    kind: ClassVar[str] = "probe"
+    session_id: str
+    probe_id: str
+
+
 BROWSE_QUEUE = "browse"
 CAPTURE_QUEUE = "capture"
 EXPIRY_QUEUE = "expiry"
@@ -118,4 +127,5 @@ ACTOR_QUEUES: dict[str, str] = {
     ImportJob.kind: BROWSE_QUEUE,
     CaptureJob.kind: CAPTURE_QUEUE,
     ExpireJob.kind: EXPIRY_QUEUE,
+    ProbeJob.kind: BROWSE_QUEUE,  # a probe opens a browser: browse workers run it
 }

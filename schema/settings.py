@@ -50,6 +50,13 @@ class Settings:
     api_port: int = 9194
     api_token: str = field(default="", repr=False)
     api_token_file: str = ""
+    keep_versions: int = 5
+    write_back: bool = True
+    lease_ttl: timedelta = timedelta(seconds=90)
+    probe_interval: timedelta = timedelta(hours=6)
+    probe_tick: timedelta = timedelta(seconds=30)
+    probe_scheduler: bool = True
+    expiring_soon: timedelta = timedelta(hours=24)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +95,13 @@ class Settings:
             api_port=r.integer("API_PORT", cls.api_port, minimum=0),
             api_token=r.text("API_TOKEN", cls.api_token),
             api_token_file=r.text("API_TOKEN_FILE", cls.api_token_file),
+            keep_versions=r.integer("KEEP_VERSIONS", cls.keep_versions, minimum=1),
+            write_back=r.boolean("WRITE_BACK", cls.write_back),
+            lease_ttl=r.seconds("LEASE_TTL", cls.lease_ttl),
+            probe_interval=r.seconds("PROBE_INTERVAL", cls.probe_interval),
+            probe_tick=r.seconds("PROBE_TICK", cls.probe_tick),
+            probe_scheduler=r.boolean("PROBE_SCHEDULER", cls.probe_scheduler),
+            expiring_soon=r.seconds("EXPIRING_SOON", cls.expiring_soon),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -158,6 +172,17 @@ class _Reader:
         if not number > 0:
             raise self.fail(name, f"must be a positive number of seconds, got {value!r}")
         return timedelta(seconds=number)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise self.fail(name, f"must be true or false, got {value!r}")
 
     def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
         value = self.text(name, default)

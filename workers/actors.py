@@ -5,6 +5,7 @@ Run with ``browser-sessions worker`` (which runs dramatiq on this module).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from schema.jobs import (
     CaptureJob,
     ExpireJob,
     ImportJob,
+    ProbeJob,
 )
 from schema.logs import configure_logging, get_logger
 from schema.results import BrowseResult, store_result
@@ -33,6 +35,9 @@ from workers.jobs.browse import BrowseService
 from workers.jobs.capture import CaptureService
 from workers.jobs.expiry import ExpiryService
 from workers.jobs.imports import ImportService
+from workers.jobs.keepalive import WriteBack
+from workers.jobs.leases import Leases
+from workers.jobs.probes import ProbeScheduler, ProbeService
 from workers.runtime import metrics
 from workers.runtime.broker import (
     RetryWhen,
@@ -40,12 +45,28 @@ from workers.runtime.broker import (
     never_retry,
     retry_transient,
 )
-from workers.runtime.resources import WorkerResources
+from workers.runtime.resources import Resources, WorkerResources
 
 settings = get_settings()
 configure_logging(level=settings.log_level, fmt=settings.log_format)
 log = get_logger("browser_sessions.jobs")
-resources = WorkerResources(settings)
+ALIVE_EVENTS = metrics.AliveMetrics()
+
+
+def _probe_scheduler(res: Resources) -> contextlib.AbstractAsyncContextManager[Any]:
+    """The probe scheduler, inside every browse worker process (``PROBE_SCHEDULER``)."""
+    if not settings.probe_scheduler:
+        return contextlib.nullcontext()
+    return ProbeScheduler(
+        db=res.db,
+        enqueue=_enqueue_probe,
+        tick=settings.probe_tick,
+        expiring_soon=settings.expiring_soon,
+        on_counts=metrics.set_sessions_by_status,
+    ).running()
+
+
+resources = WorkerResources(settings, background=_probe_scheduler)
 broker = build_broker(settings, extra=[resources])
 
 # Move our resources ahead of AsyncIO so they close while its loop still runs.
@@ -130,10 +151,18 @@ EXPIRE_RETRY = retry_transient(10)
 
 
 async def _enqueue_expiry(job: ExpireJob) -> None:
-    import asyncio
-
     message = expire.message(job.to_message())
     await asyncio.to_thread(broker.enqueue, message)
+
+
+async def _enqueue_probe(job: ProbeJob) -> None:
+    message = probe.message(job.to_message())
+    await asyncio.to_thread(broker.enqueue, message)
+
+
+def _keepalive(res: Resources) -> tuple[Leases, WriteBack]:
+    leases = Leases(res.db, ttl=settings.lease_ttl, on_wait=ALIVE_EVENTS.lease_wait)
+    return leases, WriteBack(db=res.db, store=res.store, events=ALIVE_EVENTS)
 
 
 @dramatiq.actor(
@@ -150,6 +179,7 @@ async def browse(payload: dict[str, Any]) -> None:
         retries = _retries()
         res = resources.get()
         assert res.pool is not None, "this worker does not consume the browse queue"
+        leases, write_back = _keepalive(res)
         service = BrowseService(
             db=res.db,
             pool=res.pool,
@@ -157,6 +187,9 @@ async def browse(payload: dict[str, Any]) -> None:
             audit=res.audit,
             guard=res.guard,
             on_expired=_enqueue_expiry,
+            leases=leases,
+            write_back=write_back if settings.write_back else None,
+            lease_wait=settings.lease_ttl,
         )
         try:
             report.code = await service.run(
@@ -236,3 +269,33 @@ async def capture(payload: dict[str, Any]) -> None:
         ).run(job)
         report.code = await _capture_code(res.db, job.capture_id, final)
         report.extra["capture_state"] = final.value
+
+
+PROBE_RETRY = retry_transient(3)
+
+
+@dramatiq.actor(
+    actor_name="probe",
+    queue_name=settings.queue(BROWSE_QUEUE),
+    retry_when=PROBE_RETRY,
+    time_limit=int(settings.navigation_timeout.total_seconds() * 1000 * 4 + 60_000),
+)
+async def probe(payload: dict[str, Any]) -> None:
+    """Open a session's start URL: keep it alive (write-back) or find it expired."""
+    with _job("probe", PROBE_RETRY) as report:
+        job = ProbeJob.from_message(payload)
+        _bind("probe", job_id=job.probe_id, task_id=None, session_id=job.session_id)
+        res = resources.get()
+        assert res.pool is not None, "this worker does not consume the browse queue"
+        leases, write_back = _keepalive(res)
+        report.extra["verdict"] = await ProbeService(
+            db=res.db,
+            pool=res.pool,
+            store=res.store,
+            audit=res.audit,
+            leases=leases,
+            write_back=write_back,
+            interval=settings.probe_interval,
+            events=ALIVE_EVENTS,
+            on_expired=metrics.record_session_expired,
+        ).run(job)

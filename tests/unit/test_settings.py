@@ -85,6 +85,13 @@ def test_to_env_round_trips_every_field() -> None:
         api_host="0.0.0.0",
         api_port=4,
         api_token="t0ken",
+        keep_versions=7,
+        write_back=False,
+        lease_ttl=timedelta(seconds=11),
+        probe_interval=timedelta(seconds=12),
+        probe_tick=timedelta(seconds=13),
+        probe_scheduler=False,
+        expiring_soon=timedelta(seconds=14),
         api_token_file="/run/secrets/token",
     )
     defaults = Settings.from_env({})

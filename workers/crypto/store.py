@@ -1,7 +1,9 @@
 """Save and load the encrypted state of a ``browser_sessions`` row, audited.
 
-``save`` encrypts under the owner's key and writes the row and its ``save`` audit row in
-one transaction. ``load`` commits its ``decrypt`` audit row *before* decrypting (no audit
+``save`` encrypts under the owner's key and writes the row, a copy in ``session_versions``
+(the newest ``keep_versions`` are kept) and its audit row in one transaction; with
+``expected_version`` it is a compare-and-set (``VersionConflict`` when another save came
+first). ``load`` commits its ``decrypt`` audit row *before* decrypting (no audit
 row, no decryption), so it must not run inside a caller's transaction. Denials (unknown
 session, wrong owner, revoked, nothing saved) and failures are audited too.
 
@@ -12,7 +14,10 @@ registers its cookie and storage values for log redaction while the block runs.
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -26,6 +31,7 @@ from schema.errors import (
     SessionNotActive,
     SessionNotFound,
     SessionRevoked,
+    VersionConflict,
 )
 from schema.redact import secret_values, state_secret_values
 from schema.settings import Settings
@@ -37,8 +43,31 @@ from workers.crypto.envelope import (
 )
 from workers.crypto.keys import KeyProvider, provider_from_settings
 from workers.crypto.user_keys import current_user_key, user_key
+from workers.jobs.writeback import Scope, auth_expiry
 
 _DENIALS = (SessionNotFound, NotOwner, SessionRevoked, SessionNotActive)
+_SOURCES = {AuditAction.SAVE: "capture", AuditAction.IMPORT: "import"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SaveInfo:
+    """Where a saved version comes from, and what a write-back also records.
+
+    ``expected_version`` makes the save a compare-and-set (write-backs); ``rotating`` marks
+    the session's site as one that rotates its tokens (``None`` leaves it as it is). Every
+    save also sets ``expires_at`` (from the auth cookies) and the next probe time.
+    """
+
+    source: str = "capture"
+    verdict: str = "logged_in"
+    expected_version: int | None = None
+    based_on: int | None = None
+    rotating: bool | None = None
+
+    def detail(self, version: int) -> str:
+        if self.based_on is None:
+            return f"saved version {version}"
+        return f"saved version {version} from version {self.based_on}"
 
 
 class StateStore:
@@ -50,10 +79,14 @@ class StateStore:
         provider: KeyProvider,
         audit: AuditLog,
         max_state_bytes: int = Settings.max_state_bytes,
+        keep_versions: int = Settings.keep_versions,
+        probe_interval: timedelta = Settings.probe_interval,
     ) -> None:
         self.provider = provider
         self.audit = audit
         self.max_state_bytes = max_state_bytes
+        self.keep_versions = keep_versions
+        self.probe_interval = probe_interval
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StateStore:
@@ -62,6 +95,8 @@ class StateStore:
             provider=provider,
             audit=AuditLog(key=provider.audit_key()),
             max_state_bytes=settings.max_state_bytes,
+            keep_versions=settings.keep_versions,
+            probe_interval=settings.probe_interval,
         )
 
     async def save(
@@ -74,11 +109,13 @@ class StateStore:
         state: dict[str, Any],
         request_id: str | None = None,
         action: AuditAction = AuditAction.SAVE,
+        saved: SaveInfo | None = None,
     ) -> int:
         """Encrypt ``state`` into the session row; returns the row's new ``version``.
 
-        The row becomes ``active``. ``action`` is the audit action (``save`` or ``import``).
-        ``conn`` is a connection or a pool.
+        The row becomes ``active``. ``action`` is the audit action (``save``, ``import`` or
+        ``write_back``); ``saved`` says where the version came from and, for a write-back,
+        the version it must replace. ``conn`` is a connection or a pool.
         """
         if isinstance(conn, asyncpg.Pool):
             async with conn.acquire() as pooled:
@@ -90,7 +127,9 @@ class StateStore:
                     state=state,
                     request_id=request_id,
                     action=action,
+                    saved=saved,
                 )
+        info = saved or SaveInfo(source=_SOURCES.get(action, "capture"))
         audit: dict[str, Any] = {
             "actor_id": actor_id,
             "action": action,
@@ -101,10 +140,20 @@ class StateStore:
             plaintext = canonical_state(state, max_state_bytes=self.max_state_bytes)
             async with conn.transaction():
                 row = await conn.fetchrow(
-                    "SELECT owner_id, status FROM browser_sessions WHERE id = $1 FOR UPDATE",
+                    "SELECT owner_id, status, version, start_url, extra_origins "
+                    "FROM browser_sessions "
+                    "WHERE id = $1 FOR UPDATE",
                     session_id,
                 )
                 _check_access(row, owner_id, saving=True)
+                if info.expected_version is not None:
+                    if row["status"] != SessionStatus.ACTIVE:
+                        raise SessionNotActive("the session is no longer active")
+                    if row["version"] != info.expected_version:
+                        raise VersionConflict(
+                            f"version {row['version']} was saved after {info.expected_version}",
+                            current=row["version"],
+                        )
                 key = await current_user_key(conn, self.provider, owner_id)
                 enc = encrypt_bytes(
                     plaintext,
@@ -117,7 +166,9 @@ class StateStore:
                     """UPDATE browser_sessions
                        SET enc_format = $2, enc_key_version = $3, enc_wrapped_key = $4,
                            enc_nonce = $5, enc_ciphertext = $6, version = version + 1,
-                           status = $7, saved_at = now(), updated_at = now()
+                           status = $7, saved_at = now(), updated_at = now(),
+                           expires_at = $8, rotating = coalesce($9, rotating),
+                           next_probe_at = coalesce($10, next_probe_at), probe_failures = 0
                        WHERE id = $1 RETURNING version""",
                     session_id,
                     enc.format,
@@ -126,11 +177,35 @@ class StateStore:
                     enc.nonce,
                     enc.ciphertext,
                     SessionStatus.ACTIVE.value,
+                    _expires_at(state, row["start_url"], row["extra_origins"]),
+                    info.rotating,
+                    next_probe_at(self.probe_interval),
+                )
+                await conn.execute(
+                    """INSERT INTO session_versions (session_id, version, source, source_id,
+                           verdict, enc_format, enc_key_version, enc_wrapped_key, enc_nonce,
+                           enc_ciphertext)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+                    session_id,
+                    version,
+                    info.source,
+                    request_id,
+                    info.verdict,
+                    enc.format,
+                    enc.key_version,
+                    enc.wrapped_key,
+                    enc.nonce,
+                    enc.ciphertext,
+                )
+                await conn.execute(
+                    "DELETE FROM session_versions WHERE session_id = $1 AND version <= $2",
+                    session_id,
+                    version - self.keep_versions,
                 )
                 await self.audit.write(
-                    conn, **audit, result=AuditResult.OK, detail=f"saved version {version}"
+                    conn, **audit, result=AuditResult.OK, detail=info.detail(version)
                 )
-        except AuditWriteFailed:
+        except (AuditWriteFailed, VersionConflict):
             raise
         except BrowserSessionsError as exc:
             await self._audit_failure(conn, exc, audit)
@@ -151,9 +226,30 @@ class StateStore:
 
         ``conn`` is a connection outside any transaction, or a pool.
         """
+        state, _version = await self.load_versioned(
+            conn,
+            session_id=session_id,
+            owner_id=owner_id,
+            actor_id=actor_id,
+            task_id=task_id,
+            request_id=request_id,
+        )
+        return state
+
+    async def load_versioned(
+        self,
+        conn: Any,
+        *,
+        session_id: str,
+        owner_id: str,
+        actor_id: str,
+        task_id: str | None,
+        request_id: str | None,
+    ) -> tuple[dict[str, Any], int]:
+        """:meth:`load`, with the version the state is (for a compare-and-set write-back)."""
         if isinstance(conn, asyncpg.Pool):
             async with conn.acquire() as pooled:
-                return await self.load(
+                return await self.load_versioned(
                     pooled,
                     session_id=session_id,
                     owner_id=owner_id,
@@ -196,10 +292,11 @@ class StateStore:
                 ciphertext=bytes(row["enc_ciphertext"]),
             )
             key = await user_key(conn, self.provider, owner_id, enc.key_version)
-            return decrypt_state(enc, user_key=key, owner_id=owner_id, session_id=session_id)
+            state = decrypt_state(enc, user_key=key, owner_id=owner_id, session_id=session_id)
         except BrowserSessionsError as exc:
             await self._audit_failure(conn, exc, audit)
             raise
+        return state, int(row["version"])
 
     @contextlib.asynccontextmanager
     async def use(
@@ -229,6 +326,16 @@ class StateStore:
     ) -> None:
         result = AuditResult.DENIED if isinstance(exc, _DENIALS) else AuditResult.ERROR
         await self.audit.write(conn, **audit, result=result, detail=exc.code)
+
+
+def next_probe_at(interval: timedelta, *, now: datetime | None = None) -> datetime:
+    """When to probe next: ``interval`` from now, jittered by ±10% so probes spread out."""
+    return (now or datetime.now(UTC)) + interval * random.uniform(0.9, 1.1)
+
+
+def _expires_at(state: dict[str, Any], start_url: str, extra_origins: Any) -> datetime | None:
+    expiry = auth_expiry(state, Scope.of(start_url, list(extra_origins or [])))
+    return datetime.fromtimestamp(expiry, UTC) if expiry is not None else None
 
 
 def _check_access(row: Any, owner_id: str, *, saving: bool) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +70,12 @@ class Resources:
         await self._stack.aclose()
 
 
-async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> Resources:
+Background = Callable[["Resources"], contextlib.AbstractAsyncContextManager[Any]]
+
+
+async def open_resources(
+    settings: Settings, *, browse: bool, capture: bool, background: Background | None = None
+) -> Resources:
     stack = contextlib.AsyncExitStack()
     try:
         db = await create_pool(settings.database_url, min_size=1, max_size=8)
@@ -87,7 +93,11 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
             provider=provider,
             audit=audit,
             store=metrics.MeteredStateStore(
-                provider=provider, audit=audit, max_state_bytes=settings.max_state_bytes
+                provider=provider,
+                audit=audit,
+                max_state_bytes=settings.max_state_bytes,
+                keep_versions=settings.keep_versions,
+                probe_interval=settings.probe_interval,
             ),
             guard=guard,
             playwright=playwright,
@@ -127,6 +137,8 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
         await stack.enter_async_context(
             metrics.GaugeSampler(pool=resources.pool, liveview=resources.liveview)
         )
+        if browse and background is not None:
+            await stack.enter_async_context(background(resources))
         return resources
     except BaseException:
         await stack.aclose()
@@ -139,9 +151,11 @@ class WorkerResources(Middleware):
     List it *before* dramatiq's AsyncIO middleware so it closes before the loop stops.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, background: Background | None = None) -> None:
         self.settings = settings
         self.resources: Resources | None = None
+        # Runs for the life of a browse worker's resources (the probe scheduler).
+        self.background = background
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         """Open resources for the queues this worker consumes."""
@@ -152,7 +166,9 @@ class WorkerResources(Middleware):
         assert thread is not None, "the AsyncIO middleware must be installed"
         try:
             self.resources = thread.run_coroutine(
-                open_resources(self.settings, browse=browse, capture=capture)
+                open_resources(
+                    self.settings, browse=browse, capture=capture, background=self.background
+                )
             )
         except Exception as exc:
             # dramatiq only logs failures in this hook; a worker without resources must stop.
