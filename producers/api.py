@@ -23,7 +23,7 @@ from producers.validation import (
     site_of,
 )
 from producers.waiter import ResultWaiter
-from schema import queries
+from schema import queries, versions
 from schema.audit import AuditLog
 from schema.db import create_pool
 from schema.enums import AuditAction, AuditResult, CaptureSignal, CaptureState, SessionStatus
@@ -141,7 +141,66 @@ class SessionsClient:
         return {"session_id": session_id, "capture_id": capture_id, "status": "active"}
 
     async def list_sessions(self, owner_id: str) -> list[queries.SessionInfo]:
-        return await queries.list_sessions(self.db, require_id("owner", owner_id))
+        return await queries.list_sessions(
+            self.db, require_id("owner", owner_id), expiring_soon=self.settings.expiring_soon
+        )
+
+    # -- versions, lease mode, notifications ---------------------------------------------
+
+    async def versions(self, session_id: str, *, actor_id: str) -> dict[str, Any]:
+        """The kept versions (when, from which job or capture, admitted by which verdict);
+        the owner or an admin (``Settings.admins``)."""
+        session = await self._owned(
+            session_id, actor_id, AuditAction.USE, admin=actor_id in self.settings.admins
+        )
+        kept = await versions.list_versions(self.db, session.id, session.version)
+        return {
+            "session_id": session.id,
+            "current_version": session.version,
+            "versions": [v.to_dict() for v in kept],
+        }
+
+    async def rollback(self, session_id: str, *, to: int, actor_id: str) -> dict[str, Any]:
+        """Make kept version ``to`` current again (as a new version); owner or admin."""
+        admin = actor_id in self.settings.admins
+        session = await self._owned(session_id, actor_id, AuditAction.ROLLBACK, admin=admin)
+        if session.status is SessionStatus.REVOKED:
+            raise SessionRevoked("a revoked session keeps no versions")
+        async with self.db.acquire() as conn, conn.transaction():
+            new = await versions.rollback(
+                conn, session.id, to, keep=self.settings.keep_versions, by=f"v{to}"
+            )
+            await self._write_audit(
+                conn,
+                actor_id,
+                AuditAction.ROLLBACK,
+                AuditResult.OK,
+                session.id,
+                f"version {to} restored as version {new}" + (" by admin" if admin else ""),
+            )
+        return {"session_id": session.id, "version": new, "restored_from": to}
+
+    async def set_lease_mode(self, session_id: str, *, mode: str, actor_id: str) -> dict[str, Any]:
+        """``auto`` (one job at a time once the site is seen rotating tokens), ``exclusive``
+        or ``parallel``; owner or admin."""
+        admin = actor_id in self.settings.admins
+        session = await self._owned(session_id, actor_id, AuditAction.LEASE_MODE, admin=admin)
+        async with self.db.acquire() as conn, conn.transaction():
+            await versions.set_lease_mode(conn, session.id, mode)
+            await self._write_audit(
+                conn, actor_id, AuditAction.LEASE_MODE, AuditResult.OK, session.id, mode
+            )
+        return {"session_id": session.id, "lease_mode": mode}
+
+    async def notifications(self, user_id: str, *, pending_only: bool = True) -> list[Any]:
+        """The user's outbox rows (``expired`` / ``expiring_soon``), oldest first."""
+        return await versions.notifications(
+            self.db, require_id("user", user_id), pending_only=pending_only
+        )
+
+    async def mark_delivered(self, user_id: str, ids: Sequence[int]) -> list[int]:
+        """Mark the user's notifications delivered; returns the ids that changed."""
+        return await versions.mark_delivered(self.db, require_id("user", user_id), list(ids))
 
     async def get_session(
         self, session_id: str, *, actor_id: str, admin: bool = False

@@ -325,7 +325,9 @@ class FixtureSite:
         return _page("Fixture site", f"<h1>Fixture site</h1><ul>{links}</ul>")
 
     async def _login_form(self, request: web.Request) -> web.Response:
-        return _page("Log in", _login_body(_safe_next(request.query.get("next", ""))))
+        # Like many sites, the login page forgets the client-side tokens of a dead session.
+        body = _login_body(_safe_next(request.query.get("next", ""))) + _FORGET_TOKENS
+        return _page("Log in", body)
 
     async def _login_submit(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -625,6 +627,8 @@ checkSession().catch((error) => {{
 </script>
 <form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>"""
 
+
+_FORGET_TOKENS = f"""<script>localStorage.removeItem({_js(LOCAL_STORAGE_KEY)});</script>"""
 
 _LOGGED_OUT_BODY = f"""<p id="logged-out">Logged out.</p>
 <script>

@@ -394,6 +394,8 @@ for _result in WRITE_BACK_RESULTS:
     WRITE_BACKS.labels(_result)
 for _verdict in PROBE_VERDICTS:
     PROBES.labels(_verdict)
+for _status in SESSION_STATUSES:
+    SESSIONS.labels(_status)
 
 
 class AliveMetrics:
