@@ -47,6 +47,7 @@ BUSY = "busy"
 CLAIM = timedelta(minutes=10)
 BUSY_RETRY = timedelta(seconds=60)
 BACKOFF_BASE = timedelta(minutes=5)
+STOP_TIMEOUT_S = 10.0
 PROBE_OPTIONS = BrowseOptions(extract_text=False, timeout_s=30)
 
 
@@ -300,22 +301,29 @@ class ProbeScheduler:
             log.info("probes_enqueued", count=len(due))
         return len(due)
 
-    async def run_forever(self) -> None:
-        while True:
+    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Tick until ``stop`` is set; a tick in progress finishes first (never cut short
+        between a claim and its enqueues)."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
             try:
                 await self.tick()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # Postgres or RabbitMQ away: try again next tick
                 log.warning("probe_scheduler_tick_failed", error=type(exc).__name__)
-            await asyncio.sleep(self._tick * random.uniform(0.8, 1.2))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._tick * random.uniform(0.8, 1.2))
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[ProbeScheduler]:
-        task = asyncio.get_running_loop().create_task(self.run_forever())
+        stop = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(self.run_forever(stop))
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            stop.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT_S)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

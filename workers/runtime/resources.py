@@ -51,6 +51,11 @@ class Resources:
     liveview: LiveViewServer | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    _background: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    async def stop_background(self) -> None:
+        """Stop the background loop (the probe scheduler) ahead of the rest."""
+        await self._background.aclose()
 
     def launch_options(self) -> dict[str, Any]:
         """Chromium launch arguments with every request forced through the guard proxy."""
@@ -138,7 +143,8 @@ async def open_resources(
             metrics.GaugeSampler(pool=resources.pool, liveview=resources.liveview)
         )
         if browse and background is not None:
-            await stack.enter_async_context(background(resources))
+            stack.push_async_callback(resources.stop_background)
+            await resources._background.enter_async_context(background(resources))
         return resources
     except BaseException:
         await stack.aclose()
@@ -175,6 +181,13 @@ class WorkerResources(Middleware):
             log.critical("worker_boot_failed", error=f"{type(exc).__name__}: {exc}")
             os._exit(3)
         log.info("worker_ready", pid=os.getpid(), browse_pool=browse, capture=capture)
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        """Stop enqueuing (the probe scheduler) before consumers and workers stop."""
+        thread = get_event_loop_thread()
+        if self.resources is not None and thread is not None:
+            with contextlib.suppress(Exception):
+                thread.run_coroutine(asyncio.wait_for(self.resources.stop_background(), 10))
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         """Close resources while the loop still runs."""
