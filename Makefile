@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export BROWSER_SESSIONS_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/browser_sessions
 export BROWSER_SESSIONS_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2F
 
-.PHONY: help venv chromium services promtool db test lint demo bench bench-crypto bench-liveview clean
+.PHONY: help venv chromium services promtool db test lint demo bench bench-crypto bench-liveview bench-writeback clean
 
 help:
 	@echo "make demo   - set everything up and run the end-to-end demo"
@@ -55,6 +55,9 @@ bench: venv chromium db bench-crypto bench-liveview
 
 bench-crypto: venv
 	$(BIN)/python -m workers.dev.bench.crypto
+
+bench-writeback: venv chromium db
+	$(BIN)/python -m workers.dev.bench.writeback
 
 bench-liveview: venv chromium
 	$(BIN)/python -m workers.dev.bench.liveview

@@ -10,6 +10,7 @@ saves a screenshot of the live view, and stops everything it started.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import secrets
 import sys
 import tempfile
@@ -121,6 +122,7 @@ async def _run(demo: Demo, settings: Settings, workdir: Path) -> None:
             metrics_port=free_port(),
             health_port=free_port(),
             browsers=1,
+            probe_tick=timedelta(seconds=1),  # the probe step does not wait for 30 s ticks
         )
         demo.say("[..] starting workers (browse+expiry, capture) ...")
         with (
@@ -263,7 +265,74 @@ async def _story(
             raise RuntimeError(report.message)
         demo.say(f"     audit chain intact: {report.rows} rows")
 
+    await keepalive_steps(demo, client, site, session_id)
     await demo.step("verify the audit log's hash chain", audit)
+
+
+# -- sessions that stay alive: write-back and a health probe ------------------------------
+
+
+async def keepalive_steps(
+    demo: Demo, client: SessionsClient, site: FixtureSite, session_id: str
+) -> None:
+    """The site starts rotating its session cookie: each browse writes the new cookie back as
+    the next version. Then a health probe, due now, opens the start URL with the session."""
+
+    async def version() -> int:
+        return (await queries.get_session(client.db, session_id)).version
+
+    async def rotating_browses() -> None:
+        site.set_switches(rotate_cookie=True, reuse_detection=True)
+        seen = [await version()]
+        for _ in range(3):
+            result = await client.browse(
+                task_id=f"task-{secrets.token_hex(4)}",
+                owner_id=USER,
+                session_id=session_id,
+                url=site.url("/app"),
+                timeout=WAIT,
+            )
+            if not result.ok:
+                raise RuntimeError(f"{result.error_code}: {result.error_message}")
+            seen.append(await version())
+        demo.say(f"     session version across browses: {' -> '.join(map(str, seen))}")
+        if not all(b > a for a, b in itertools.pairwise(seen)):
+            raise RuntimeError("the version did not rise with every browse")
+        kept = await client.versions(session_id, actor_id=USER)
+        demo.say(
+            "     kept versions: "
+            + ", ".join(f"v{v['version']} ({v['source']})" for v in kept["versions"])
+        )
+
+    await demo.step(
+        "write-back: the site rotates its cookie on every request; browse three times",
+        rotating_browses,
+    )
+
+    async def probe() -> None:
+        before = await client.db.fetchval(
+            "SELECT coalesce(last_probe_at, '-infinity') FROM browser_sessions WHERE id = $1",
+            session_id,
+        )
+        await client.db.execute(
+            "UPDATE browser_sessions SET next_probe_at = now() WHERE id = $1", session_id
+        )
+        deadline = time.monotonic() + WAIT.total_seconds()
+        while True:
+            session = await queries.get_session(client.db, session_id)
+            if session.last_probe_at is not None and session.last_probe_at > before:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("no probe ran")
+            await _sleep(0.2)
+        demo.say(
+            f"     probe verdict: {session.last_probe_verdict}; status {session.status.value}; "
+            f"version {session.version}; next probe {session.next_probe_at:%H:%M} UTC"
+        )
+        if session.last_probe_verdict != "logged_in":
+            raise RuntimeError(f"the probe found {session.last_probe_verdict}")
+
+    await demo.step("health probe: the scheduler enqueues it, the session stays logged in", probe)
 
 
 def _async(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
