@@ -375,3 +375,59 @@ async def test_notifications_outbox_lists_and_marks_delivered(
     assert await client.mark_delivered("someone-else", [pending[1]["id"]]) == []
     assert [n["message"] for n in await client.notifications(user)] == ["m2"]
     assert len(await client.notifications(user, pending_only=False)) == 2
+
+
+async def test_concurrent_write_backs_merge_per_item(
+    database_url: str, db: asyncpg.Connection, base_settings: Settings
+) -> None:
+    """Two jobs restored version 1; the second to save merges onto the first's version."""
+    from schema import queries
+    from schema.db import create_pool
+    from workers.jobs.keepalive import WriteBack, WriteBackResult
+
+    owner = f"merge-{secrets.token_hex(3)}"
+    session_id = await queries.insert_session(
+        db,
+        owner_id=owner,
+        label="merge",
+        start_url="https://app.example.com/home",
+        site="app.example.com",
+        logged_in_selector="#me",
+        login_url_pattern=None,
+        extra_origins=[],
+    )
+    store = StateStore.from_settings(base_settings)
+
+    def cookie(name: str, value: str) -> dict[str, Any]:
+        return {"name": name, "value": value, "domain": "app.example.com", "path": "/"}
+
+    base = {"cookies": [cookie("sid", "s1"), cookie("a", "1"), cookie("b", "1")], "origins": []}
+    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=base)
+    session = await queries.get_session(db, session_id)
+    first = {"cookies": [cookie("sid", "s2"), cookie("a", "1"), cookie("b", "1")]}
+    second = {"cookies": [cookie("sid", "s1"), cookie("b", "1"), cookie("c", "new")]}
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        write_back = WriteBack(db=pool, store=store)
+        results = [
+            await write_back.apply(
+                session=session,
+                base=base,
+                base_version=1,
+                final=final,
+                source="write_back",
+                source_id=f"job-{i}",
+                actor_id=owner,
+            )
+            for i, final in enumerate((first, second))
+        ]
+    finally:
+        await pool.close()
+    assert results == [WriteBackResult.SAVED, WriteBackResult.CONFLICT_MERGED]
+    merged = await store.load(
+        db, session_id=session_id, owner_id=owner, actor_id="test", task_id=None, request_id=None
+    )
+    values = {c["name"]: c["value"] for c in merged["cookies"]}
+    # first rotated sid; second deleted a and added c; nobody touched b.
+    assert values == {"sid": "s2", "b": "1", "c": "new"}
+    assert (await session_row(db, session_id))["version"] == 3
