@@ -310,17 +310,14 @@ async def keepalive_steps(
     )
 
     async def probe() -> None:
-        before = await client.db.fetchval(
-            "SELECT coalesce(last_probe_at, '-infinity') FROM browser_sessions WHERE id = $1",
-            session_id,
-        )
+        before = (await queries.get_session(client.db, session_id)).last_probe_at
         await client.db.execute(
             "UPDATE browser_sessions SET next_probe_at = now() WHERE id = $1", session_id
         )
         deadline = time.monotonic() + WAIT.total_seconds()
         while True:
             session = await queries.get_session(client.db, session_id)
-            if session.last_probe_at is not None and session.last_probe_at > before:
+            if session.last_probe_at is not None and session.last_probe_at != before:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError("no probe ran")

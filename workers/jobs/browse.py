@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -150,29 +150,24 @@ class BrowseService:
             job.url, start_url=session.start_url, extra_origins=session.extra_origins
         )
         await self._guard.check_url(job.url)
-        async with self._lease(session, job.job_id):
-            state, version = await self._store.load_versioned(
+        async with (
+            self._lease(session, job.job_id),
+            restored_visit(
+                self._store,
                 self._db,
-                session_id=session.id,
-                owner_id=session.owner_id,
+                self._pool,
+                session=session,
+                url=job.url,
+                options=job.options,
                 actor_id=job.owner_id,
                 task_id=job.task_id,
                 request_id=job.job_id,
-            )
-            with secret_values(state_secret_values(state)):
-                plan = plan_restore(state)
-                outcome = await open_and_visit(
-                    self._pool,
-                    plan.context_options,
-                    plan.init_script,
-                    url=job.url,
-                    options=job.options,
-                    session=session,
-                    observe=self._write_back is not None,
-                )
-                await self._audit_use(job, AuditResult.OK, outcome.verdict.value)
-                await self._keep(job, session, state, version, outcome)
-        return dataclasses.replace(outcome, final_state=None)
+                observe=self._write_back is not None,
+            ) as seen,
+        ):
+            await self._audit_use(job, AuditResult.OK, seen.outcome.verdict.value)
+            await self._keep(job, session, seen)
+        return dataclasses.replace(seen.outcome, final_state=None)
 
     def _lease(
         self, session: queries.SessionInfo, job_id: str
@@ -183,35 +178,27 @@ class BrowseService:
             session.id, f"{job_id}:{time.monotonic_ns()}", wait=self._lease_wait
         )
 
-    async def _keep(
-        self,
-        job: BrowseJob,
-        session: queries.SessionInfo,
-        state: dict[str, Any],
-        version: int,
-        outcome: PageOutcome,
-    ) -> None:
+    async def _keep(self, job: BrowseJob, session: queries.SessionInfo, seen: Visit) -> None:
         """Write back after a logged-in verdict; after a logged-out one, tell a lost race
         (another job saved a newer version meanwhile: retry) from an expiry."""
         if self._write_back is None:
             return
+        outcome = seen.outcome
         if outcome.verdict is Verdict.LOGGED_OUT:
             self._write_back.events.write_back(WriteBackResult.REFUSED_LOGGED_OUT)
             current = await self._db.fetchval(
                 "SELECT version FROM browser_sessions WHERE id = $1", session.id
             )
-            if current is not None and current != version:
+            if current is not None and current != seen.version:
                 raise VersionConflict(
                     "a newer version of the session was saved while this job ran; retrying"
                 )
             return
-        if outcome.final_state is None:
-            return
-        with secret_values(state_secret_values(outcome.final_state)):
+        if outcome.final_state is not None:
             await self._write_back.apply(
                 session=session,
-                base=state,
-                base_version=version,
+                base=seen.state,
+                base_version=seen.version,
                 final=outcome.final_state,
                 source="write_back",
                 source_id=job.job_id,
@@ -270,6 +257,55 @@ class BrowseService:
             await self._on_expired(
                 ExpireJob(session_id=job.session_id, task_id=job.task_id, job_id=job.job_id)
             )
+
+
+@dataclass(frozen=True)
+class Visit:
+    """A visit with a restored session: the state and version it restored (secrets), and
+    its outcome."""
+
+    state: dict[str, Any]
+    version: int
+    outcome: PageOutcome
+
+
+@contextlib.asynccontextmanager
+async def restored_visit(
+    store: StateStore,
+    db: asyncpg.Pool,
+    pool: BrowserPool,
+    *,
+    session: queries.SessionInfo,
+    url: str,
+    options: BrowseOptions,
+    actor_id: str,
+    task_id: str | None,
+    request_id: str,
+    observe: bool,
+) -> AsyncIterator[Visit]:
+    """Decrypt (audited), restore into a fresh context, visit; inside the block the restored
+    and observed values are registered for log redaction."""
+    state, version = await store.load_versioned(
+        db,
+        session_id=session.id,
+        owner_id=session.owner_id,
+        actor_id=actor_id,
+        task_id=task_id,
+        request_id=request_id,
+    )
+    with secret_values(state_secret_values(state)):
+        plan = plan_restore(state)
+        outcome = await open_and_visit(
+            pool,
+            plan.context_options,
+            plan.init_script,
+            url=url,
+            options=options,
+            session=session,
+            observe=observe,
+        )
+        with secret_values(state_secret_values(outcome.final_state or {})):
+            yield Visit(state, version, outcome)
 
 
 async def open_and_visit(

@@ -30,12 +30,10 @@ from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import SessionNotFound
 from schema.jobs import BrowseOptions, ProbeJob
 from schema.logs import get_logger
-from schema.redact import secret_values, state_secret_values
 from workers.browser.pool import BrowserPool
-from workers.browser.restore import plan_restore
 from workers.browser.verdict import Verdict
 from workers.crypto.store import StateStore, next_probe_at
-from workers.jobs.browse import open_and_visit
+from workers.jobs.browse import restored_visit
 from workers.jobs.keepalive import AliveEvents, NoEvents, WriteBack
 from workers.jobs.leases import Leases
 
@@ -119,36 +117,29 @@ class ProbeService:
 
     async def _probe(self, job: ProbeJob, session: queries.SessionInfo) -> str:
         try:
-            state, version = await self._store.load_versioned(
+            async with restored_visit(
+                self._store,
                 self._db,
-                session_id=session.id,
-                owner_id=session.owner_id,
+                self._pool,
+                session=session,
+                url=session.start_url,
+                options=PROBE_OPTIONS,
                 actor_id=PROBE_ACTOR,
                 task_id=None,
                 request_id=job.probe_id,
-            )
-            with secret_values(state_secret_values(state)):
-                plan = plan_restore(state)
-                outcome = await open_and_visit(
-                    self._pool,
-                    plan.context_options,
-                    plan.init_script,
-                    url=session.start_url,
-                    options=PROBE_OPTIONS,
-                    session=session,
-                    observe=True,
-                )
-                if outcome.verdict is Verdict.LOGGED_IN and outcome.final_state is not None:
-                    with secret_values(state_secret_values(outcome.final_state)):
-                        await self._write_back.apply(
-                            session=session,
-                            base=state,
-                            base_version=version,
-                            final=outcome.final_state,
-                            source="probe",
-                            source_id=job.probe_id,
-                            actor_id=PROBE_ACTOR,
-                        )
+                observe=True,
+            ) as seen:
+                outcome = seen.outcome
+                if outcome.final_state is not None:
+                    await self._write_back.apply(
+                        session=session,
+                        base=seen.state,
+                        base_version=seen.version,
+                        final=outcome.final_state,
+                        source="probe",
+                        source_id=job.probe_id,
+                        actor_id=PROBE_ACTOR,
+                    )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -166,7 +157,7 @@ class ProbeService:
         current = await self._db.fetchval(
             "SELECT version FROM browser_sessions WHERE id = $1", session.id
         )
-        if current != version:  # a job saved a newer version meanwhile: not an expiry
+        if current != seen.version:  # a job saved a newer version meanwhile: not an expiry
             await self._schedule(session.id, datetime.now(UTC), INCONCLUSIVE, None)
             return INCONCLUSIVE
         await self._expire(job, session, outcome.reason)
