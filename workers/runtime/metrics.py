@@ -283,14 +283,17 @@ class MeteredStateStore(StateStore):
     Denials (not found, not owner, revoked) are not decryptions and are not counted.
     """
 
-    async def load(self, conn: Any, **ids: Any) -> dict[str, Any]:
+    async def load_versioned(self, conn: Any, **ids: Any) -> tuple[dict[str, Any], int]:
+        # ``load`` goes through here too; a pool re-enters with a connection: count once.
+        if isinstance(conn, asyncpg.Pool):
+            return await super().load_versioned(conn, **ids)
         try:
-            state = await super().load(conn, **ids)
+            loaded = await super().load_versioned(conn, **ids)
         except (DecryptFailed, KeyError_):
             record_decrypt(False)
             raise
         record_decrypt(True)
-        return state
+        return loaded
 
 
 class _HasStats(Protocol):
