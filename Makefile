@@ -9,13 +9,14 @@ STAMP := $(VENV)/.installed
 export BROWSER_SESSIONS_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/browser_sessions
 export BROWSER_SESSIONS_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2F
 
-.PHONY: help venv chromium services promtool db test lint demo bench bench-crypto bench-liveview bench-writeback clean
+.PHONY: help venv chromium services promtool db test lint demo bench bench-crypto bench-liveview faults bench-writeback clean
 
 help:
 	@echo "make demo   - set everything up and run the end-to-end demo"
 	@echo "make test   - set everything up and run the test suite"
 	@echo "make bench  - benchmarks (browse throughput, crypto, live view)"
 	@echo "make lint   - ruff and mypy"
+	@echo "make faults - fault injection against private Postgres and RabbitMQ servers"
 
 venv: $(STAMP)
 
@@ -52,6 +53,11 @@ demo: venv chromium db
 
 bench: venv chromium db bench-crypto bench-liveview
 	$(BIN)/python -m workers.dev.bench.browse
+
+# Its own Postgres and RabbitMQ (started on free ports, stopped at the end): needs the local
+# server packages, which `services` installs when missing; never stops the shared servers.
+faults: venv chromium services
+	$(BIN)/python -m workers.dev.faults
 
 bench-crypto: venv
 	$(BIN)/python -m workers.dev.bench.crypto

@@ -33,16 +33,18 @@ from schema.errors import (
     InvalidInput,
     NotOwner,
     SessionRevoked,
+    VersionNotFound,
 )
-from schema.jobs import BrowseJob, BrowseOptions, CaptureJob, ImportJob
+from schema.jobs import BrowseJob, BrowseOptions, CaptureJob, ImportJob, RollbackJob
+from schema.outages import service_errors
 from schema.results import BrowseResult
 from schema.sealing import current_seal_key, seal_aad, seal_text
 from schema.settings import Settings
 
 CAPTURE_CHANNEL = "capture_signals"
-ADMIN_ACTOR_PREFIX = "admin:"
 
 
+@service_errors  # a database or broker outage is SERVICE_UNAVAILABLE, never a raw exception
 class SessionsClient:
     """``async with SessionsClient.open(settings) as client: ...``"""
 
@@ -64,7 +66,7 @@ class SessionsClient:
             settings=settings,
             db=db,
             enqueuer=enqueuer,
-            audit=AuditLog.from_key_dir(settings.key_dir),
+            audit=AuditLog.from_settings(settings, side="producers"),
         )
         try:
             yield client
@@ -98,6 +100,16 @@ class SessionsClient:
         return {"session_id": session_id, "capture_id": capture_id}
 
     async def import_session(
+        self, *, timeout: timedelta = timedelta(seconds=90), **fields: Any
+    ) -> dict[str, Any]:
+        """Create a session from a storageState file, sealed to the workers; waits until a
+        worker has verified it logged in (``CAPTURE_NOT_LOGGED_IN`` otherwise). ``fields``
+        are :meth:`start_import`'s."""
+        started = await self.start_import(**fields)
+        await self.finish_import(started["capture_id"], timeout=timeout)
+        return {**started, "status": "active"}
+
+    async def start_import(
         self,
         *,
         owner_id: str,
@@ -107,10 +119,9 @@ class SessionsClient:
         logged_in_selector: str | None = None,
         login_url_pattern: str | None = None,
         extra_origins: Sequence[str] = (),
-        timeout: timedelta = timedelta(seconds=90),
-    ) -> dict[str, Any]:
-        """Create a session from a storageState file, sealed to the workers; waits until a
-        worker has verified it logged in (``CAPTURE_NOT_LOGGED_IN`` otherwise)."""
+    ) -> dict[str, str]:
+        """Create the pending session and enqueue its sealed state for verification; the
+        import's progress is its capture (kind ``import``)."""
         _check_state_file(state, self.settings.max_state_bytes)
         seal_key = await current_seal_key(self.db)
         session_id = await self._create_session(
@@ -134,11 +145,18 @@ class SessionsClient:
             capture_id=capture_id, session_id=session_id, owner_id=owner_id, sealed_state=sealed
         )
         await self._enqueuer.send_async("import_state", job.to_message())
+        return {"session_id": session_id, "capture_id": capture_id}
+
+    async def finish_import(
+        self, capture_id: str, *, timeout: timedelta = timedelta(seconds=90)
+    ) -> queries.CaptureInfo:
+        """Wait for an import's verdict; a refused or unverified import's session is
+        deleted and its error raised."""
         capture = await self.wait_capture(capture_id, timeout=timeout)
         if capture.state is not CaptureState.SAVED:
-            await queries.delete_session(self.db, session_id)
+            await queries.delete_session(self.db, capture.session_id)
             raise _capture_error(capture)
-        return {"session_id": session_id, "capture_id": capture_id, "status": "active"}
+        return capture
 
     async def list_sessions(self, owner_id: str) -> list[queries.SessionInfo]:
         return await queries.list_sessions(
@@ -150,9 +168,7 @@ class SessionsClient:
     async def versions(self, session_id: str, *, actor_id: str) -> dict[str, Any]:
         """The kept versions (when, from which job or capture, admitted by which verdict);
         the owner or an admin (``Settings.admins``)."""
-        session = await self._owned(
-            session_id, actor_id, AuditAction.USE, admin=actor_id in self.settings.admins
-        )
+        session, _ = await self._owned(session_id, actor_id, AuditAction.USE)
         kept = await versions.list_versions(self.db, session.id, session.version)
         return {
             "session_id": session.id,
@@ -160,35 +176,50 @@ class SessionsClient:
             "versions": [v.to_dict() for v in kept],
         }
 
-    async def rollback(self, session_id: str, *, to: int, actor_id: str) -> dict[str, Any]:
-        """Make kept version ``to`` current again (as a new version); owner or admin."""
-        admin = actor_id in self.settings.admins
-        session = await self._owned(session_id, actor_id, AuditAction.ROLLBACK, admin=admin)
+    async def rollback(
+        self,
+        session_id: str,
+        *,
+        to: int,
+        actor_id: str,
+        timeout: timedelta = timedelta(seconds=60),
+    ) -> dict[str, Any]:
+        """Make kept version ``to`` current again, as a new version; owner or admin.
+
+        A worker re-encrypts it (a saved state is bound to its row version, so a ciphertext
+        is never copied back); this waits for that."""
+        session, by = await self._owned(session_id, actor_id, AuditAction.ROLLBACK)
         if session.status is SessionStatus.REVOKED:
             raise SessionRevoked("a revoked session keeps no versions")
-        async with self.db.acquire() as conn, conn.transaction():
-            new = await versions.rollback(
-                conn, session.id, to, keep=self.settings.keep_versions, by=f"v{to}"
-            )
-            await self._write_audit(
-                conn,
-                actor_id,
-                AuditAction.ROLLBACK,
-                AuditResult.OK,
-                session.id,
-                f"version {to} restored as version {new}" + (" by admin" if admin else ""),
-            )
+        if not await versions.is_kept(self.db, session.id, to):
+            raise VersionNotFound(f"version {to} of this session is not kept")
+        job = RollbackJob(
+            session_id=session.id,
+            owner_id=session.owner_id,
+            actor_id=actor_id,
+            version=to,
+            request_id=queries.new_id("rbk"),
+        )
+        await self._write_audit(
+            self.db,
+            actor_id,
+            AuditAction.ROLLBACK,
+            AuditResult.OK,
+            session.id,
+            f"version {to} requested {by} ({job.request_id})",
+        )
+        await self._enqueuer.send_async(job.kind, job.to_message())
+        new = await versions.wait_rollback(self.db, job.request_id, timeout=timeout)
         return {"session_id": session.id, "version": new, "restored_from": to}
 
     async def set_lease_mode(self, session_id: str, *, mode: str, actor_id: str) -> dict[str, Any]:
         """``auto`` (one job at a time once the site is seen rotating tokens), ``exclusive``
         or ``parallel``; owner or admin."""
-        admin = actor_id in self.settings.admins
-        session = await self._owned(session_id, actor_id, AuditAction.LEASE_MODE, admin=admin)
+        session, by = await self._owned(session_id, actor_id, AuditAction.LEASE_MODE)
         async with self.db.acquire() as conn, conn.transaction():
             await versions.set_lease_mode(conn, session.id, mode)
             await self._write_audit(
-                conn, actor_id, AuditAction.LEASE_MODE, AuditResult.OK, session.id, mode
+                conn, actor_id, AuditAction.LEASE_MODE, AuditResult.OK, session.id, f"{mode} {by}"
             )
         return {"session_id": session.id, "lease_mode": mode}
 
@@ -205,15 +236,12 @@ class SessionsClient:
     async def get_session(
         self, session_id: str, *, actor_id: str, admin: bool = False
     ) -> queries.SessionInfo:
-        session = await queries.get_session(self.db, require_id("session", session_id))
-        if not admin and session.owner_id != actor_id:
-            await self._deny(actor_id, AuditAction.USE, session.id, "metadata read by non-owner")
-            raise NotOwner("this session belongs to another user")
+        session, _ = await self._owned(session_id, actor_id, AuditAction.USE, admin=admin)
         return session
 
     async def relogin(self, session_id: str, *, actor_id: str) -> dict[str, str]:
         """Start a fresh capture into an existing session (its owner only)."""
-        session = await self._owned(session_id, actor_id, AuditAction.RELOGIN, admin=False)
+        session, _ = await self._owned(session_id, actor_id, AuditAction.RELOGIN, owner_only=True)
         if session.status is SessionStatus.REVOKED:
             raise SessionRevoked("a revoked session cannot be re-logged in; add a new one")
         capture_id = await self._start_capture(session.id, session.owner_id, actor_id=actor_id)
@@ -222,7 +250,7 @@ class SessionsClient:
     async def revoke(
         self, session_id: str, *, actor_id: str, admin: bool = False
     ) -> dict[str, str]:
-        session = await self._owned(session_id, actor_id, AuditAction.REVOKE, admin=admin)
+        session, by = await self._owned(session_id, actor_id, AuditAction.REVOKE, admin=admin)
         async with self.db.acquire() as conn, conn.transaction():
             await queries.set_session_status(conn, session.id, SessionStatus.REVOKED)
             await self._write_audit(
@@ -231,14 +259,15 @@ class SessionsClient:
                 AuditAction.REVOKE,
                 AuditResult.OK,
                 session.id,
-                "by admin" if admin else "by owner",
+                by,
             )
+        await self._audit.checkpoint(self.db)
         return {"session_id": session.id, "status": SessionStatus.REVOKED.value}
 
     async def delete(
         self, session_id: str, *, actor_id: str, admin: bool = False
     ) -> dict[str, Any]:
-        session = await self._owned(session_id, actor_id, AuditAction.DELETE, admin=admin)
+        session, by = await self._owned(session_id, actor_id, AuditAction.DELETE, admin=admin)
         async with self.db.acquire() as conn, conn.transaction():
             await queries.delete_session(conn, session.id)
             await self._write_audit(
@@ -247,8 +276,9 @@ class SessionsClient:
                 AuditAction.DELETE,
                 AuditResult.OK,
                 session.id,
-                "by admin" if admin else "by owner",
+                by,
             )
+        await self._audit.checkpoint(self.db)
         return {"session_id": session.id, "deleted": True}
 
     # -- captures ---------------------------------------------------------------------
@@ -289,7 +319,16 @@ class SessionsClient:
                 return capture
             await asyncio.sleep(0.2)
 
-    # -- browse -----------------------------------------------------------------------
+    # -- tasks and browse -------------------------------------------------------------
+
+    async def add_task(self, task_id: str, *, owner_id: str) -> dict[str, str]:
+        """Insert the minimal task row a browse needs, for an orchestrator without its own
+        ``tasks`` writer (the CLI, demos). Idempotent; ``NOT_OWNER`` if the task exists with
+        another owner. Browse jobs never create tasks."""
+        task_id, owner_id = require_id("task", task_id), require_id("owner", owner_id)
+        if await queries.insert_task(self.db, task_id=task_id, owner_id=owner_id) != owner_id:
+            raise NotOwner("the task belongs to another user")
+        return {"task_id": task_id, "owner_id": owner_id}
 
     async def enqueue_browse(
         self,
@@ -301,7 +340,9 @@ class SessionsClient:
         options: BrowseOptions | None = None,
         job_id: str | None = None,
     ) -> str:
-        """Enqueue a browse job for a task; returns its job id (the result key)."""
+        """Enqueue a browse job for an existing task of ``owner_id``; returns its job id (the
+        result key). The worker refuses a missing task (``TASK_NOT_FOUND``) or one owned by
+        someone else (``NOT_OWNER``)."""
         job = BrowseJob(
             job_id=job_id or queries.new_id("job"),
             task_id=require_id("task", task_id),
@@ -310,7 +351,6 @@ class SessionsClient:
             url=require_http_url("url", url),
             options=options or BrowseOptions(),
         )
-        await queries.ensure_task(self.db, task_id=job.task_id, owner_id=job.owner_id)
         await self._enqueuer.send_async("browse", job.to_message())
         return job.job_id
 
@@ -372,6 +412,7 @@ class SessionsClient:
             await self._write_audit(
                 conn, owner_id, AuditAction.CREATE, AuditResult.OK, session_id, "session added"
             )
+        await self._audit.checkpoint(self.db)
         return session_id
 
     async def _start_capture(self, session_id: str, owner_id: str, *, actor_id: str) -> str:
@@ -419,15 +460,35 @@ class SessionsClient:
         await self.db.execute("SELECT pg_notify($1, $2)", CAPTURE_CHANNEL, capture.id)
         return await self.capture_status(capture.id)
 
+    def is_admin(self, actor_id: str) -> bool:
+        """Whether ``actor_id`` is a configured admin (``BROWSER_SESSIONS_ADMINS``)."""
+        return actor_id in self.settings.admins
+
     async def _owned(
-        self, session_id: str, actor_id: str, action: AuditAction, *, admin: bool
-    ) -> queries.SessionInfo:
+        self,
+        session_id: str,
+        actor_id: str,
+        action: AuditAction,
+        *,
+        admin: bool = False,
+        owner_only: bool = False,
+    ) -> tuple[queries.SessionInfo, str]:
+        """The session, if ``actor_id`` owns it or is a configured admin; and who acted.
+
+        ``admin=True`` is only a request: it is refused (``NOT_OWNER``, audited) unless the
+        actor is in ``Settings.admins``. Admin rights never come from the caller's word.
+        """
         actor_id = require_id("actor", actor_id)
         session = await queries.get_session(self.db, require_id("session", session_id))
-        if not admin and session.owner_id != actor_id:
-            await self._deny(actor_id, action, session.id, "not the owner")
-            raise NotOwner("this session belongs to another user")
-        return session
+        if admin and not self.is_admin(actor_id):
+            await self._deny(actor_id, action, session.id, "admin request by a non-admin")
+            raise NotOwner("the actor is not a configured admin")
+        if session.owner_id == actor_id and not admin:
+            return session, "by owner"
+        if not owner_only and self.is_admin(actor_id):
+            return session, "by admin"
+        await self._deny(actor_id, action, session.id, "not the owner")
+        raise NotOwner("this session belongs to another user")
 
     async def _deny(self, actor_id: str, action: AuditAction, session_id: str, why: str) -> None:
         await self._write_audit(self.db, actor_id, action, AuditResult.DENIED, session_id, why)
@@ -441,25 +502,14 @@ class SessionsClient:
         session_id: str,
         detail: str,
     ) -> None:
-        if isinstance(db, asyncpg.Pool):
-            async with db.acquire() as conn:
-                await self._audit.write(
-                    conn,
-                    actor_id=actor_id,
-                    action=action,
-                    result=result,
-                    session_id=session_id,
-                    detail=detail,
-                )
-        else:
-            await self._audit.write(
-                db,
-                actor_id=actor_id,
-                action=action,
-                result=result,
-                session_id=session_id,
-                detail=detail,
-            )
+        await self._audit.write(  # takes a connection or a pool
+            db,
+            actor_id=actor_id,
+            action=action,
+            result=result,
+            session_id=session_id,
+            detail=detail,
+        )
 
 
 def _check_state_file(state: bytes, limit: int) -> None:

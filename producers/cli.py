@@ -62,7 +62,11 @@ def add_commands(sub: Any) -> None:
         d = s.add_parser(name)
         d.add_argument("session")
         d.add_argument("--actor", required=True)
-        d.add_argument("--admin", action="store_true", help="act as an admin (not the owner)")
+        d.add_argument(
+            "--admin",
+            action="store_true",
+            help="act as an admin: granted only if --actor is in BROWSER_SESSIONS_ADMINS",
+        )
 
     c = sub.add_parser("capture", help="drive a capture").add_subparsers(
         dest="action", required=True
@@ -72,6 +76,13 @@ def add_commands(sub: Any) -> None:
         cc = c.add_parser(name)
         cc.add_argument("capture")
         cc.add_argument("--actor", required=True)
+
+    t = sub.add_parser("tasks", help="the minimal tasks a browse needs").add_subparsers(
+        dest="action", required=True
+    )
+    ta = t.add_parser("add", help="insert a task row (idempotent) when the orchestrator has not")
+    ta.add_argument("task")
+    ta.add_argument("--owner", required=True)
 
     n = sub.add_parser("notifications", help="the outbox of news without a task").add_subparsers(
         dest="action", required=True
@@ -95,8 +106,19 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--timeout", type=float, default=30.0, help="navigation timeout, seconds")
     b.add_argument("--result-timeout", type=float, default=None)
 
+    sub.add_parser("api", help="the HTTP API and the settings page")
+
     au = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
-    au.add_parser("verify")
+    av = au.add_parser(
+        "verify", help="check the chain against the configured checkpoints; lists every break"
+    )
+    av.add_argument(
+        "--checkpoints",
+        type=Path,
+        action="append",
+        help="checkpoint or log file to check against (repeatable; replaces the configured "
+        "BROWSER_SESSIONS_AUDIT_CHECKPOINT_FILE)",
+    )
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> Any:
@@ -173,6 +195,13 @@ async def _capture(args: argparse.Namespace, settings: Settings) -> Any:
         return (await client.cancel_capture(args.capture, actor_id=args.actor)).to_dict()
 
 
+async def _tasks(args: argparse.Namespace, settings: Settings) -> Any:
+    from producers.api import SessionsClient
+
+    async with SessionsClient.open(settings) as client:
+        return await client.add_task(args.task, owner_id=args.owner)
+
+
 async def _browse(args: argparse.Namespace, settings: Settings) -> Any:
     from producers.api import SessionsClient
     from schema.jobs import BrowseOptions
@@ -199,17 +228,18 @@ async def _browse(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 async def _audit(args: argparse.Namespace, settings: Settings) -> Any:
-    from schema.audit import load_audit_key, verify
-    from schema.db import connect
+    from schema.audit import verify_configured
 
-    conn = await connect(settings.database_url)
-    try:
-        report = await verify(conn, load_audit_key(settings.key_dir))
-    finally:
-        await conn.close()
+    report = await verify_configured(settings, checkpoint_files=args.checkpoints)
     if not report.ok:
         raise ExitWith(report.to_dict(), code=1)
     return report.to_dict()
+
+
+async def _api(args: argparse.Namespace, settings: Settings) -> Any:
+    from producers.http.app import serve_forever
+
+    return await serve_forever(settings)
 
 
 class ExitWith(Exception):
@@ -225,9 +255,11 @@ HANDLERS: dict[str, Handler] = {
     "migrate": _migrate,
     "sessions": _sessions,
     "capture": _capture,
+    "tasks": _tasks,
     "browse": _browse,
     "notifications": _notifications,
     "audit": _audit,
+    "api": _api,
 }
 
 
@@ -253,3 +285,9 @@ def run(handler: Handler, args: argparse.Namespace, settings: Settings) -> int:
         return error_line(err.code, err.message)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from schema.outages import describe, is_outage
+
+        if is_outage(exc):
+            return error_line("SERVICE_UNAVAILABLE", describe(exc))
+        raise

@@ -18,15 +18,26 @@ def require_id(name: str, value: str) -> str:
     return value
 
 
+def require_text(name: str, value: str) -> str:
+    """Text that Postgres can store: no NUL character, no unpaired surrogate."""
+    if "\x00" in value:
+        raise InvalidInput(f"{name} must not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{name} is not valid Unicode text") from None
+    return value
+
+
 def require_label(value: str) -> str:
-    value = (value or "").strip()
+    value = require_text("label", (value or "").strip())
     if not value or len(value) > MAX_LABEL:
         raise InvalidInput(f"label must be 1-{MAX_LABEL} characters")
     return value
 
 
 def require_http_url(name: str, value: str) -> str:
-    value = (value or "").strip()
+    value = require_text(name, (value or "").strip())
     if len(value) > MAX_URL:
         raise InvalidInput(f"{name} is longer than {MAX_URL} characters")
     try:
@@ -53,4 +64,4 @@ def optional_text(name: str, value: str | None, limit: int = 1000) -> str | None
         return None
     if len(value) > limit:
         raise InvalidInput(f"{name} is longer than {limit} characters")
-    return value.strip()
+    return require_text(name, value.strip())

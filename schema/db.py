@@ -5,10 +5,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from schema.errors import ServiceUnavailable
+
+
+def other_database(database_url: str, name: str) -> str:
+    """The URL of database ``name`` on the same server as ``database_url``."""
+    return urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
 
 
 def _unreachable(exc: BaseException) -> str:
@@ -37,6 +43,19 @@ async def create_pool(
         raise ServiceUnavailable(_unreachable(exc)) from None
     assert pool is not None
     return pool
+
+
+@contextlib.asynccontextmanager
+async def connection(conn_or_pool: Any) -> AsyncIterator[Any]:
+    """A connection acquired from a pool for the block, or the given connection itself.
+
+    For functions that take either: ``async with connection(conn) as conn: ...``.
+    """
+    if isinstance(conn_or_pool, asyncpg.Pool):
+        async with conn_or_pool.acquire() as conn:
+            yield conn
+    else:
+        yield conn_or_pool
 
 
 @contextlib.asynccontextmanager

@@ -114,6 +114,18 @@ class ServiceUnavailable(BrowserSessionsError):
     retryable = True
 
 
+class Unauthenticated(BrowserSessionsError):
+    """An HTTP API call without a valid service token or page cookie."""
+
+    code = "UNAUTHENTICATED"
+
+
+class CsrfRejected(BrowserSessionsError):
+    """A state-changing call from the settings page without its CSRF token."""
+
+    code = "CSRF_REJECTED"
+
+
 ALL_ERRORS: tuple[type[BrowserSessionsError], ...] = (
     BrowserSessionsError,
     InvalidInput,
@@ -136,6 +148,8 @@ ALL_ERRORS: tuple[type[BrowserSessionsError], ...] = (
     CaptureClosed,
     ResultTimeout,
     ServiceUnavailable,
+    Unauthenticated,
+    CsrfRejected,
 )
 
 _BY_CODE = {cls.code: cls for cls in ALL_ERRORS}

@@ -100,6 +100,29 @@ def create_key_file(path: Path, material: bytes) -> bool:
             tmp.unlink()
 
 
+def destroy_key_file(path: Path) -> bool:
+    """Overwrite a key file's bytes in place with random data, then unlink it; False if this
+    process may not (a read-only volume): the material must then be removed at its source."""
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        os.write(fd, secrets.token_bytes(max(size, KEY_BYTES)))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    _fsync_dir(path.parent)
+    return True
+
+
 def load_or_create_key(path: Path, *, size: int = KEY_BYTES) -> bytes:
     """The key in ``path``, created from fresh random bytes on first use."""
     ensure_key_dir(path.parent)

@@ -13,7 +13,7 @@ from importlib import resources
 
 import asyncpg
 
-from schema.db import connect
+from schema.db import connect, other_database
 from schema.errors import ConfigError
 
 _LOCK_KEY = 0x62735F6D69677261  # "bs_migra"
@@ -47,13 +47,12 @@ def load_migrations() -> list[Migration]:
 
 async def create_database_if_missing(database_url: str) -> bool:
     """Create the URL's database through the server's ``postgres`` database; True if created."""
-    from urllib.parse import urlsplit, urlunsplit
+    from urllib.parse import urlsplit
 
-    parts = urlsplit(database_url)
-    name = parts.path.lstrip("/")
+    name = urlsplit(database_url).path.lstrip("/")
     if not name or name == "postgres":
         return False
-    admin = await connect(urlunsplit(parts._replace(path="/postgres")))
+    admin = await connect(other_database(database_url, "postgres"))
     try:
         if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             return False

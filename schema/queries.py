@@ -222,17 +222,22 @@ async def get_capture(db: Executor, capture_id: str) -> CaptureInfo:
     return CaptureInfo.from_row(row)
 
 
-async def ensure_task(db: Executor, *, task_id: str, owner_id: str) -> str:
-    """The task's owner (creating a minimal task row if the orchestrator has not)."""
-    row = await db.fetchrow(
-        """INSERT INTO tasks (id, owner_id) VALUES ($1, $2)
-           ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id
-           RETURNING owner_id""",
+async def task_owner(db: Executor, task_id: str) -> str | None:
+    """The task's owner, or None when the orchestrator has no such task."""
+    owner = await db.fetchval("SELECT owner_id FROM tasks WHERE id = $1", task_id)
+    return None if owner is None else str(owner)
+
+
+async def insert_task(db: Executor, *, task_id: str, owner_id: str) -> str:
+    """Insert a minimal task row unless it exists; returns the task's owner either way."""
+    await db.execute(
+        "INSERT INTO tasks (id, owner_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
         task_id,
         owner_id,
     )
-    assert row is not None
-    return str(row["owner_id"])
+    owner = await task_owner(db, task_id)
+    assert owner is not None
+    return owner
 
 
 async def task_comments(db: Executor, task_id: str) -> list[str]:

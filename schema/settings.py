@@ -50,6 +50,11 @@ class Settings:
     api_port: int = 9194
     api_token: str = field(default="", repr=False)
     api_token_file: str = ""
+    audit_checkpoint_file: Path = Path("~/.local/share/browser-sessions/audit-checkpoints.jsonl")
+    api_public_url: str = ""
+    enqueue_retry: timedelta = timedelta(seconds=30)
+    infra_retry_budget: timedelta = timedelta(seconds=120)
+    max_message_bytes: int = 64 * 1024
     keep_versions: int = 5
     write_back: bool = True
     lease_ttl: timedelta = timedelta(seconds=90)
@@ -95,6 +100,13 @@ class Settings:
             api_port=r.integer("API_PORT", cls.api_port, minimum=0),
             api_token=r.text("API_TOKEN", cls.api_token),
             api_token_file=r.text("API_TOKEN_FILE", cls.api_token_file),
+            audit_checkpoint_file=Path(
+                r.text("AUDIT_CHECKPOINT_FILE", str(cls.audit_checkpoint_file))
+            ).expanduser(),
+            api_public_url=r.text("API_PUBLIC_URL", cls.api_public_url),
+            enqueue_retry=r.seconds("ENQUEUE_RETRY", cls.enqueue_retry),
+            infra_retry_budget=r.seconds("INFRA_RETRY_BUDGET", cls.infra_retry_budget),
+            max_message_bytes=r.integer("MAX_MESSAGE_BYTES", cls.max_message_bytes, 1024),
             keep_versions=r.integer("KEEP_VERSIONS", cls.keep_versions, minimum=1),
             write_back=r.boolean("WRITE_BACK", cls.write_back),
             lease_ttl=r.seconds("LEASE_TTL", cls.lease_ttl),

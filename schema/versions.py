@@ -8,11 +8,12 @@ owner) runs it through a trigger, deleting a session removes its versions by cas
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from schema.errors import InvalidInput, VersionNotFound
+from schema.errors import InvalidInput, ResultTimeout
 from schema.queries import LEASE_MODES, Executor
 
 
@@ -46,14 +47,31 @@ async def list_versions(db: Executor, session_id: str, current: int) -> list[Ver
     return [VersionInfo(**dict(r), current=r["version"] == current) for r in rows]
 
 
-async def rollback(db: Executor, session_id: str, version: int, *, keep: int, by: str) -> int:
-    """Make kept ``version`` current again as a new version; returns that new version."""
-    new = await db.fetchval(
-        "SELECT rollback_session_version($1, $2, $3, $4)", session_id, version, keep, by
+async def is_kept(db: Executor, session_id: str, version: int) -> bool:
+    return bool(
+        await db.fetchval(
+            "SELECT 1 FROM session_versions WHERE session_id = $1 AND version = $2",
+            session_id,
+            version,
+        )
     )
-    if new is None:
-        raise VersionNotFound(f"version {version} of this session is not kept")
-    return int(new)
+
+
+async def wait_rollback(db: Executor, request_id: str, *, timeout: timedelta) -> int:
+    """The version a worker saved for rollback ``request_id`` (``RESULT_TIMEOUT`` if none
+    shows up in time)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout.total_seconds()
+    while True:
+        new = await db.fetchval(
+            "SELECT version FROM session_versions WHERE source = 'rollback' AND source_id = $1",
+            request_id,
+        )
+        if new is not None:
+            return int(new)
+        if loop.time() >= deadline:
+            raise ResultTimeout("the rollback was not done in time; it may still happen")
+        await asyncio.sleep(0.1)
 
 
 async def wipe_ciphertext(db: Executor, session_id: str) -> int:

@@ -1,4 +1,6 @@
-"""The dramatiq actors. Thin: decode the payload, bind log context, call a service, map errors.
+"""The dramatiq actors. Thin: decode the payload, name the job, call a service, map errors.
+
+Each job's summary line and metrics come from :class:`~workers.runtime.middleware.JobSummary`.
 
 Run with ``browser-sessions worker`` (which runs dramatiq on this module).
 """
@@ -7,17 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
-import structlog
 from dramatiq.middleware import CurrentMessage
 
 from schema.enums import CaptureState
-from schema.errors import BrowserSessionsError
+from schema.errors import BrowserSessionsError, ServiceUnavailable
 from schema.jobs import (
     BROWSE_QUEUE,
     CAPTURE_QUEUE,
@@ -27,8 +25,10 @@ from schema.jobs import (
     ExpireJob,
     ImportJob,
     ProbeJob,
+    RollbackJob,
 )
-from schema.logs import configure_logging, get_logger
+from schema.logs import configure_logging
+from schema.outages import describe, is_outage
 from schema.results import BrowseResult, store_result
 from schema.settings import get_settings
 from workers.jobs.browse import BrowseService
@@ -38,18 +38,15 @@ from workers.jobs.imports import ImportService
 from workers.jobs.keepalive import WriteBack
 from workers.jobs.leases import Leases
 from workers.jobs.probes import ProbeScheduler, ProbeService
+from workers.jobs.rollback import RollbackService
 from workers.runtime import metrics
-from workers.runtime.broker import (
-    RetryWhen,
-    build_broker,
-    never_retry,
-    retry_transient,
-)
+from workers.runtime.broker import build_broker, never_retry, retry_transient
+from workers.runtime.middleware import INTERNAL_ERROR, JobReport, current_job
 from workers.runtime.resources import Resources, WorkerResources
+from workers.runtime.retries import RequeueLater, will_retry
 
 settings = get_settings()
 configure_logging(level=settings.log_level, fmt=settings.log_format)
-log = get_logger("browser_sessions.jobs")
 ALIVE_EVENTS = metrics.AliveMetrics()
 
 
@@ -67,66 +64,14 @@ def _probe_scheduler(res: Resources) -> contextlib.AbstractAsyncContextManager[A
 
 
 resources = WorkerResources(settings, background=_probe_scheduler)
-broker = build_broker(settings, extra=[resources])
-
-# Move our resources ahead of AsyncIO so they close while its loop still runs.
-broker.middleware.remove(resources)
-broker.middleware.insert(
-    next(i for i, m in enumerate(broker.middleware) if type(m).__name__ == "AsyncIO"), resources
-)
+broker = build_broker(settings, resources=resources)
 
 
-def _retries() -> int:
-    message = CurrentMessage.get_current_message()
-    return int(message.options.get("retries", 0)) if message is not None else 0
-
-
-def _bind(actor: str, **ids: Any) -> None:
-    message = CurrentMessage.get_current_message()
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(
-        actor=actor, message_id=message.message_id if message else None, **ids
-    )
-
-
-@dataclass
-class _Job:
-    """What an actor reports about its job: its outcome code and extra summary fields."""
-
-    code: str = "ok"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def _job(actor: str, retry_when: RetryWhen) -> Iterator[_Job]:
-    """Binds the log context; at the end writes the job's one summary line and its metrics.
-
-    Counted once, when the job ends for good: an attempt that will be retried logs
-    ``outcome=retry`` and is not counted (dramatiq_message_retries_total counts those).
-    """
-    started = time.monotonic()
-    _bind(actor, job_id=None, task_id=None, session_id=None)
-    job = _Job()
-    final = True
-    try:
-        yield job
-    except BaseException as exc:
-        job.code = exc.code if isinstance(exc, BrowserSessionsError) else "INTERNAL_ERROR"
-        final = isinstance(exc, Exception) and not retry_when(_retries(), exc)
-        raise
-    finally:
-        seconds = time.monotonic() - started
-        ok = job.code in ("ok", "duplicate")
-        if final:
-            metrics.record_job(actor, "ok" if ok else "error", None if ok else job.code, seconds)
-        log.info(
-            "job_finished",
-            outcome="ok" if ok else ("error" if final else "retry"),
-            error_code=None if ok else job.code,
-            attempt=_retries() + 1,
-            duration_ms=int(seconds * 1000),
-            **job.extra,
-        )
+def _begin(**ids: Any) -> tuple[JobReport, Resources]:
+    """Name what the job works on (for its summary and its log lines); the worker's resources."""
+    report = current_job()
+    report.bind(**ids)
+    return report, resources.get()
 
 
 async def _capture_code(db: Any, capture_id: str, state: CaptureState) -> str:
@@ -139,15 +84,16 @@ async def _capture_code(db: Any, capture_id: str, state: CaptureState) -> str:
     return str(code or "INTERNAL_ERROR")
 
 
-def _record_delivery() -> None:
+def _report_delivery(res: Resources) -> None:
     """Enqueue → stored result, from the message's own timestamp (retries included)."""
     message = CurrentMessage.get_current_message()
     if message is not None:
-        metrics.record_result_delivery(message.message_timestamp)
+        res.events.result_delivered(message.message_timestamp)
 
 
 BROWSE_RETRY = retry_transient(settings.browse_retries)
 EXPIRE_RETRY = retry_transient(10)
+FINAL_WRITE_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)  # ~8 s of retries for a final result row
 
 
 async def _enqueue_expiry(job: ExpireJob) -> None:
@@ -169,14 +115,21 @@ def _keepalive(res: Resources) -> tuple[Leases, WriteBack]:
     actor_name="browse",
     queue_name=settings.queue(BROWSE_QUEUE),
     retry_when=BROWSE_RETRY,
+    retry_outages=True,
     time_limit=int(settings.navigation_timeout.total_seconds() * 1000 * 4 + 60_000),
 )
 async def browse(payload: dict[str, Any]) -> None:
-    """Run one browse job and store its result."""
-    with _job("browse", BROWSE_RETRY) as report:
-        job = BrowseJob.from_message(payload)
-        _bind("browse", job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
-        retries = _retries()
+    """Run one browse job and store its result (a final failure too, always)."""
+    report = current_job()
+    job = BrowseJob.from_message(payload)
+    report.bind(job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
+    message = CurrentMessage.get_current_message()
+    options = message.options if message is not None else {}
+
+    def retry(exc: BaseException) -> bool:
+        return will_retry(options, exc, retry_when=BROWSE_RETRY, budget=settings.infra_retry_budget)
+
+    try:
         res = resources.get()
         assert res.pool is not None, "this worker does not consume the browse queue"
         leases, write_back = _keepalive(res)
@@ -191,58 +144,79 @@ async def browse(payload: dict[str, Any]) -> None:
             write_back=write_back if settings.write_back else None,
             lease_wait=settings.lease_ttl,
         )
+        report.code = await service.run(job, attempt=report.attempt, retry=retry)
+    except Exception as exc:
+        if retry(exc):
+            raise
+        report.code = await _store_final_failure(job, exc, attempts=report.attempt)
+        if report.code == INTERNAL_ERROR:
+            raise  # a bug: logged with its traceback and dead-lettered, its result stored
+        return
+    if report.code != "duplicate":
+        _report_delivery(res)
+
+
+async def _store_final_failure(job: BrowseJob, exc: BaseException, *, attempts: int) -> str:
+    """The result row of a job that failed for good; its code. The write is retried for a
+    while; if the database stays gone, the message is requeued (never dead-lettered without
+    a result)."""
+    if isinstance(exc, BrowserSessionsError):
+        code, text = exc.code, exc.message
+    elif is_outage(exc):
+        code, text = ServiceUnavailable.code, describe(exc)
+    else:
+        code, text = INTERNAL_ERROR, f"internal error: {type(exc).__name__}"
+    failure = BrowseResult.failure(
+        job_id=job.job_id,
+        task_id=job.task_id,
+        owner_id=job.owner_id,
+        session_id=job.session_id,
+        code=code,
+        message=text,
+        attempts=attempts,
+    )
+    for delay in FINAL_WRITE_BACKOFF_S:
         try:
-            report.code = await service.run(
-                job, attempt=retries + 1, final_attempt=retries >= settings.browse_retries
-            )
-        except BrowserSessionsError:
-            raise
-        except Exception as exc:
-            if retries >= settings.browse_retries:
-                await store_result(
-                    res.db,
-                    BrowseResult.failure(
-                        job_id=job.job_id,
-                        task_id=job.task_id,
-                        owner_id=job.owner_id,
-                        session_id=job.session_id,
-                        code="INTERNAL_ERROR",
-                        message=f"internal error: {type(exc).__name__}",
-                        attempts=retries + 1,
-                    ),
-                )
-            raise
-        if report.code != "duplicate":
-            _record_delivery()
+            await store_result(resources.get().db, failure)
+            return code
+        except Exception as write_error:
+            if not is_outage(write_error):
+                raise
+            await asyncio.sleep(delay)
+    raise RequeueLater("the final result could not be stored: the database is unavailable")
 
 
 @dramatiq.actor(
-    actor_name="expire", queue_name=settings.queue(EXPIRY_QUEUE), retry_when=EXPIRE_RETRY
+    actor_name="expire",
+    queue_name=settings.queue(EXPIRY_QUEUE),
+    retry_when=EXPIRE_RETRY,
+    retry_outages=True,
 )
 async def expire(payload: dict[str, Any]) -> None:
     """Mark the session expired, fail the task, post one comment."""
-    with _job("expire", EXPIRE_RETRY) as report:
-        job = ExpireJob.from_message(payload)
-        _bind("expire", job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
-        res = resources.get()
-        report.extra["comment_posted"] = await ExpiryService(db=res.db, audit=res.audit).run(job)
+    job = ExpireJob.from_message(payload)
+    report, res = _begin(job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
+    report.extra["comment_posted"] = await ExpiryService(
+        db=res.db, audit=res.audit, events=res.events
+    ).run(job)
 
 
 @dramatiq.actor(
-    actor_name="import_state", queue_name=settings.queue(BROWSE_QUEUE), retry_when=never_retry
+    actor_name="import_state",
+    queue_name=settings.queue(BROWSE_QUEUE),
+    retry_when=never_retry,
+    retry_outages=True,
 )
 async def import_state(payload: dict[str, Any]) -> None:
     """Open a sealed storageState, verify it is logged in, store it encrypted."""
-    with _job("import_state", never_retry) as report:
-        job = ImportJob.from_message(payload)
-        _bind("import_state", job_id=job.capture_id, task_id=None, session_id=job.session_id)
-        res = resources.get()
-        assert res.pool is not None, "this worker does not consume the browse queue"
-        state = await ImportService(
-            db=res.db, pool=res.pool, store=res.store, provider=res.provider
-        ).run(job)
-        report.code = await _capture_code(res.db, job.capture_id, state)
-        report.extra["capture_state"] = state.value
+    job = ImportJob.from_message(payload)
+    report, res = _begin(job_id=job.capture_id, session_id=job.session_id)
+    assert res.pool is not None, "this worker does not consume the browse queue"
+    state = await ImportService(
+        db=res.db, pool=res.pool, store=res.store, provider=res.provider, events=res.events
+    ).run(job)
+    report.code = await _capture_code(res.db, job.capture_id, state)
+    report.extra["capture_state"] = state.value
 
 
 @dramatiq.actor(
@@ -255,20 +229,19 @@ async def import_state(payload: dict[str, Any]) -> None:
 )
 async def capture(payload: dict[str, Any]) -> None:
     """Hold a live-view browser for a login until save, cancel or timeout."""
-    with _job("capture", never_retry) as report:
-        job = CaptureJob.from_message(payload)
-        _bind("capture", job_id=job.capture_id, task_id=None, session_id=job.session_id)
-        res = resources.get()
-        assert res.liveview is not None, "this worker does not consume the capture queue"
-        final = await CaptureService(
-            settings=settings,
-            db=res.db,
-            store=res.store,
-            liveview=res.liveview,
-            launch_browser=res.launch_browser,
-        ).run(job)
-        report.code = await _capture_code(res.db, job.capture_id, final)
-        report.extra["capture_state"] = final.value
+    job = CaptureJob.from_message(payload)
+    report, res = _begin(job_id=job.capture_id, session_id=job.session_id)
+    assert res.liveview is not None, "this worker does not consume the capture queue"
+    final = await CaptureService(
+        settings=settings,
+        db=res.db,
+        store=res.store,
+        liveview=res.liveview,
+        launch_browser=res.launch_browser,
+        events=res.events,
+    ).run(job)
+    report.code = await _capture_code(res.db, job.capture_id, final)
+    report.extra["capture_state"] = final.value
 
 
 PROBE_RETRY = retry_transient(3)
@@ -278,24 +251,39 @@ PROBE_RETRY = retry_transient(3)
     actor_name="probe",
     queue_name=settings.queue(BROWSE_QUEUE),
     retry_when=PROBE_RETRY,
+    retry_outages=True,
     time_limit=int(settings.navigation_timeout.total_seconds() * 1000 * 4 + 60_000),
 )
 async def probe(payload: dict[str, Any]) -> None:
     """Open a session's start URL: keep it alive (write-back) or find it expired."""
-    with _job("probe", PROBE_RETRY) as report:
-        job = ProbeJob.from_message(payload)
-        _bind("probe", job_id=job.probe_id, task_id=None, session_id=job.session_id)
-        res = resources.get()
-        assert res.pool is not None, "this worker does not consume the browse queue"
-        leases, write_back = _keepalive(res)
-        report.extra["verdict"] = await ProbeService(
-            db=res.db,
-            pool=res.pool,
-            store=res.store,
-            audit=res.audit,
-            leases=leases,
-            write_back=write_back,
-            interval=settings.probe_interval,
-            events=ALIVE_EVENTS,
-            on_expired=metrics.record_session_expired,
-        ).run(job)
+    job = ProbeJob.from_message(payload)
+    report, res = _begin(job_id=job.probe_id, session_id=job.session_id)
+    assert res.pool is not None, "this worker does not consume the browse queue"
+    leases, write_back = _keepalive(res)
+    report.extra["verdict"] = await ProbeService(
+        db=res.db,
+        pool=res.pool,
+        store=res.store,
+        audit=res.audit,
+        leases=leases,
+        write_back=write_back,
+        interval=settings.probe_interval,
+        events=ALIVE_EVENTS,
+        on_expired=res.events.session_expired,
+    ).run(job)
+
+
+ROLLBACK_RETRY = retry_transient(3)
+
+
+@dramatiq.actor(
+    actor_name="rollback",
+    queue_name=settings.queue(EXPIRY_QUEUE),
+    retry_when=ROLLBACK_RETRY,
+    retry_outages=True,
+)
+async def rollback(payload: dict[str, Any]) -> None:
+    """Re-encrypt a kept version of a session as its new current version."""
+    job = RollbackJob.from_message(payload)
+    report, res = _begin(job_id=job.request_id, session_id=job.session_id)
+    report.extra["version"] = await RollbackService(db=res.db, store=res.store).run(job)

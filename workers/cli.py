@@ -8,10 +8,11 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from producers import cli as producer_cli
-from schema.errors import BrowserSessionsError
+from schema.errors import BrowserSessionsError, ConfigError, InvalidInput
 from schema.jobs import QUEUES, ProbeJob
 from schema.settings import Settings
 
@@ -29,7 +30,21 @@ def _parser() -> argparse.ArgumentParser:
     k = sub.add_parser("keys", help="key management (workers' hosts only)").add_subparsers(
         dest="action", required=True
     )
-    k.add_parser("rotate")
+    rot = k.add_parser(
+        "rotate",
+        help="root key rotation: --prepare, distribute the file, then --activate N "
+        "(no option: both at once, single host with a writable key directory)",
+    )
+    phase = rot.add_mutually_exclusive_group()
+    phase.add_argument(
+        "--prepare", action="store_true", help="create the next root key version, unused"
+    )
+    phase.add_argument(
+        "--activate", type=int, metavar="N", help="use root key version N and rewrap user keys"
+    )
+    rot.add_argument(
+        "--out", type=Path, help="with --prepare: directory for the new key file (0700)"
+    )
     sh = k.add_parser("shred")
     sh.add_argument("--user", required=True)
     sh.add_argument("--actor", default="admin")
@@ -41,14 +56,29 @@ def _parser() -> argparse.ArgumentParser:
         "BROWSER_SESSIONS_PROBE_SCHEDULER=false)",
     )
 
-    sub.add_parser("demo", help="the end-to-end demo")
+    d = sub.add_parser("demo", help="the end-to-end demo")
+    d.add_argument(
+        "--serve", action="store_true", help="keep it running afterwards and print the page link"
+    )
     return p
 
 
 async def _keys(args: argparse.Namespace, settings: Settings) -> Any:
-    from workers.crypto.admin import retire_root, rotate_root, shred_user
+    from workers.crypto.admin import (
+        activate_root,
+        prepare_root,
+        retire_root,
+        rotate_root,
+        shred_user,
+    )
 
+    if args.action == "rotate" and args.prepare:
+        return await prepare_root(settings, directory=args.out)
+    if args.action == "rotate" and args.activate is not None:
+        return await activate_root(settings, version=args.activate)
     if args.action == "rotate":
+        if args.out is not None:
+            raise InvalidInput("--out goes with --prepare")
         return await rotate_root(settings)
     if args.action == "retire":
         return await retire_root(settings, version=args.version)
@@ -97,18 +127,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     try:
         if args.command == "worker":
-            from workers.runtime.launcher import exec_worker
+            from workers.runtime.launcher import run_worker
 
-            return exec_worker(
+            return run_worker(
                 settings, queues=args.queues, processes=args.processes, threads=args.threads
             )
         if args.command == "scheduler":
             asyncio.run(run_scheduler(settings))
             return 0
         if args.command == "demo":  # human progress lines, ending with PASSED or FAILED
-            from workers.dev.demo import run_demo
+            try:
+                from workers.dev.demo import run_demo
+            except ModuleNotFoundError as exc:  # the worker image ships the runtime only
+                if not (exc.name or "").startswith("workers.dev"):
+                    raise
+                raise ConfigError(
+                    "the demo is development tooling, not installed here: run it from a checkout"
+                ) from None
 
-            return 0 if asyncio.run(run_demo(settings)) else 1
+            return 0 if asyncio.run(run_demo(settings, serve=args.serve)) else 1
     except BrowserSessionsError as err:
         return producer_cli.error_line(err.code, err.message)
     except KeyboardInterrupt:

@@ -85,51 +85,11 @@ CREATE TRIGGER browser_sessions_revoked_wipe
     FOR EACH ROW WHEN (NEW.status = 'revoked' AND OLD.status IS DISTINCT FROM 'revoked')
     EXECUTE FUNCTION browser_sessions_wipe_on_revoke();
 
--- Make version p_version current again as a new version (its ciphertext is copied inside
--- the database: the caller never reads it). Returns the new version, or NULL when
--- p_version is not kept. Keeps the newest p_keep versions.
-CREATE FUNCTION rollback_session_version(p_session_id text, p_version integer, p_keep integer,
-                                         p_source_id text)
-RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-DECLARE
-    old session_versions%ROWTYPE;
-    next_version integer;
-BEGIN
-    PERFORM 1 FROM browser_sessions WHERE id = p_session_id AND status <> 'revoked' FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    SELECT * INTO old FROM session_versions
-     WHERE session_id = p_session_id AND version = p_version;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    UPDATE browser_sessions
-       SET enc_format = old.enc_format, enc_key_version = old.enc_key_version,
-           enc_wrapped_key = old.enc_wrapped_key, enc_nonce = old.enc_nonce,
-           enc_ciphertext = old.enc_ciphertext, version = version + 1, status = 'active',
-           saved_at = now(), updated_at = now(), expired_at = NULL, probe_failures = 0
-     WHERE id = p_session_id
-    RETURNING version INTO next_version;
-    INSERT INTO session_versions (session_id, version, source, source_id, verdict, enc_format,
-                                  enc_key_version, enc_wrapped_key, enc_nonce, enc_ciphertext)
-    VALUES (p_session_id, next_version, 'rollback', p_source_id, old.verdict, old.enc_format,
-            old.enc_key_version, old.enc_wrapped_key, old.enc_nonce, old.enc_ciphertext);
-    DELETE FROM session_versions
-     WHERE session_id = p_session_id AND version <= next_version - greatest(p_keep, 1);
-    RETURN next_version;
-END;
-$$;
-
 REVOKE ALL ON FUNCTION wipe_session_ciphertext(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION rollback_session_version(text, integer, integer, text) FROM PUBLIC;
 DO $$
 BEGIN
     -- The trigger runs the wipe as whoever revokes: both application roles.
     GRANT EXECUTE ON FUNCTION wipe_session_ciphertext(text)
-        TO browser_sessions_orchestrator, browser_sessions_worker;
-    GRANT EXECUTE ON FUNCTION rollback_session_version(text, integer, integer, text)
         TO browser_sessions_orchestrator, browser_sessions_worker;
 END
 $$;

@@ -3,25 +3,22 @@ a producer client, all against the real services of this run."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import asyncpg
 import pytest
 from playwright.async_api import Browser, async_playwright
 
 from producers.api import SessionsClient
 from schema.settings import Settings
+from tests.support.api import API_ADMIN, API_TOKEN
+from tests.support.logins import PASSWORD, UNREACHABLE, LoginState
+from tests.support.services import new_database
 from workers.browser.chromium import HEADLESS_ARGS
 from workers.dev.fixture_site import FixtureSite
-from workers.dev.processes import WorkerProcess, free_port, run_worker
-
-__all__ = ["WorkerProcess", "free_port", "run_worker"]
-
-PASSWORD = "correct horse"
-LoginState = Callable[..., Awaitable[dict[str, Any]]]
+from workers.dev.processes import WorkerProcess, free_port, run_api, run_worker
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +71,7 @@ def login_state(browser: Browser, site: FixtureSite) -> LoginState:
 def worker_settings(base_settings: Settings, site: FixtureSite) -> Settings:
     return dataclasses.replace(
         base_settings,
-        allow_private_hosts=frozenset({f"127.0.0.1:{site.port}"}),
+        allow_private_hosts=frozenset({f"127.0.0.1:{site.port}", UNREACHABLE}),
         metrics_port=free_port(),
         health_port=free_port(),
         browsers=1,
@@ -99,16 +96,25 @@ async def client(worker_settings: Settings) -> AsyncIterator[SessionsClient]:
         yield c
 
 
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], *, timeout: float = 20, what: str = "condition"
-) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+@pytest.fixture(scope="module")
+async def scratch_url(database_url: str) -> AsyncIterator[str]:
+    """A migrated database of the test module's own (an audit chain or key table no other
+    test writes to), dropped after the module."""
+    async with new_database(f"bs_scratch_{secrets.token_hex(4)}") as url:
+        yield url
 
 
-async def comments(db: asyncpg.Connection, task_id: str) -> list[str]:
-    rows = await db.fetch("SELECT body FROM task_comments WHERE task_id = $1", task_id)
-    return [r["body"] for r in rows]
+@pytest.fixture(scope="session")
+def api_settings(worker_settings: Settings) -> Settings:
+    """Settings of the HTTP API for this run (its own port, a known token and admin)."""
+    return dataclasses.replace(
+        worker_settings, api_port=free_port(), api_token=API_TOKEN, admins=frozenset({API_ADMIN})
+    )
+
+
+@pytest.fixture(scope="session")
+def api_url(api_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``browser-sessions api`` process; its base URL."""
+    log_path = tmp_path_factory.mktemp("api") / "api.log"
+    with run_api(api_settings, log_path):
+        yield f"http://127.0.0.1:{api_settings.api_port}"

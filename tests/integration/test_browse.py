@@ -11,21 +11,30 @@ from typing import Any
 
 import asyncpg
 import pytest
+from dramatiq import Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from producers.api import SessionsClient
-from producers.enqueue import Enqueuer
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.results import BrowseResult
-from tests.integration.conftest import LoginState, WorkerProcess, comments, wait_for
+from tests.support.logins import UNREACHABLE, LoginState
+from tests.support.tasks import comments
+from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
+from workers.dev.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
 RESULT = timedelta(seconds=60)
 
 
-def task() -> str:
+def task_id() -> str:
     return f"task-{secrets.token_hex(4)}"
+
+
+async def task(client: SessionsClient, owner: str) -> str:
+    """A new task of ``owner``, inserted as the orchestrator would before a browse."""
+    return (await client.add_task(task_id(), owner_id=owner))["task_id"]
 
 
 async def import_session(
@@ -58,7 +67,7 @@ async def test_logged_in_browse_returns_protected_text(
 ) -> None:
     session_id = await import_session(client, site, login_state, "alice")
     result = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "alice"),
         owner_id="alice",
         session_id=session_id,
         url=site.url("/app"),
@@ -83,7 +92,7 @@ async def test_expiry_marks_session_fails_task_and_comments_once(
 ) -> None:
     session_id = await import_session(client, site, login_state, "bob")
     assert site.revoke("bob") >= 1
-    first = task()
+    first = await task(client, "bob")
     result = await client.browse(
         task_id=first,
         owner_id="bob",
@@ -106,7 +115,7 @@ async def test_expiry_marks_session_fails_task_and_comments_once(
     assert f"127.0.0.1:{site.port}" in bodies[0]
 
     # A later task fails fast with the same code and gets its own comment.
-    second = task()
+    second = await task(client, "bob")
     again = await client.browse(
         task_id=second,
         owner_id="bob",
@@ -138,7 +147,7 @@ async def test_owner_mismatch_is_refused_and_audited(
 ) -> None:
     session_id = await import_session(client, site, login_state, "carol")
     result = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "mallory"),
         owner_id="mallory",
         session_id=session_id,
         url=site.url("/app"),
@@ -146,17 +155,26 @@ async def test_owner_mismatch_is_refused_and_audited(
     )
     assert result.error_code == "NOT_OWNER"
     # A task owned by someone else, named by the session's owner, is refused too.
-    theirs = task()
+    theirs = task_id()
     await db.execute("INSERT INTO tasks (id, owner_id) VALUES ($1, 'mallory')", theirs)
     job = await client.enqueue_browse(
         task_id=theirs, owner_id="carol", session_id=session_id, url=site.url("/app")
     )
     refused = await client.wait_result(job, owner_id="carol", timeout=RESULT)
     assert refused.error_code == "NOT_OWNER"
-    denied = await db.fetchval(
-        "SELECT count(*) FROM audit_log WHERE session_id = $1 AND result = 'denied'", session_id
+    # A task nobody created is refused, and the job does not create it.
+    invented = task_id()
+    job = await client.enqueue_browse(
+        task_id=invented, owner_id="carol", session_id=session_id, url=site.url("/app")
     )
-    assert denied == 2
+    missing = await client.wait_result(job, owner_id="carol", timeout=RESULT)
+    assert missing.error_code == "TASK_NOT_FOUND"
+    assert await db.fetchval("SELECT count(*) FROM tasks WHERE id = $1", invented) == 0
+    denied = await db.fetch(
+        "SELECT detail FROM audit_log WHERE session_id = $1 AND result = 'denied' ORDER BY id",
+        session_id,
+    )
+    assert [r["detail"] for r in denied] == ["NOT_OWNER", "NOT_OWNER", "TASK_NOT_FOUND"]
     decrypts = await db.fetchval(
         "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'decrypt'", session_id
     )
@@ -172,7 +190,7 @@ async def test_revoked_session_fails_fast(
     session_id = await import_session(client, site, login_state, "dave")
     await client.revoke(session_id, actor_id="dave")
     result = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "dave"),
         owner_id="dave",
         session_id=session_id,
         url=site.url("/app"),
@@ -180,7 +198,7 @@ async def test_revoked_session_fails_fast(
     )
     assert result.error_code == "SESSION_REVOKED"
     missing = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "dave"),
         owner_id="dave",
         session_id="ses_missing",
         url=site.url("/app"),
@@ -221,7 +239,11 @@ async def test_guard_refuses(
     url = url.format(port=site.port, other=other)
     try:
         result = await client.browse(
-            task_id=task(), owner_id="erin", session_id=erin_session, url=url, timeout=RESULT
+            task_id=await task(client, "erin"),
+            owner_id="erin",
+            session_id=erin_session,
+            url=url,
+            timeout=RESULT,
         )
         code = result.error_code
     except Exception as err:  # refused on the producer side already
@@ -235,7 +257,7 @@ async def test_killed_browser_mid_job_is_replaced_and_job_completes(
     import asyncio
 
     job = await client.enqueue_browse(
-        task_id=task(),
+        task_id=await task(client, "erin"),
         owner_id="erin",
         session_id=erin_session,
         url=site.url("/slow?ms=4000"),
@@ -253,7 +275,49 @@ async def test_killed_browser_mid_job_is_replaced_and_job_completes(
     assert after and not set(after) & set(before)
 
 
-async def test_redelivered_messages_do_not_duplicate(
+async def test_a_redelivered_message_runs_again_and_stores_one_result(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    erin_session: str,
+    db: asyncpg.Connection,
+    worker_settings: Any,
+) -> None:
+    """The same message (same id) delivered again after a kill -9 mid-job and once more
+    after it succeeded: two executions (decrypt audit rows), one result, one use row."""
+    job = BrowseJob(
+        job_id=f"job_{secrets.token_hex(6)}",
+        task_id=await task(client, "erin"),
+        owner_id="erin",
+        session_id=erin_session,
+        url=site.url("/slow?ms=3000"),
+        options=BrowseOptions(timeout_s=20),
+    )
+    message = _message(worker_settings, "browse", job.to_message())
+    broker = RabbitmqBroker(url=worker_settings.amqp_url, middleware=[], confirm_delivery=True)
+    try:
+        broker.enqueue(message)
+        await wait_for(lambda: _audit_rows(db, job.job_id, "decrypt", 1), what="job in flight")
+        for pid in browse_worker.actor_pids():
+            os.kill(pid, signal.SIGKILL)  # the message is unacked: RabbitMQ redelivers it
+        await wait_for(lambda: _has_result(db, job.job_id), timeout=60, what="result")
+        assert await _audit_rows(db, job.job_id, "decrypt", 2)  # it really ran twice
+        assert await _audit_rows(db, job.job_id, "use", 1)
+        runs = _finished(browse_worker, message.message_id)
+        assert [(r["outcome"], r["attempt"]) for r in runs] == [("ok", 1)]  # redelivered
+        broker.enqueue(message)  # the same message once more, after its result
+        await wait_for(
+            lambda: _skipped(browse_worker, message.message_id), what="duplicate skipped"
+        )
+    finally:
+        broker.close()
+    assert await _audit_rows(db, job.job_id, "decrypt", 2)  # not run a third time
+    assert (
+        await db.fetchval("SELECT count(*) FROM browse_results WHERE job_id = $1", job.job_id) == 1
+    )
+
+
+async def test_a_redelivered_expiry_posts_one_comment(
     browse_worker: WorkerProcess,
     client: SessionsClient,
     site: FixtureSite,
@@ -262,31 +326,98 @@ async def test_redelivered_messages_do_not_duplicate(
     worker_settings: Any,
 ) -> None:
     session_id = await import_session(client, site, login_state, "alice")
-    enqueuer = Enqueuer(settings=worker_settings)
+    task_id = await task(client, "alice")
+    expire = ExpireJob(session_id=session_id, task_id=task_id, job_id=f"job_{task_id}")
+    message = _message(worker_settings, "expire", expire.to_message())
+    broker = RabbitmqBroker(url=worker_settings.amqp_url, middleware=[], confirm_delivery=True)
     try:
-        job = BrowseJob(
-            job_id=f"job_{secrets.token_hex(6)}",
-            task_id=task(),
-            owner_id="alice",
-            session_id=session_id,
-            url=site.url("/app"),
+        for _ in range(3):
+            broker.enqueue(message)
+        await wait_for(
+            lambda: _ran(browse_worker, message.message_id, 3), what="three deliveries run"
         )
-        await db.execute("INSERT INTO tasks (id, owner_id) VALUES ($1, 'alice')", job.task_id)
-        for _ in range(3):
-            enqueuer.send("browse", job.to_message())
-        first = await client.wait_result(job.job_id, owner_id="alice", timeout=RESULT)
-        assert first.ok
-        expire = ExpireJob(session_id=session_id, task_id=job.task_id, job_id=job.job_id)
-        for _ in range(3):
-            enqueuer.send("expire", expire.to_message())
-        await wait_for(lambda: _has_comment(db, job.task_id), what="expiry comment")
-        await wait_for(lambda: _queue_drained(worker_settings), what="queues drained")
     finally:
-        enqueuer.close()
-    assert (
-        await db.fetchval("SELECT count(*) FROM browse_results WHERE job_id = $1", job.job_id) == 1
+        broker.close()
+    assert len(await comments(db, task_id)) == 1
+    expires = await db.fetchval(
+        "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'expire'", session_id
     )
-    assert len(await comments(db, job.task_id)) == 1
+    assert expires == 1
+
+
+def _message(settings: Any, actor: str, payload: dict[str, Any]) -> Message[Any]:
+    from schema.jobs import ACTOR_QUEUES
+
+    return Message(
+        queue_name=settings.queue(ACTOR_QUEUES[actor]),
+        actor_name=actor,
+        args=(payload,),
+        kwargs={},
+        options={},
+    )
+
+
+async def _audit_rows(db: asyncpg.Connection, job_id: str, action: str, count: int) -> bool:
+    found = await db.fetchval(
+        "SELECT count(*) FROM audit_log WHERE request_id = $1 AND action = $2", job_id, action
+    )
+    return bool(found == count)
+
+
+async def _has_result(db: asyncpg.Connection, job_id: str) -> bool:
+    return bool(await db.fetchval("SELECT 1 FROM browse_results WHERE job_id = $1", job_id))
+
+
+def _finished(worker: WorkerProcess, message_id: str) -> list[dict[str, Any]]:
+    lines = [json.loads(x) for x in worker.log().splitlines() if message_id in x]
+    return [x for x in lines if x.get("event") == "job_finished"]
+
+
+async def _ran(worker: WorkerProcess, message_id: str, count: int) -> bool:
+    return len(_finished(worker, message_id)) == count
+
+
+async def _skipped(worker: WorkerProcess, message_id: str) -> bool:
+    return any(
+        '"browse_duplicate_skipped"' in line and message_id in line
+        for line in worker.log().splitlines()
+    )
+
+
+@pytest.mark.parametrize("where", ["http-503", "unreachable"])
+async def test_site_failures_never_expire_the_session_or_comment(
+    where: str,
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+    db: asyncpg.Connection,
+    worker_settings: Any,
+) -> None:
+    """A 5xx page has no logged-in selector and an unreachable site has no page: neither is
+    a logged-out verdict."""
+    session_id = await import_session(client, site, login_state, "alice")
+    url = site.url("/status/503") if where == "http-503" else f"http://{UNREACHABLE}/app"
+    task_id = await task(client, "alice")
+    result = await client.browse(
+        task_id=task_id,
+        owner_id="alice",
+        session_id=session_id,
+        url=url,
+        options=BrowseOptions(timeout_s=10),
+        timeout=RESULT,
+    )
+    assert result.error_code == "NAVIGATION_FAILED", result
+    await wait_for(lambda: _queue_drained(worker_settings), what="queues drained")
+    status = await db.fetchval("SELECT status FROM browser_sessions WHERE id = $1", session_id)
+    assert status == "active"
+    assert await comments(db, task_id) == []
+    task_code = await db.fetchval("SELECT error_code FROM tasks WHERE id = $1", task_id)
+    assert task_code is None
+    expires = await db.fetchval(
+        "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'expire'", session_id
+    )
+    assert expires == 0
 
 
 async def _queue_drained(settings: Any) -> bool:
@@ -312,7 +443,10 @@ async def test_result_is_only_readable_by_its_owner(
     client: SessionsClient, erin_session: str, site: FixtureSite
 ) -> None:
     job = await client.enqueue_browse(
-        task_id=task(), owner_id="erin", session_id=erin_session, url=site.url("/public")
+        task_id=await task(client, "erin"),
+        owner_id="erin",
+        session_id=erin_session,
+        url=site.url("/public"),
     )
     result = await client.wait_result(job, owner_id="erin", timeout=RESULT)
     assert result.ok
@@ -340,7 +474,7 @@ async def test_session_storage_and_indexeddb_are_restored(
         )
         return [
             await client.browse(
-                task_id=task(),
+                task_id=await task(client, "alice"),
                 owner_id="alice",
                 session_id=created["session_id"],
                 url=site.url(path),
@@ -400,7 +534,7 @@ async def test_canary_secret_never_in_logs_or_plain_columns(
         logged_in_selector="#whoami",
     )
     result = await client.browse(
-        task_id=task(),
+        task_id=await task(client, "alice"),
         owner_id="alice",
         session_id=created["session_id"],
         url=site.url("/app"),
@@ -417,3 +551,42 @@ async def test_canary_secret_never_in_logs_or_plain_columns(
         check=True,
     )
     assert canary.encode() not in dump.stdout
+
+
+async def test_import_keeps_only_the_sessions_site(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+    worker_settings: Any,
+) -> None:
+    from schema.audit import AuditLog
+    from workers.crypto.keys import provider_from_settings
+    from workers.crypto.store import StateStore
+
+    state = await login_state("alice")
+    state["cookies"].append(
+        {"name": "foreign", "value": "x", "domain": ".elsewhere.example", "path": "/"}
+    )
+    state["origins"].append(
+        {"origin": "https://elsewhere.example", "localStorage": [{"name": "k", "value": "v"}]}
+    )
+    created = await client.import_session(
+        owner_id="alice",
+        label="scoped",
+        start_url=site.url("/app"),
+        state=json.dumps(state).encode(),
+        logged_in_selector="#whoami",
+    )
+    provider = provider_from_settings(worker_settings)
+    store = StateStore(provider=provider, audit=AuditLog(signer=provider.audit_signer()))
+    stored = await store.load(
+        client.db,
+        session_id=created["session_id"],
+        owner_id="alice",
+        actor_id="alice",
+        task_id=None,
+        request_id=None,
+    )
+    assert {c["domain"] for c in stored["cookies"]} == {"127.0.0.1"}
+    assert [o["origin"] for o in stored["origins"]] == [site.base_url]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -15,16 +16,12 @@ from producers.api import SessionsClient
 from schema.enums import CaptureState
 from schema.results import BrowseResult
 from schema.settings import Settings
-from tests.integration.conftest import (
-    PASSWORD,
-    WorkerProcess,
-    free_port,
-    run_worker,
-    wait_for,
-)
-from workers.dev import totp
+from tests.support.logins import PASSWORD
+from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import LiveViewUser
+from workers.dev.processes import WorkerProcess, free_port, run_worker
+from workers.dev.scratch import scratch_queues
 
 pytestmark = pytest.mark.integration
 
@@ -78,16 +75,7 @@ async def open_capture(
 
 
 async def log_in_through_live_view(user: LiveViewUser, site: FixtureSite, name: str) -> None:
-    await user.wait_for_remote_url("/login")
-    x, y = await user.locate(site.url("/login?next=/app"), "#username")
-    await user.click_remote(x, y)
-    await user.type(name)
-    await user.press("Tab")
-    await user.type(PASSWORD)
-    await user.press("Enter", settle=True)  # the two-step page loads; its code field has focus
-    await user.type(totp.totp(TOTP_SECRET))
-    await user.press("Enter")
-    await user.wait_for_remote_url("/app")
+    await user.log_in_with_two_steps(site.url("/login?next=/app"), name, PASSWORD, TOTP_SECRET)
 
 
 @pytest.mark.timeout(360)
@@ -104,8 +92,9 @@ async def test_login_through_live_view_then_browse(
     session_id, capture_id, url = await open_capture(capture_client, site, owner)
 
     async def browse(path: str) -> BrowseResult:
+        task = await capture_client.add_task(f"task-{secrets.token_hex(4)}", owner_id=owner)
         return await capture_client.browse(
-            task_id=f"task-{secrets.token_hex(4)}",
+            task_id=task["task_id"],
             owner_id=owner,
             session_id=session_id,
             url=site.url(path),
@@ -222,7 +211,10 @@ async def test_timeout(
         queue_prefix=capture_settings.queue_prefix + "short.",
     )
     log_path = tmp_path_factory.mktemp("capture-timeout") / "worker.log"
-    with run_worker(short, ["capture"], log_path):
+    with (
+        scratch_queues(short.amqp_url, short.queue_prefix),
+        run_worker(short, ["capture"], log_path),
+    ):
         async with SessionsClient.open(short) as client:
             created = await client.add_session(
                 owner_id="ivan",
@@ -234,12 +226,17 @@ async def test_timeout(
     assert done.state is CaptureState.TIMED_OUT
 
 
+@pytest.mark.parametrize("group", [False, True], ids=["main-pid", "process-group"])
 async def test_worker_shutdown_interrupts_capture(
+    group: bool,
     capture_settings: Settings,
     tmp_path_factory: pytest.TempPathFactory,
     site: FixtureSite,
     db: asyncpg.Connection,
 ) -> None:
+    """SIGTERM to the main pid, or to the whole process group (systemd, a terminal): the
+    Playwright driver and Chromium are shielded from the group signal, so both end the
+    capture as ``interrupted`` and close its browser."""
     settings = dataclasses.replace(
         capture_settings,
         liveview_port=free_port(),
@@ -249,12 +246,18 @@ async def test_worker_shutdown_interrupts_capture(
     )
     log_path = tmp_path_factory.mktemp("capture-stop") / "worker.log"
     async with SessionsClient.open(settings) as client:
-        with run_worker(settings, ["capture"], log_path) as worker:
-            session_id, capture_id, _ = await open_capture(client, site, "judy")
+        with (
+            scratch_queues(settings.amqp_url, settings.queue_prefix),
+            run_worker(settings, ["capture"], log_path) as worker,
+        ):
+            session_id, capture_id, _ = await open_capture(
+                client, site, "judy" if group else "karl"
+            )
             browsers = worker.chromium_pids()
             assert browsers
-        # run_worker's exit sent SIGTERM and waited for the worker to stop.
+            seconds = await asyncio.to_thread(worker.stop, group=group, timeout=30)
         done = await client.capture_status(capture_id)
+    assert seconds < 10
     assert done.state is CaptureState.INTERRUPTED
     assert all(not _alive(pid) for pid in browsers)
     row = await db.fetchrow(

@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 import json
 import secrets
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -18,33 +17,16 @@ import pytest
 from producers.api import SessionsClient
 from schema.errors import NotOwner, VersionNotFound
 from schema.settings import Settings
-from tests.integration.conftest import PASSWORD, LoginState, WorkerProcess, wait_for
+from tests.support.keepalive import new_task, store_for
+from tests.support.logins import PASSWORD, LoginState
+from tests.support.waiting import wait_for
 from workers.crypto.admin import shred_user
-from workers.crypto.store import StateStore
 from workers.dev.fixture_site import FixtureSite
+from workers.dev.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
 RESULT = timedelta(seconds=60)
-
-
-def task() -> str:
-    return f"task-{secrets.token_hex(4)}"
-
-
-@pytest.fixture
-def fresh_user(site: FixtureSite) -> str:
-    user = f"alive-{secrets.token_hex(3)}"
-    site.add_user(user, PASSWORD)
-    return user
-
-
-@pytest.fixture(autouse=True)
-def reset_site(site: FixtureSite) -> Iterator[None]:
-    yield
-    site.set_switches(
-        rotate_cookie=False, rotate_local_storage=False, reuse_detection=False, idle_timeout_s=0.0
-    )
 
 
 async def add_session(client: SessionsClient, site: FixtureSite, state: dict[str, Any]) -> str:
@@ -71,7 +53,11 @@ async def browse_ok(
     client: SessionsClient, site: FixtureSite, user: str, session_id: str, path: str = "/app"
 ) -> None:
     result = await client.browse(
-        task_id=task(), owner_id=user, session_id=session_id, url=site.url(path), timeout=RESULT
+        task_id=await new_task(client, user),
+        owner_id=user,
+        session_id=session_id,
+        url=site.url(path),
+        timeout=RESULT,
     )
     assert result.ok, f"{result.error_code}: {result.error_message}"
     assert f"logged in as {user}" in (result.text or "")
@@ -193,7 +179,7 @@ async def test_a_5xx_page_never_expires_nor_writes_back(
     session_id = await imported(client, site, login_state, fresh_user)
     site.set_switches(rotate_cookie=True)
     result = await client.browse(
-        task_id=task(),
+        task_id=await new_task(client, fresh_user),
         owner_id=fresh_user,
         session_id=session_id,
         url=site.url("/status/503"),
@@ -215,7 +201,7 @@ async def test_a_logged_out_verdict_never_overwrites_the_good_version(
     base_settings: Settings,
 ) -> None:
     session_id = await imported(client, site, login_state, fresh_user)
-    store = StateStore.from_settings(base_settings)
+    store = store_for(base_settings)
     good = await store.load(
         db,
         session_id=session_id,
@@ -225,7 +211,7 @@ async def test_a_logged_out_verdict_never_overwrites_the_good_version(
         request_id=None,
     )
     site.revoke(fresh_user)  # the login page it lands on forgets the localStorage token
-    first = task()
+    first = await new_task(client, fresh_user)
     result = await client.browse(
         task_id=first,
         owner_id=fresh_user,
@@ -269,7 +255,7 @@ async def test_rollback_restores_a_working_older_version(
 ) -> None:
     session_id = await imported(client, site, login_state, fresh_user)
     # A newer version that does not work (say a capture saved on the wrong page).
-    store = StateStore.from_settings(worker_settings)
+    store = store_for(worker_settings)
     await store.save(
         db,
         session_id=session_id,
@@ -278,7 +264,7 @@ async def test_rollback_restores_a_working_older_version(
         state={"cookies": [], "origins": []},
     )
     result = await client.browse(
-        task_id=task(),
+        task_id=await new_task(client, fresh_user),
         owner_id=fresh_user,
         session_id=session_id,
         url=site.url("/app"),
@@ -308,12 +294,14 @@ async def test_rollback_restores_a_working_older_version(
     assert rolled == {"session_id": session_id, "version": 3, "restored_from": 1}
     assert (await session_row(db, session_id))["status"] == "active"
     await browse_ok(client, site, fresh_user, session_id)
-    audit = await db.fetchval(
-        "SELECT detail FROM audit_log WHERE session_id = $1 AND action = 'rollback' "
-        "AND result = 'ok'",
+    audit = await db.fetch(
+        "SELECT actor_id, detail FROM audit_log WHERE session_id = $1 AND action = 'rollback' "
+        "AND result = 'ok' ORDER BY id",
         session_id,
     )
-    assert audit == "version 1 restored as version 3 by admin"
+    assert [r["actor_id"] for r in audit] == ["ops", "ops"]
+    assert audit[0]["detail"].startswith("version 1 requested by admin")
+    assert audit[1]["detail"] == "saved version 3 from version 1"  # re-encrypted by a worker
 
 
 async def test_revoke_and_shred_leave_no_decryptable_version(
@@ -396,7 +384,7 @@ async def test_concurrent_write_backs_merge_per_item(
         login_url_pattern=None,
         extra_origins=[],
     )
-    store = StateStore.from_settings(base_settings)
+    store = store_for(base_settings)
 
     def cookie(name: str, value: str) -> dict[str, Any]:
         return {"name": name, "value": value, "domain": "app.example.com", "path": "/"}

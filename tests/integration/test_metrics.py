@@ -21,11 +21,13 @@ from producers.api import SessionsClient
 from producers.enqueue import Enqueuer
 from schema.jobs import ExpireJob
 from schema.settings import Settings
-from tests.conftest import AMQP_URL, _delete_queues
-from tests.integration.conftest import LoginState, wait_for
-from tests.unit.test_deploy_files import dramatiq_sample_names, used_metric_names
+from tests.support.deploy_files import dramatiq_sample_names, used_metric_names
+from tests.support.logins import LoginState
+from tests.support.services import AMQP_URL
+from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, run_worker
+from workers.dev.scratch import scratch_queues
 from workers.runtime.health import HealthServer, amqp_check
 
 pytestmark = pytest.mark.integration
@@ -35,16 +37,13 @@ SUMMARY_FIELDS = ("job_id", "actor", "task_id", "session_id", "outcome", "error_
 
 
 @pytest.fixture(scope="module")
-def ops_settings(base_settings: Settings, site: FixtureSite) -> Settings:
+def ops_settings(worker_settings: Settings) -> Settings:
     """This module's own queues and ports: no other test's worker takes its jobs or ports."""
     return dataclasses.replace(
-        base_settings,
-        queue_prefix=f"{base_settings.queue_prefix}ops.",
-        allow_private_hosts=frozenset({f"127.0.0.1:{site.port}"}),
+        worker_settings,
+        queue_prefix=f"{worker_settings.queue_prefix}ops.",
         metrics_port=free_port(),
         health_port=free_port(),
-        browsers=1,
-        contexts_per_browser=2,
     )
 
 
@@ -54,11 +53,11 @@ def ops_worker(
 ) -> Iterator[WorkerProcess]:
     """A real ``browser-sessions worker --queues browse expiry``."""
     log_path = tmp_path_factory.mktemp("ops-worker") / "worker.log"
-    try:
-        with run_worker(ops_settings, ["browse", "expiry"], log_path) as worker:
-            yield worker
-    finally:
-        _delete_queues(ops_settings.queue_prefix)
+    with (
+        scratch_queues(AMQP_URL, ops_settings.queue_prefix),
+        run_worker(ops_settings, ["browse", "expiry"], log_path) as worker,
+    ):
+        yield worker
 
 
 @pytest.fixture
@@ -226,12 +225,13 @@ async def test_browse_moves_pool_decrypt_and_delivery_metrics_and_logs_no_secret
     )
     session_id = str(created["session_id"])
     task_id = f"task-{secrets.token_hex(4)}"
+    await ops_client.add_task(task_id, owner_id="erin")
     result = await ops_client.browse(
         task_id=task_id, owner_id="erin", session_id=session_id, url=site.url("/app")
     )
     assert result.ok, result.error_message
     denied = await ops_client.browse(
-        task_id=f"task-{secrets.token_hex(4)}",
+        task_id=task_id,
         owner_id="erin",
         session_id=session_id,
         url="http://169.254.169.254/latest/meta-data/",

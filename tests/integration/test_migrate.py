@@ -13,14 +13,14 @@ import asyncpg
 import pytest
 
 from schema.migrate import load_migrations, migrate
-from tests.conftest import scratch_database
+from tests.support.services import new_database
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def empty_database(database_url: str) -> AsyncIterator[str]:
-    async with scratch_database(f"bs_migrate_{secrets.token_hex(4)}", migrated=False) as url:
+    async with new_database(f"bs_migrate_{secrets.token_hex(4)}", migrated=False) as url:
         yield url
 
 

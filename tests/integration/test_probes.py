@@ -23,10 +23,12 @@ from producers.api import SessionsClient
 from schema.db import create_pool
 from schema.jobs import ProbeJob
 from schema.settings import Settings
-from tests.conftest import _delete_queues
-from tests.integration.conftest import PASSWORD, WorkerProcess, free_port, run_worker, wait_for
-from workers.crypto.store import StateStore
+from tests.support.keepalive import new_task, store_for
+from tests.support.logins import PASSWORD
+from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
+from workers.dev.processes import WorkerProcess, free_port, run_worker
+from workers.dev.scratch import scratch_queues
 from workers.jobs.probes import ProbeScheduler
 
 pytestmark = pytest.mark.integration
@@ -93,11 +95,11 @@ def probe_worker(
     probe_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     log_path: Path = tmp_path_factory.mktemp("probe-worker") / "worker.log"
-    try:
-        with run_worker(probe_settings, ["browse", "expiry"], log_path) as worker:
-            yield worker
-    finally:
-        _delete_queues(probe_settings.queue_prefix)
+    with (
+        scratch_queues(probe_settings.amqp_url, probe_settings.queue_prefix),
+        run_worker(probe_settings, ["browse", "expiry"], log_path) as worker,
+    ):
+        yield worker
 
 
 @pytest.fixture
@@ -173,7 +175,7 @@ async def test_probes_alone_keep_an_idle_session_alive(
         )
         assert own_site.session_count(user) == 1
         result = await probe_client.browse(
-            task_id=f"task-{secrets.token_hex(4)}",
+            task_id=await new_task(probe_client, user),
             owner_id=user,
             session_id=session_id,
             url=own_site.url("/app"),
@@ -234,7 +236,7 @@ async def test_a_site_that_is_down_never_expires_nor_writes_back(
         app = down.url("/app")
     # The site is gone: connections are refused.
     result = await probe_client.browse(
-        task_id=f"task-{secrets.token_hex(4)}",
+        task_id=await new_task(probe_client, user),
         owner_id=user,
         session_id=session_id,
         url=app,
@@ -269,7 +271,7 @@ async def test_a_real_logout_found_by_a_probe_expires_and_notifies(
     assert [n["kind"] for n in pending] == ["expired"]
     assert "Re-login" in pending[0]["message"] and session_id == pending[0]["session_id"]
     # The next task that picks the session hears about it on its own comment.
-    task_id = f"task-{secrets.token_hex(4)}"
+    task_id = await new_task(probe_client, user)
     result = await probe_client.browse(
         task_id=task_id,
         owner_id=user,
@@ -298,7 +300,7 @@ async def test_scheduler_replicas_claim_each_due_session_once_and_warn_expiring_
     database_url: str, db: asyncpg.Connection, base_settings: Settings
 ) -> None:
     owner = f"sched-{secrets.token_hex(3)}"
-    store = StateStore.from_settings(base_settings)
+    store = store_for(base_settings)
     ids = []
     for _ in range(12):
         session_id = f"ses_{secrets.token_hex(8)}"

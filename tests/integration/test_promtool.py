@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import missing
+from tests.support.services import missing
 
 pytestmark = pytest.mark.integration
 

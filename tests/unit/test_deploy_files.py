@@ -4,25 +4,30 @@ metric in the alert rules and the dashboard is one the workers, dramatiq or Rabb
 
 from __future__ import annotations
 
-import importlib.util
+import fnmatch
 import json
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from schema.settings import Settings
+from tests.support.deploy_files import (
+    DASHBOARD,
+    DEPLOY,
+    ROOT,
+    RULES,
+    dramatiq_sample_names,
+    our_sample_names,
+    promql_metric_names,
+    used_metric_names,
+    yaml_documents,
+)
 from workers.cli import _parser
 from workers.runtime import metrics
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-RULES = DEPLOY / "prometheus" / "rules.yml"
-DASHBOARD = DEPLOY / "grafana" / "dashboard.json"
 COMPOSE = DEPLOY / "compose.yaml"
 K8S = DEPLOY / "k8s"
 
@@ -37,82 +42,6 @@ RABBITMQ_METRICS = {
     "rabbitmq_queue_consumers",
 }
 PROMETHEUS_METRICS = {"up"}
-PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
-
-
-# -- helpers shared with tests/integration/test_metrics.py ------------------------------
-
-
-def _yaml_documents(path: Path) -> list[Any]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
-
-
-def rule_expressions() -> dict[str, str]:
-    """Alert name (or recording rule name) → PromQL expression, from rules.yml."""
-    (doc,) = _yaml_documents(RULES)
-    return {
-        rule.get("alert") or rule["record"]: rule["expr"]
-        for group in doc["groups"]
-        for rule in group["rules"]
-    }
-
-
-def dashboard_expressions() -> list[str]:
-    def panels(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for panel in items:
-            yield panel
-            yield from panels(panel.get("panels", []))
-
-    board = json.loads(DASHBOARD.read_text())
-    return [t["expr"] for p in panels(board["panels"]) for t in p.get("targets", [])]
-
-
-def promql_metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects (functions, labels and keywords removed)."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
-    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
-    text = re.sub(r"\[[^\]]*\]", " ", text)  # range selectors
-    text = re.sub(r"\boffset\s+\w+", " ", text)
-    text = re.sub(
-        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text
-    )  # label lists
-    names = set()
-    for match in re.finditer(r"(?<![\w.])[A-Za-z_:][A-Za-z0-9_:]*", text):
-        rest = text[match.end() :].lstrip()
-        if rest.startswith("(") or match.group(0).lower() in PROMQL_KEYWORDS:
-            continue  # a function or an aggregation, or an operator keyword
-        names.add(match.group(0))
-    return names
-
-
-def used_metric_names() -> set[str]:
-    """Every metric name in the alert rules and the dashboard."""
-    exprs = [*rule_expressions().values(), *dashboard_expressions()]
-    return set().union(*(promql_metric_names(e) for e in exprs))
-
-
-def our_sample_names() -> set[str]:
-    """Sample names the workers export (every series exists from process start)."""
-    return {s.name for family in metrics.REGISTRY.collect() for s in family.samples}
-
-
-def dramatiq_sample_names() -> set[str]:
-    """Sample names of dramatiq's Prometheus middleware, read from its source.
-
-    (Importing that module creates its multiprocess directory, so it is only read.)
-    """
-    spec = importlib.util.find_spec("dramatiq.middleware.prometheus")
-    assert spec is not None and spec.origin is not None
-    source = Path(spec.origin).read_text()
-    names = set()
-    for kind, name in re.findall(r'prom\.(Counter|Gauge|Histogram)\(\s*"(\w+)"', source):
-        if kind == "Counter":
-            names.add(name if name.endswith("_total") else f"{name}_total")
-        elif kind == "Histogram":
-            names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
-        else:
-            names.add(name)
-    return names
 
 
 # -- every file parses ------------------------------------------------------------------
@@ -124,7 +53,7 @@ def _deploy_files(*suffixes: str) -> list[Path]:
 
 @pytest.mark.parametrize("path", _deploy_files(".yaml", ".yml"), ids=lambda p: p.name)
 def test_yaml_parses(path: Path) -> None:
-    assert _yaml_documents(path), f"{path} is empty"
+    assert yaml_documents(path), f"{path} is empty"
 
 
 @pytest.mark.parametrize("path", _deploy_files(".json"), ids=lambda p: p.name)
@@ -186,7 +115,7 @@ def test_our_metric_names_follow_conventions() -> None:
 
 
 def _alerts() -> list[dict[str, Any]]:
-    (doc,) = _yaml_documents(RULES)
+    (doc,) = yaml_documents(RULES)
     return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
 
 
@@ -229,7 +158,7 @@ def test_every_alert_has_a_summary_severity_and_a_runbook_section() -> None:
 
 
 def _compose() -> dict[str, Any]:
-    (doc,) = _yaml_documents(COMPOSE)
+    (doc,) = yaml_documents(COMPOSE)
     assert isinstance(doc, dict)
     return doc
 
@@ -286,6 +215,23 @@ def test_compose_mounts_only_files_that_exist() -> None:
                 assert (COMPOSE.parent / source).exists(), f"{name}: {source}"
 
 
+def test_compose_connects_each_service_with_its_own_database_role() -> None:
+    from urllib.parse import urlsplit
+
+    expected = {"migrate": "postgres", "worker": "browser_sessions_worker"}
+    expected["api"] = "browser_sessions_orchestrator"
+    roles = {}
+    for name, service in _compose()["services"].items():
+        if _image_repo(service["image"]) != OUR_IMAGE:
+            continue
+        url = service["environment"]["BROWSER_SESSIONS_DATABASE_URL"]
+        roles[name] = urlsplit(url.replace("${", "").replace("}", "")).username
+        assert roles[name] == expected[service["command"][0]], name
+    assert list(roles.values()).count("postgres") == 1  # the schema owner: migrate only
+    postgres = _compose()["services"]["postgres"]
+    assert any("docker-entrypoint-initdb.d" in v for v in postgres["volumes"])
+
+
 def test_compose_capture_grace_and_liveview() -> None:
     services = _compose()["services"]
     capture = services["worker-capture"]
@@ -297,7 +243,7 @@ def test_compose_capture_grace_and_liveview() -> None:
 
 
 def test_prometheus_scrapes_the_compose_services() -> None:
-    (config,) = _yaml_documents(DEPLOY / "prometheus" / "prometheus.yml")
+    (config,) = yaml_documents(DEPLOY / "prometheus" / "prometheus.yml")
     services = set(_compose()["services"])
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     workers = jobs["browser-sessions-workers"]
@@ -328,11 +274,43 @@ def test_dockerfile() -> None:
                 assert path.exists() or source == "README.md", source
 
 
+def _ignored(rel: str, patterns: list[str]) -> bool:
+    """Whether the build context leaves out ``rel`` (a path, or one of its parent folders)."""
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        if pattern.startswith("**/"):
+            if any(fnmatch.fnmatch(part, pattern[3:]) for part in parts):
+                return True
+        elif any(fnmatch.fnmatch(prefix, pattern) for prefix in prefixes):
+            return True
+    return False
+
+
+def test_the_image_is_built_from_the_runtime_only() -> None:
+    """The build context (deploy/Dockerfile.dockerignore, read by BuildKit for
+    deploy/Dockerfile) holds the runtime packages and leaves out dev tooling and tests."""
+    lines = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    files = [
+        p.relative_to(ROOT).as_posix()
+        for package in ("schema", "producers", "workers")
+        for p in (ROOT / package).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
+    shipped = {f for f in files if not _ignored(f, patterns)}
+    assert not {f for f in shipped if f.startswith("workers/dev/")}
+    assert _ignored("tests/unit/test_layout.py", patterns)
+    runtime = {f for f in files if not f.startswith("workers/dev/") and not f.endswith(".pyc")}
+    assert runtime <= shipped, sorted(runtime - shipped)
+    assert {"workers/browser/static/liveview.html", "schema/migrations/0001_core.sql"} <= shipped
+
+
 # -- Kubernetes -------------------------------------------------------------------------
 
 
 def _k8s_objects() -> list[dict[str, Any]]:
-    return [doc for path in sorted(K8S.glob("*.yaml")) for doc in _yaml_documents(path)]
+    return [doc for path in sorted(K8S.glob("*.yaml")) for doc in yaml_documents(path)]
 
 
 def _by_kind(kind: str) -> dict[str, dict[str, Any]]:
@@ -340,7 +318,7 @@ def _by_kind(kind: str) -> dict[str, dict[str, Any]]:
 
 
 def test_kustomization_lists_files_that_exist() -> None:
-    (kustomization,) = _yaml_documents(K8S / "kustomization.yaml")
+    (kustomization,) = yaml_documents(K8S / "kustomization.yaml")
     for resource in kustomization["resources"]:
         assert (K8S / resource).is_file(), resource
 

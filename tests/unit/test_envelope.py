@@ -15,11 +15,13 @@ from hypothesis import strategies as st
 from schema.errors import DecryptFailed, InvalidInput
 from workers.crypto.envelope import (
     FORMAT_V1,
+    FORMAT_V2,
     NONCE_BYTES,
     Binding,
     EncryptedState,
     canonical_state,
     decrypt_state,
+    encrypt_bytes,
     encrypt_state,
 )
 
@@ -84,6 +86,7 @@ def enc(state: dict[str, Any] | None = None, **over: Any) -> tuple[EncryptedStat
         "owner_id": "user-a",
         "session_id": "sess-1",
         "key_version": 1,
+        "row_version": 1,
         "max_state_bytes": LIMIT,
         **over,
     }
@@ -91,7 +94,7 @@ def enc(state: dict[str, Any] | None = None, **over: Any) -> tuple[EncryptedStat
 
 
 def dec(e: EncryptedState, key: bytes, **over: Any) -> dict[str, Any]:
-    args = {"owner_id": "user-a", "session_id": "sess-1", **over}
+    args = {"owner_id": "user-a", "session_id": "sess-1", "row_version": 1, **over}
     return decrypt_state(e, user_key=key, **args)
 
 
@@ -104,7 +107,7 @@ def flip(data: bytes, index: int) -> bytes:
 def test_round_trip_realistic_state() -> None:
     state = realistic_state()
     e, key = enc(state)
-    assert e.format == FORMAT_V1 and e.key_version == 1
+    assert e.format == FORMAT_V2 and e.key_version == 1
     assert dec(e, key) == state
     assert CANARY.encode() not in e.ciphertext
     assert CANARY not in repr(e)
@@ -117,7 +120,9 @@ def test_same_state_twice_gives_fresh_data_key_nonce_and_ciphertext() -> None:
     assert a.nonce != b.nonce
     assert a.wrapped_key != b.wrapped_key
     assert a.ciphertext != b.ciphertext
-    bind = Binding(format=1, owner_id="user-a", session_id="sess-1", key_version=1)
+    bind = Binding(
+        format=FORMAT_V2, owner_id="user-a", session_id="sess-1", key_version=1, row_version=1
+    )
     data_keys = [
         AESGCM(key).decrypt(
             w.wrapped_key[:NONCE_BYTES], w.wrapped_key[NONCE_BYTES:], bind.aad("data-key")
@@ -143,7 +148,14 @@ def test_one_flipped_byte_fails(field: str, where: int | str) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("owner_id", "user-b"), ("session_id", "sess-2"), ("key_version", 2), ("format", 2)],
+    [
+        ("owner_id", "user-b"),
+        ("session_id", "sess-2"),
+        ("row_version", 2),
+        ("key_version", 2),
+        ("format", 1),
+        ("format", 3),
+    ],
 )
 def test_every_bound_field_is_checked(field: str, value: Any) -> None:
     e, key = enc()
@@ -152,6 +164,30 @@ def test_every_bound_field_is_checked(field: str, value: Any) -> None:
             dec(dataclasses.replace(e, **{field: value}), key)
         else:
             dec(e, key, **{field: value})
+
+
+def test_an_older_version_of_the_same_session_does_not_decrypt_as_a_newer_one() -> None:
+    key = os.urandom(32)
+    older, _ = enc(user_key=key, row_version=3)
+    newer, _ = enc(user_key=key, row_version=4)
+    assert dec(newer, key, row_version=4) == dec(older, key, row_version=3)
+    with pytest.raises(DecryptFailed):
+        dec(older, key, row_version=4)  # the rollback: an old ciphertext put back
+
+
+def test_format_1_envelopes_still_decrypt_whatever_the_row_version() -> None:
+    key = os.urandom(32)
+    legacy = encrypt_bytes(
+        canonical_state(realistic_state(), max_state_bytes=LIMIT),
+        user_key=key,
+        owner_id="user-a",
+        session_id="sess-1",
+        key_version=1,
+        row_version=1,
+        format=FORMAT_V1,
+    )
+    assert legacy.format == FORMAT_V1
+    assert dec(legacy, key, row_version=7) == realistic_state()
 
 
 def test_wrapped_key_and_payload_cannot_be_mixed_between_envelopes() -> None:

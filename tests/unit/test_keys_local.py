@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schema.audit import load_audit_key
+from schema.audit import AuditKeys, load_signer
 from schema.errors import DecryptFailed, KeyError_
 from schema.keyfile import create_key_file, load_or_create_key, read_key_file
 from schema.sealing import open_sealed, seal, sealed_key_id
@@ -30,31 +30,31 @@ async def test_keys_are_created_on_first_use_private(keys: Path) -> None:
     assert isinstance(provider, KeyProvider)
     assert mode(keys) == 0o700
     assert await provider.current_root_key_id() == "local:1"
-    provider.audit_key()
+    provider.audit_signer()
     provider.seal_public_key()
     names = sorted(os.listdir(keys))
-    assert names == ["audit.key", "root-v1.key", "seal-v1.key"]
+    assert names == ["audit-workers.key", "audit-workers.pub", "root-v1.key", "seal-v1.key"]
     for name in names:
-        assert mode(keys / name) == 0o600
+        assert mode(keys / name) == (0o644 if name.endswith(".pub") else 0o600)
         assert (keys / name).stat().st_size == 32
 
 
-@pytest.mark.parametrize("name", ["root-v1.key", "audit.key", "seal-v1.key"])
+@pytest.mark.parametrize("name", ["root-v1.key", "audit-workers.key", "seal-v1.key"])
 @pytest.mark.parametrize("bits", [0o640, 0o604])
 async def test_group_or_world_readable_key_files_are_refused(
     keys: Path, name: str, bits: int
 ) -> None:
     provider = LocalFileKeyProvider(key_dir=keys)
     key_id, wrapped = await provider.wrap(b"k" * 32, aad=b"a")
-    provider.audit_key()
+    provider.audit_signer()
     provider.seal_public_key()
     (keys / name).chmod(bits)
     fresh = LocalFileKeyProvider(key_dir=keys)
     with pytest.raises(KeyError_, match="accessible by group or others") as info:
         if name == "root-v1.key":
             await fresh.unwrap(key_id, wrapped, aad=b"a")
-        elif name == "audit.key":
-            fresh.audit_key()
+        elif name == "audit-workers.key":
+            fresh.audit_signer()
         else:
             fresh.seal_public_key()
     assert info.value.code == "KEY_ERROR"
@@ -105,8 +105,12 @@ async def test_versions_rewrap_and_retire(keys: Path) -> None:
     assert await provider.current_root_key_id() == "local:2"
     v2, rewrapped = await provider.rewrap(v1, wrapped, aad=b"a")
     assert v2 == "local:2" and rewrapped != wrapped
-    await provider.retire_root_version("local:1")
-    assert (keys / "root-v1.key.retired").exists()
+    material = (keys / "root-v1.key").read_bytes()
+    os.link(keys / "root-v1.key", keys.parent / "same-inode")
+    assert await provider.retire_root_version("local:1") is True
+    assert not (keys / "root-v1.key").exists()
+    assert (keys / "root-v1.key.retired").stat().st_size == 0  # a marker, no material
+    assert (keys.parent / "same-inode").read_bytes() != material  # overwritten in place
     with pytest.raises(KeyError_, match="retired"):
         await provider.unwrap(v1, wrapped, aad=b"a")
     assert await provider.unwrap(v2, rewrapped, aad=b"a") == b"m" * 32
@@ -119,10 +123,17 @@ async def test_versions_rewrap_and_retire(keys: Path) -> None:
     assert await provider.current_root_key_id() == "local:2"  # highest not retired
 
 
-async def test_audit_key_is_the_producers_audit_key(keys: Path) -> None:
+async def test_workers_and_producers_sign_with_keys_of_their_own(keys: Path) -> None:
     provider = LocalFileKeyProvider(key_dir=keys)
-    assert provider.audit_key() == load_audit_key(keys)
-    assert len(provider.audit_key()) == 32
+    workers, producers = provider.audit_signer(), load_signer(keys, "producers")
+    assert workers.key_id == load_signer(keys, "workers").key_id
+    assert workers.key_id.startswith("ed25519:workers:")
+    assert producers.key_id.startswith("ed25519:producers:")
+    assert workers.public_key != producers.public_key
+    # A verifier pins both from their public halves alone.
+    (keys / "audit-workers.key").unlink()
+    (keys / "audit-producers.key").unlink()
+    assert set(AuditKeys.from_key_dir(keys).public) == {workers.key_id, producers.key_id}
 
 
 def test_sealing_key_opens_what_producers_seal(keys: Path) -> None:
@@ -139,7 +150,7 @@ def test_sealing_key_opens_what_producers_seal(keys: Path) -> None:
 
 def test_repr_never_shows_key_material(keys: Path) -> None:
     provider = LocalFileKeyProvider(key_dir=keys)
-    material = provider.audit_key()
+    material = provider.audit_signer().public_key
     assert material.hex() not in repr(provider) and str(material) not in repr(provider)
     assert os.fspath(keys) in repr(provider)
 

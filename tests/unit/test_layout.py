@@ -1,6 +1,6 @@
 """Dependencies run one way: ``producers → schema ← workers``. Only the console-script root
 (``workers/cli.py``) and ``workers/dev/`` may import ``producers``, and the runtime never
-imports ``workers/dev``."""
+imports ``workers/dev``. Tests share helpers through ``tests/support`` only."""
 
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def violations(
         ("schema", ("workers", "producers", "playwright"), ()),
         ("producers", ("workers", "playwright"), ()),
         ("workers", ("producers", "workers.dev"), ("workers/cli.py", "workers/dev/")),
+        # Shared test helpers live in tests/support, never in conftest files or test modules.
+        ("tests", ("tests.conftest", "tests.integration", "tests.unit"), ()),
     ],
 )
 def test_imports_run_one_way(

@@ -93,6 +93,11 @@ def test_to_env_round_trips_every_field() -> None:
         probe_scheduler=False,
         expiring_soon=timedelta(seconds=14),
         api_token_file="/run/secrets/token",
+        audit_checkpoint_file=Path("/var/log/browser-sessions/audit-checkpoints.jsonl"),
+        api_public_url="https://sessions.example",
+        enqueue_retry=timedelta(seconds=2),
+        infra_retry_budget=timedelta(seconds=61),
+        max_message_bytes=2048,
     )
     defaults = Settings.from_env({})
     for f in dataclasses.fields(Settings):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -19,6 +19,7 @@ from playwright.async_api import Browser, BrowserContext, Playwright
 from playwright.async_api import Error as PlaywrightError
 
 from schema.errors import BrowserCrashed, ServiceUnavailable
+from schema.events import NO_EVENTS, Events
 from schema.logs import get_logger
 
 log = get_logger(__name__)
@@ -68,13 +69,6 @@ class _PooledBrowser:
     launched_at: float = field(default_factory=time.monotonic)
 
 
-@dataclass(frozen=True)
-class PoolEvent:
-    """What the pool reports to its observer (metrics): launch, crash, retire."""
-
-    kind: str
-
-
 class BrowserPool:
     """``async with BrowserPool(...) as pool: async with pool.context(...) as ctx: ...``"""
 
@@ -89,7 +83,7 @@ class BrowserPool:
         contexts_per_browser: int = 2,
         max_contexts_per_browser: int = 200,
         call_timeout: timedelta = timedelta(seconds=30),
-        on_event: Callable[[PoolEvent], None] | None = None,
+        events: Events = NO_EVENTS,
     ) -> None:
         self._playwright = playwright
         self._executable_path = executable_path
@@ -99,7 +93,7 @@ class BrowserPool:
         self._per_browser = contexts_per_browser
         self._max_contexts = max_contexts_per_browser
         self._timeout = call_timeout.total_seconds()
-        self._on_event = on_event or (lambda _e: None)
+        self._events = events
         self._browsers: list[_PooledBrowser] = []
         self._changed = asyncio.Condition()
         self._launching = 0
@@ -145,7 +139,9 @@ class BrowserPool:
                 raise BrowserCrashed(f"could not open a context: {type(exc).__name__}") from None
             try:
                 yield context
-            except PlaywrightError as exc:
+            except Exception as exc:
+                # The job maps Playwright errors to its own codes (a dead browser fails the
+                # navigation too); a browser that is gone is the real cause, whatever the code.
                 if self._check_alive(pooled):
                     raise
                 raise BrowserCrashed("the browser went away during the job") from exc
@@ -198,7 +194,7 @@ class BrowserPool:
             if pooled.retiring and pooled.in_use == 0 and not pooled.dead:
                 self._browsers.remove(pooled)
                 self._spawn(self._close_browser(pooled))
-                self._on_event(PoolEvent("retire"))
+                self._events.browser_retired()
                 log.info("browser_retired", browser=pooled.number, contexts=pooled.contexts_opened)
             self._changed.notify_all()
 
@@ -232,7 +228,7 @@ class BrowserPool:
                 return
             self._browsers.append(pooled)
             self._changed.notify_all()
-        self._on_event(PoolEvent("launch"))
+        self._events.browser_launched()
         log.debug("browser_launched", browser=pooled.number)
 
     async def _relaunch_later(self) -> None:
@@ -246,7 +242,7 @@ class BrowserPool:
         pooled.dead = True
         if pooled.retiring:
             return  # closed on purpose after retirement
-        self._on_event(PoolEvent("crash"))
+        self._events.browser_crashed()
         log.warning("browser_crashed", browser=pooled.number, in_use=pooled.in_use)
         if pooled in self._browsers:
             self._browsers.remove(pooled)

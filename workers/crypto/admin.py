@@ -1,10 +1,11 @@
-"""``browser-sessions keys ...``: rotate and retire root key versions, shred a user.
+"""``browser-sessions keys ...``: two-phase root key rotation, retirement, shredding a user.
 
 Runs where the workers' key provider is (never on the orchestrator side).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from schema.audit import AuditLog
@@ -15,7 +16,7 @@ from workers.crypto import keys, user_keys
 
 async def _run(settings: Settings, action: str, **kwargs: Any) -> dict[str, Any]:
     provider = keys.provider_from_settings(settings)
-    audit = AuditLog(key=provider.audit_key())
+    audit = AuditLog.from_settings(settings, side="workers", signer=provider.audit_signer())
     conn = await connect(settings.database_url)
     try:
         fn = getattr(user_keys, action)
@@ -26,12 +27,32 @@ async def _run(settings: Settings, action: str, **kwargs: Any) -> dict[str, Any]
 
 
 async def rotate_root(settings: Settings) -> dict[str, Any]:
-    """Rewrap every user key under a new root key version; payloads are untouched."""
+    """Both phases on one host with a writable key directory (the single-host shortcut)."""
     return await _run(settings, "rotate_root", actor_id="admin")
 
 
+async def prepare_root(settings: Settings, *, directory: Path | None) -> dict[str, Any]:
+    """Phase 1: a new root version file (in ``directory``, default the key directory) that
+    nothing uses until it is activated."""
+    result = await _run(settings, "prepare_root", directory=directory, actor_id="admin")
+    version = result["prepared"].rpartition(":")[2]
+    result["next"] = (
+        f"copy {result['material']} into the key directory of every worker host (the "
+        f"secret behind it), restart the workers, then run: keys rotate --activate {version}"
+    )
+    return result
+
+
+async def activate_root(settings: Settings, *, version: int) -> dict[str, Any]:
+    """Phase 2: switch new wraps to root version N and rewrap every user key under it."""
+    provider = keys.provider_from_settings(settings)
+    return await _run(
+        settings, "activate_root", key_id=f"{provider.name}:{version}", actor_id="admin"
+    )
+
+
 async def retire_root(settings: Settings, *, version: int) -> dict[str, Any]:
-    """Retire root key version N once no user key needs it."""
+    """Retire root key version N once no user key needs it; destroys its material here."""
     provider = keys.provider_from_settings(settings)
     return await _run(
         settings, "retire_root", key_id=f"{provider.name}:{version}", actor_id="admin"

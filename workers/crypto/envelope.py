@@ -1,6 +1,7 @@
 """The envelope format of a saved session state. Pure: no I/O, no key storage.
 
-Format 1:
+Format 2 (written since the row version is bound; format 1 rows still decrypt and are
+re-encrypted as format 2 on their next save):
 
 - the state (a Playwright storage-state dict) is serialised canonically (sorted keys,
   compact JSON, UTF-8), limited to ``max_state_bytes``, then zlib-compressed;
@@ -8,8 +9,10 @@ Format 1:
 - the data key is wrapped with AES-256-GCM under the owner's user key
   (``wrapped_key = nonce || ciphertext || tag``);
 - both ciphertexts carry associated data binding (purpose, format, owner id, session id,
-  user key version), so a payload or wrapped key copied into another row, another user or
-  another key version fails with ``DecryptFailed``.
+  user key version, row version), so a payload or wrapped key copied into another row,
+  another user or another key version fails with ``DecryptFailed``, and so does an older
+  ciphertext of the same session copied back over a newer one (a rollback: the row's
+  ``version`` only grows, a trigger refuses lowering it). Format 1 lacked the row version.
 
 The format number and the user key version are stored beside the payload
 (``enc_format``, ``enc_key_version``); the root key never touches the payload, so root
@@ -30,6 +33,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from schema.errors import DecryptFailed, InvalidInput, KeyError_
 
 FORMAT_V1 = 1
+FORMAT_V2 = 2
+FORMATS = (FORMAT_V1, FORMAT_V2)
 KEY_BYTES = 32
 NONCE_BYTES = 12
 ZLIB_LEVEL = 1
@@ -84,9 +89,19 @@ class Binding:
     owner_id: str
     session_id: str
     key_version: int
+    row_version: int = 0
 
     def aad(self, purpose: str) -> bytes:
-        fields = [_DOMAIN, purpose, self.format, self.owner_id, self.session_id, self.key_version]
+        fields: list[Any] = [
+            _DOMAIN,
+            purpose,
+            self.format,
+            self.owner_id,
+            self.session_id,
+            self.key_version,
+        ]
+        if self.format >= FORMAT_V2:
+            fields.append(self.row_version)
         return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
@@ -97,25 +112,44 @@ def encrypt_state(
     owner_id: str,
     session_id: str,
     key_version: int,
+    row_version: int,
     max_state_bytes: int,
 ) -> EncryptedState:
-    """Encrypt ``state`` under a fresh data key wrapped by ``user_key``."""
+    """Encrypt ``state`` under a fresh data key wrapped by ``user_key``, for the row's
+    ``row_version`` (the version the row has once this ciphertext is stored)."""
     return encrypt_bytes(
         canonical_state(state, max_state_bytes=max_state_bytes),
         user_key=user_key,
         owner_id=owner_id,
         session_id=session_id,
         key_version=key_version,
+        row_version=row_version,
     )
 
 
 def encrypt_bytes(
-    plaintext: bytes, *, user_key: bytes, owner_id: str, session_id: str, key_version: int
+    plaintext: bytes,
+    *,
+    user_key: bytes,
+    owner_id: str,
+    session_id: str,
+    key_version: int,
+    row_version: int,
+    format: int = FORMAT_V2,
 ) -> EncryptedState:
-    """Encrypt already-canonical state bytes (see :func:`canonical_state`)."""
+    """Encrypt already-canonical state bytes (see :func:`canonical_state`).
+
+    ``format`` is the current format; an older one only for tests of rows written before.
+    """
     _check_key(user_key)
+    if format not in FORMATS:
+        raise KeyError_(f"unknown session state format {format}")
     bind = Binding(
-        format=FORMAT_V1, owner_id=owner_id, session_id=session_id, key_version=key_version
+        format=format,
+        owner_id=owner_id,
+        session_id=session_id,
+        key_version=key_version,
+        row_version=row_version,
     )
     data_key = AESGCM.generate_key(bit_length=256)
     nonce = os.urandom(NONCE_BYTES)
@@ -125,7 +159,7 @@ def encrypt_bytes(
     wrap_nonce = os.urandom(NONCE_BYTES)
     wrapped = wrap_nonce + AESGCM(user_key).encrypt(wrap_nonce, data_key, bind.aad("data-key"))
     return EncryptedState(
-        format=FORMAT_V1,
+        format=format,
         key_version=key_version,
         wrapped_key=wrapped,
         nonce=nonce,
@@ -134,10 +168,12 @@ def encrypt_bytes(
 
 
 def decrypt_state(
-    enc: EncryptedState, *, user_key: bytes, owner_id: str, session_id: str
+    enc: EncryptedState, *, user_key: bytes, owner_id: str, session_id: str, row_version: int
 ) -> dict[str, Any]:
     """Decrypt a row's envelope; any mismatch or tampering raises ``DecryptFailed``."""
-    data = decrypt_bytes(enc, user_key=user_key, owner_id=owner_id, session_id=session_id)
+    data = decrypt_bytes(
+        enc, user_key=user_key, owner_id=owner_id, session_id=session_id, row_version=row_version
+    )
     try:
         state = json.loads(data)
     except ValueError:
@@ -147,13 +183,19 @@ def decrypt_state(
     return state
 
 
-def decrypt_bytes(enc: EncryptedState, *, user_key: bytes, owner_id: str, session_id: str) -> bytes:
-    """The canonical state bytes of a row's envelope."""
-    if enc.format != FORMAT_V1:
+def decrypt_bytes(
+    enc: EncryptedState, *, user_key: bytes, owner_id: str, session_id: str, row_version: int
+) -> bytes:
+    """The canonical state bytes of a row's envelope (``row_version``: the row's version)."""
+    if enc.format not in FORMATS:
         raise DecryptFailed(f"unknown session state format {enc.format}")
     _check_key(user_key)
     bind = Binding(
-        format=enc.format, owner_id=owner_id, session_id=session_id, key_version=enc.key_version
+        format=enc.format,
+        owner_id=owner_id,
+        session_id=session_id,
+        key_version=enc.key_version,
+        row_version=row_version,
     )
     wrapped = enc.wrapped_key
     if len(wrapped) != NONCE_BYTES + KEY_BYTES + 16 or len(enc.nonce) != NONCE_BYTES:

@@ -1,15 +1,18 @@
-"""Key providers: where the root key-encryption keys, the audit HMAC key and the workers'
-X25519 sealing key come from.
+"""Key providers: where the root key-encryption keys, the workers' audit signing key and
+their X25519 sealing key come from.
 
 :class:`KeyProvider` is the whole interface the rest of the code uses. Root key ids look
 like ``"<provider>:<version>"`` (``"local:3"``) and are stored beside every wrapped user
 key (``user_keys.root_key_id``), so several versions can be live during a rotation.
 
 ``LocalFileKeyProvider`` keeps everything in ``Settings.key_dir`` (mode 0700): root keys
-``root-v1.key``, ``root-v2.key``... (a retired version is renamed ``root-vN.key.retired``;
-*current* is the highest version not retired), ``seal-v1.key`` (X25519 private key) and
-``audit.key``. Files are created on first use with mode 0600 and refused if group- or
-world-readable. Key bytes are never logged or put in an error message.
+``root-v1.key``, ``root-v2.key``... (a retired version's file is overwritten and unlinked,
+leaving an empty ``root-vN.key.retired`` marker where the directory is writable; which
+version new wraps use is recorded in the database's ``root_keys``, see
+:mod:`workers.crypto.user_keys`), ``seal-v1.key`` (X25519 private key) and
+``audit-workers.key`` (the workers' Ed25519 audit signing key). Files are created on first
+use with mode 0600 and refused if group- or world-readable. Key bytes are never logged or
+put in an error message.
 
 Plugging in Vault transit or a cloud KMS: implement the root-key half of the protocol
 against the service and keep the root key inside it.
@@ -17,8 +20,10 @@ against the service and keep the root key inside it.
 - Vault transit (key ``browser-sessions-root``): ``wrap`` = ``transit/encrypt`` (the
   ``vault:vN:`` prefix of the ciphertext gives the key id ``vault:N``), ``unwrap`` =
   ``transit/decrypt``, ``rewrap`` = ``transit/rewrap`` (the plaintext never leaves Vault),
-  ``new_root_version`` = ``transit/keys/<name>/rotate``, ``retire_root_version`` = raise
-  ``min_decryption_version``, ``list_root_keys`` = ``transit/keys/<name>``. Bind ``aad``
+  ``prepare_root_version`` = ``transit/keys/<name>/rotate`` (every host sees the new
+  version at once; ``wrap`` passes ``key_version``, so it is unused until activated),
+  ``retire_root_version`` = raise ``min_decryption_version`` and trim the old version,
+  ``list_root_keys`` = ``transit/keys/<name>``. Bind ``aad``
   with the key's associated-data / derivation ``context`` so a wrapped key cannot be
   replayed for another user.
 - AWS KMS / GCP Cloud KMS: ``Encrypt`` / ``Decrypt`` / ``ReEncrypt`` with ``aad`` as the
@@ -29,11 +34,12 @@ against the service and keep the root key inside it.
 The audit key and the sealing private key are used on every request and must be available
 synchronously: in those deployments they come from a secret mount (Kubernetes Secret,
 Vault agent template) as files in ``key_dir`` under the same 0600 rules, so
-``audit_key`` and ``seal_private_key`` keep their local-file implementation.
+``audit_signer`` and ``seal_private_key`` keep their local-file implementation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -44,9 +50,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from schema.audit import load_audit_key
+from schema.audit import AuditSigner, load_signer
 from schema.errors import ConfigError, DecryptFailed, KeyError_
-from schema.keyfile import create_key_file, ensure_key_dir, read_key_file
+from schema.keyfile import create_key_file, destroy_key_file, ensure_key_dir, read_key_file
 from schema.sealing import public_bytes
 from schema.settings import Settings
 
@@ -71,33 +77,49 @@ class KeyProvider(Protocol):
     name: str
 
     async def current_root_key_id(self) -> str:
-        """The id new wraps use (created on first use by providers that can)."""
+        """The version to start from when the database records no active version yet
+        (created on first use by providers that can). Afterwards the database decides."""
         ...
 
     async def list_root_keys(self) -> list[RootKeyVersion]: ...
 
+    async def prepare_root_version(
+        self, *, above: int = 0, directory: Path | None = None
+    ) -> tuple[str, str]:
+        """Create a new root key version numbered above ``above`` and every version this
+        provider knows, without using it; returns (key id, where its material is: for the
+        local provider the file to copy to every worker's key directory)."""
+        ...
+
     async def new_root_version(self) -> str:
-        """Create a new root key version, which becomes current; returns its id."""
+        """:meth:`prepare_root_version` where this provider reads keys from."""
         ...
 
-    async def retire_root_version(self, key_id: str) -> None:
-        """Stop using a version: it no longer unwraps. Callers check nothing still needs it."""
+    async def retire_root_version(self, key_id: str) -> bool:
+        """Destroy a version's key material where this provider holds it (overwrite and
+        unlink); False if it cannot here (a read-only secret volume: remove it at the
+        source). Callers check that nothing still needs it."""
         ...
 
-    async def wrap(self, plaintext: bytes, *, aad: bytes) -> tuple[str, bytes]:
-        """Encrypt key material under the current root key; returns (key id, wrapped)."""
+    async def wrap(
+        self, plaintext: bytes, *, aad: bytes, key_id: str | None = None
+    ) -> tuple[str, bytes]:
+        """Encrypt key material under root key ``key_id`` (default: :meth:`current_root_key_id`);
+        returns (key id, wrapped)."""
         ...
 
     async def unwrap(self, key_id: str, wrapped: bytes, *, aad: bytes) -> bytes:
         """Decrypt; ``DecryptFailed`` on any mismatch, ``KeyError_`` for an unusable key id."""
         ...
 
-    async def rewrap(self, key_id: str, wrapped: bytes, *, aad: bytes) -> tuple[str, bytes]:
-        """Move wrapped material to the current root key version."""
+    async def rewrap(
+        self, key_id: str, wrapped: bytes, *, aad: bytes, target: str | None = None
+    ) -> tuple[str, bytes]:
+        """Move wrapped material to root key ``target``."""
         ...
 
-    def audit_key(self) -> bytes:
-        """The HMAC key of the audit chain (shared with producers; decrypts nothing)."""
+    def audit_signer(self) -> AuditSigner:
+        """The workers' audit signing key (Ed25519; decrypts nothing)."""
         ...
 
     def seal_key_id(self) -> str: ...
@@ -118,7 +140,7 @@ class LocalFileKeyProvider:
         self.key_dir = ensure_key_dir(key_dir.expanduser())
         self._roots: dict[int, bytes] = {}
         self._seals: dict[int, X25519PrivateKey] = {}
-        self._audit: bytes | None = None
+        self._audit: AuditSigner | None = None
 
     def __repr__(self) -> str:
         return f"LocalFileKeyProvider(key_dir={str(self.key_dir)!r})"
@@ -164,7 +186,10 @@ class LocalFileKeyProvider:
             self._roots.pop(version, None)
             if self._root_path(version, retired=True).exists():
                 raise KeyError_(f"root key {self._key_id(version)} is retired")
-            raise KeyError_(f"root key {self._key_id(version)} is missing from the key directory")
+            raise KeyError_(
+                f"root key {self._key_id(version)} is missing from the key directory: "
+                "distribute every prepared root key version to every worker"
+            )
         key = self._roots.get(version)
         if key is None:
             key = self._roots[version] = read_key_file(path)
@@ -180,29 +205,42 @@ class LocalFileKeyProvider:
             for v, retired in sorted(self._scan_roots().items())
         ]
 
-    async def new_root_version(self) -> str:
-        version = max(self._scan_roots(), default=0) + 1
+    async def prepare_root_version(
+        self, *, above: int = 0, directory: Path | None = None
+    ) -> tuple[str, str]:
+        target = ensure_key_dir(directory) if directory is not None else self.key_dir
+        known = set(self._scan_roots()) | {
+            int(m[1]) for m in map(_ROOT_FILE.match, os.listdir(target)) if m is not None
+        }
+        version = max(known | {above}) + 1
         while not create_key_file(
-            self._root_path(version), AESGCM.generate_key(bit_length=256)
+            target / f"root-v{version}.key", AESGCM.generate_key(bit_length=256)
         ):  # another process took this number: take the next one
             version += 1
-        return self._key_id(version)
+        return self._key_id(version), str(target / f"root-v{version}.key")
 
-    async def retire_root_version(self, key_id: str) -> None:
+    async def new_root_version(self) -> str:
+        return (await self.prepare_root_version())[0]
+
+    async def retire_root_version(self, key_id: str) -> bool:
         version = self._version_of(key_id)
-        path = self._root_path(version)
-        if not path.exists():
-            if self._root_path(version, retired=True).exists():
-                return
-            raise KeyError_(f"root key {key_id} does not exist")
-        os.replace(path, self._root_path(version, retired=True))
         self._roots.pop(version, None)
+        destroyed = False
+        tombstone = self._root_path(version, retired=True)
+        for path in (self._root_path(version), tombstone):  # (older releases renamed it)
+            if path.exists() and path.stat().st_size:
+                destroyed = destroy_key_file(path) or destroyed
+        with contextlib.suppress(OSError):  # an empty marker keeps the number taken
+            tombstone.touch(mode=0o600)
+        return destroyed
 
     def _aad(self, key_id: str, aad: bytes) -> bytes:
         return _WRAP_DOMAIN + key_id.encode() + b"\x00" + aad
 
-    async def wrap(self, plaintext: bytes, *, aad: bytes) -> tuple[str, bytes]:
-        version = self._current_version()
+    async def wrap(
+        self, plaintext: bytes, *, aad: bytes, key_id: str | None = None
+    ) -> tuple[str, bytes]:
+        version = self._current_version() if key_id is None else self._version_of(key_id)
         key_id = self._key_id(version)
         nonce = os.urandom(_NONCE)
         sealed = AESGCM(self._root_key(version)).encrypt(nonce, plaintext, self._aad(key_id, aad))
@@ -215,14 +253,16 @@ class LocalFileKeyProvider:
         except (InvalidTag, ValueError):
             raise DecryptFailed("wrapped key failed authentication under its root key") from None
 
-    async def rewrap(self, key_id: str, wrapped: bytes, *, aad: bytes) -> tuple[str, bytes]:
-        return await self.wrap(await self.unwrap(key_id, wrapped, aad=aad), aad=aad)
+    async def rewrap(
+        self, key_id: str, wrapped: bytes, *, aad: bytes, target: str | None = None
+    ) -> tuple[str, bytes]:
+        return await self.wrap(await self.unwrap(key_id, wrapped, aad=aad), aad=aad, key_id=target)
 
     # -- audit and sealing keys --------------------------------------------------------
 
-    def audit_key(self) -> bytes:
+    def audit_signer(self) -> AuditSigner:
         if self._audit is None:
-            self._audit = load_audit_key(self.key_dir)
+            self._audit = load_signer(self.key_dir, "workers")
         return self._audit
 
     def _seal_version(self) -> int:

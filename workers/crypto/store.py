@@ -2,38 +2,38 @@
 
 ``save`` encrypts under the owner's key and writes the row, a copy in ``session_versions``
 (the newest ``keep_versions`` are kept) and its audit row in one transaction; with
-``expected_version`` it is a compare-and-set (``VersionConflict`` when another save came
-first). ``load`` commits its ``decrypt`` audit row *before* decrypting (no audit
+``SaveInfo.expected_version`` it is a compare-and-set (``VersionConflict`` when another save
+came first). ``load`` commits its ``decrypt`` audit row *before* decrypting (no audit
 row, no decryption), so it must not run inside a caller's transaction. Denials (unknown
 session, wrong owner, revoked, nothing saved) and failures are audited too.
 
-The decrypted state goes to the caller only; prefer :meth:`StateStore.use`, which also
-registers its cookie and storage values for log redaction while the block runs.
+The decrypted state goes to the caller only, who registers its cookie and storage values
+for log redaction while it holds it (``schema.redact.secret_values``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
-
 from schema.audit import AuditLog
+from schema.db import connection
 from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import (
     AuditWriteFailed,
     BrowserSessionsError,
+    DecryptFailed,
+    KeyError_,
     NotOwner,
     SessionNotActive,
     SessionNotFound,
     SessionRevoked,
     VersionConflict,
+    VersionNotFound,
 )
-from schema.redact import secret_values, state_secret_values
+from schema.events import NO_EVENTS, Events
 from schema.settings import Settings
 from workers.crypto.envelope import (
     EncryptedState,
@@ -41,11 +41,11 @@ from workers.crypto.envelope import (
     decrypt_state,
     encrypt_bytes,
 )
-from workers.crypto.keys import KeyProvider, provider_from_settings
+from workers.crypto.keys import KeyProvider
 from workers.crypto.user_keys import current_user_key, user_key
 from workers.jobs.writeback import Scope, auth_expiry
 
-_DENIALS = (SessionNotFound, NotOwner, SessionRevoked, SessionNotActive)
+_DENIALS = (SessionNotFound, NotOwner, SessionRevoked, SessionNotActive, VersionNotFound)
 _SOURCES = {AuditAction.SAVE: "capture", AuditAction.IMPORT: "import"}
 
 
@@ -79,25 +79,16 @@ class StateStore:
         provider: KeyProvider,
         audit: AuditLog,
         max_state_bytes: int = Settings.max_state_bytes,
+        events: Events = NO_EVENTS,
         keep_versions: int = Settings.keep_versions,
         probe_interval: timedelta = Settings.probe_interval,
     ) -> None:
         self.provider = provider
         self.audit = audit
         self.max_state_bytes = max_state_bytes
+        self._events = events
         self.keep_versions = keep_versions
         self.probe_interval = probe_interval
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> StateStore:
-        provider = provider_from_settings(settings)
-        return cls(
-            provider=provider,
-            audit=AuditLog(key=provider.audit_key()),
-            max_state_bytes=settings.max_state_bytes,
-            keep_versions=settings.keep_versions,
-            probe_interval=settings.probe_interval,
-        )
 
     async def save(
         self,
@@ -113,104 +104,100 @@ class StateStore:
     ) -> int:
         """Encrypt ``state`` into the session row; returns the row's new ``version``.
 
-        The row becomes ``active``. ``action`` is the audit action (``save``, ``import`` or
-        ``write_back``); ``saved`` says where the version came from and, for a write-back,
-        the version it must replace. ``conn`` is a connection or a pool.
+        The row becomes ``active``. ``action`` is the audit action (``save``, ``import``,
+        ``write_back`` or ``rollback``); ``saved`` says where the version came from and, for
+        a write-back, the version it must replace. ``conn`` is a connection or a pool.
         """
-        if isinstance(conn, asyncpg.Pool):
-            async with conn.acquire() as pooled:
-                return await self.save(
-                    pooled,
-                    session_id=session_id,
-                    owner_id=owner_id,
-                    actor_id=actor_id,
-                    state=state,
-                    request_id=request_id,
-                    action=action,
-                    saved=saved,
-                )
         info = saved or SaveInfo(source=_SOURCES.get(action, "capture"))
-        audit: dict[str, Any] = {
-            "actor_id": actor_id,
-            "action": action,
-            "session_id": session_id,
-            "request_id": request_id,
-        }
-        try:
-            plaintext = canonical_state(state, max_state_bytes=self.max_state_bytes)
-            async with conn.transaction():
-                row = await conn.fetchrow(
-                    "SELECT owner_id, status, version, start_url, extra_origins "
-                    "FROM browser_sessions "
-                    "WHERE id = $1 FOR UPDATE",
-                    session_id,
-                )
-                _check_access(row, owner_id, saving=True)
-                if info.expected_version is not None:
-                    if row["status"] != SessionStatus.ACTIVE:
-                        raise SessionNotActive("the session is no longer active")
-                    if row["version"] != info.expected_version:
-                        raise VersionConflict(
-                            f"version {row['version']} was saved after {info.expected_version}",
-                            current=row["version"],
-                        )
-                key = await current_user_key(conn, self.provider, owner_id)
-                enc = encrypt_bytes(
-                    plaintext,
-                    user_key=key.key,
-                    owner_id=owner_id,
-                    session_id=session_id,
-                    key_version=key.version,
-                )
-                version: int = await conn.fetchval(
-                    """UPDATE browser_sessions
-                       SET enc_format = $2, enc_key_version = $3, enc_wrapped_key = $4,
-                           enc_nonce = $5, enc_ciphertext = $6, version = version + 1,
-                           status = $7, saved_at = now(), updated_at = now(),
-                           expires_at = $8, rotating = coalesce($9, rotating),
-                           next_probe_at = coalesce($10, next_probe_at), probe_failures = 0
-                       WHERE id = $1 RETURNING version""",
-                    session_id,
-                    enc.format,
-                    enc.key_version,
-                    enc.wrapped_key,
-                    enc.nonce,
-                    enc.ciphertext,
-                    SessionStatus.ACTIVE.value,
-                    _expires_at(state, row["start_url"], row["extra_origins"]),
-                    info.rotating,
-                    next_probe_at(self.probe_interval),
-                )
-                await conn.execute(
-                    """INSERT INTO session_versions (session_id, version, source, source_id,
-                           verdict, enc_format, enc_key_version, enc_wrapped_key, enc_nonce,
-                           enc_ciphertext)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-                    session_id,
-                    version,
-                    info.source,
-                    request_id,
-                    info.verdict,
-                    enc.format,
-                    enc.key_version,
-                    enc.wrapped_key,
-                    enc.nonce,
-                    enc.ciphertext,
-                )
-                await conn.execute(
-                    "DELETE FROM session_versions WHERE session_id = $1 AND version <= $2",
-                    session_id,
-                    version - self.keep_versions,
-                )
-                await self.audit.write(
-                    conn, **audit, result=AuditResult.OK, detail=info.detail(version)
-                )
-        except (AuditWriteFailed, VersionConflict):
-            raise
-        except BrowserSessionsError as exc:
-            await self._audit_failure(conn, exc, audit)
-            raise
-        return version
+        async with connection(conn) as conn:
+            audit: dict[str, Any] = {
+                "actor_id": actor_id,
+                "action": action,
+                "session_id": session_id,
+                "request_id": request_id,
+            }
+            try:
+                plaintext = canonical_state(state, max_state_bytes=self.max_state_bytes)
+                async with conn.transaction():
+                    row = await conn.fetchrow(
+                        "SELECT owner_id, status, version, start_url, extra_origins "
+                        "FROM browser_sessions WHERE id = $1 FOR UPDATE",
+                        session_id,
+                    )
+                    _check_access(row, owner_id, saving=True)
+                    _check_expected(row, info.expected_version)
+                    key = await current_user_key(conn, self.provider, owner_id)
+                    version: int = row["version"] + 1  # bound into the ciphertext
+                    enc = encrypt_bytes(
+                        plaintext,
+                        user_key=key.key,
+                        owner_id=owner_id,
+                        session_id=session_id,
+                        key_version=key.version,
+                        row_version=version,
+                    )
+                    await conn.execute(
+                        """UPDATE browser_sessions
+                           SET enc_format = $2, enc_key_version = $3, enc_wrapped_key = $4,
+                               enc_nonce = $5, enc_ciphertext = $6, version = $8,
+                               status = $7, saved_at = now(), updated_at = now(),
+                               expires_at = $9, rotating = coalesce($10, rotating),
+                               next_probe_at = $11, probe_failures = 0
+                           WHERE id = $1""",
+                        session_id,
+                        enc.format,
+                        enc.key_version,
+                        enc.wrapped_key,
+                        enc.nonce,
+                        enc.ciphertext,
+                        SessionStatus.ACTIVE.value,
+                        version,
+                        _expires_at(state, row["start_url"], row["extra_origins"]),
+                        info.rotating,
+                        next_probe_at(self.probe_interval),
+                    )
+                    await self._keep_version(conn, session_id, version, enc, info, request_id)
+                    await self.audit.write(
+                        conn, **audit, result=AuditResult.OK, detail=info.detail(version)
+                    )
+            except (AuditWriteFailed, VersionConflict):
+                raise
+            except BrowserSessionsError as exc:
+                await self._audit_failure(conn, exc, audit)
+                raise
+            await self.audit.checkpoint(conn)  # the save row committed with the state
+            return version
+
+    async def _keep_version(
+        self,
+        conn: Any,
+        session_id: str,
+        version: int,
+        enc: EncryptedState,
+        info: SaveInfo,
+        request_id: str | None,
+    ) -> None:
+        """A copy in ``session_versions``; only the newest ``keep_versions`` stay."""
+        await conn.execute(
+            """INSERT INTO session_versions (session_id, version, source, source_id, verdict,
+                   enc_format, enc_key_version, enc_wrapped_key, enc_nonce, enc_ciphertext)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+            session_id,
+            version,
+            info.source,
+            request_id,
+            info.verdict,
+            enc.format,
+            enc.key_version,
+            enc.wrapped_key,
+            enc.nonce,
+            enc.ciphertext,
+        )
+        await conn.execute(
+            "DELETE FROM session_versions WHERE session_id = $1 AND version <= $2",
+            session_id,
+            version - self.keep_versions,
+        )
 
     async def load(
         self,
@@ -245,87 +232,93 @@ class StateStore:
         actor_id: str,
         task_id: str | None,
         request_id: str | None,
+        version: int | None = None,
     ) -> tuple[dict[str, Any], int]:
-        """:meth:`load`, with the version the state is (for a compare-and-set write-back)."""
-        if isinstance(conn, asyncpg.Pool):
-            async with conn.acquire() as pooled:
-                return await self.load_versioned(
-                    pooled,
-                    session_id=session_id,
-                    owner_id=owner_id,
-                    actor_id=actor_id,
-                    task_id=task_id,
-                    request_id=request_id,
+        """:meth:`load` with the version the state is (for a compare-and-set write-back);
+        with ``version``, that kept version instead of the current one (for a rollback)."""
+        async with connection(conn) as conn:
+            if conn.is_in_transaction():
+                raise BrowserSessionsError(
+                    "StateStore.load must run outside a transaction so its audit row commits "
+                    "before decryption"
                 )
-        if conn.is_in_transaction():
-            raise BrowserSessionsError(
-                "StateStore.load must run outside a transaction so its audit row commits "
-                "before decryption"
+            audit: dict[str, Any] = {
+                "actor_id": actor_id,
+                "action": AuditAction.DECRYPT,
+                "session_id": session_id,
+                "task_id": task_id,
+                "request_id": request_id,
+            }
+            row = await conn.fetchrow(
+                """SELECT owner_id, status, version, enc_format, enc_key_version, enc_wrapped_key,
+                          enc_nonce, enc_ciphertext
+                   FROM browser_sessions WHERE id = $1""",
+                session_id,
             )
-        audit: dict[str, Any] = {
-            "actor_id": actor_id,
-            "action": AuditAction.DECRYPT,
-            "session_id": session_id,
-            "task_id": task_id,
-            "request_id": request_id,
-        }
-        row = await conn.fetchrow(
-            """SELECT owner_id, status, version, enc_format, enc_key_version, enc_wrapped_key,
-                      enc_nonce, enc_ciphertext
-               FROM browser_sessions WHERE id = $1""",
-            session_id,
-        )
-        try:
-            _check_access(row, owner_id, saving=False)
-        except _DENIALS as exc:
-            await self._audit_failure(conn, exc, audit)
-            raise
-        await self.audit.write(
-            conn, **audit, result=AuditResult.OK, detail=f"version {row['version']}"
-        )
-        try:
-            enc = EncryptedState(
-                format=row["enc_format"],
-                key_version=row["enc_key_version"],
-                wrapped_key=bytes(row["enc_wrapped_key"] or b""),
-                nonce=bytes(row["enc_nonce"]),
-                ciphertext=bytes(row["enc_ciphertext"]),
+            try:
+                _check_access(row, owner_id, saving=False)
+                if version is not None:
+                    row = await _kept_version(conn, row, session_id, version)
+            except _DENIALS as exc:
+                await self._audit_failure(conn, exc, audit)
+                raise
+            await self.audit.write(
+                conn, **audit, result=AuditResult.OK, detail=f"version {row['version']}"
             )
-            key = await user_key(conn, self.provider, owner_id, enc.key_version)
-            state = decrypt_state(enc, user_key=key, owner_id=owner_id, session_id=session_id)
-        except BrowserSessionsError as exc:
-            await self._audit_failure(conn, exc, audit)
-            raise
-        return state, int(row["version"])
-
-    @contextlib.asynccontextmanager
-    async def use(
-        self,
-        conn: Any,
-        *,
-        session_id: str,
-        owner_id: str,
-        actor_id: str,
-        task_id: str | None,
-        request_id: str | None,
-    ) -> AsyncIterator[dict[str, Any]]:
-        """:meth:`load`, with the state's secret values redacted from logs inside the block."""
-        state = await self.load(
-            conn,
-            session_id=session_id,
-            owner_id=owner_id,
-            actor_id=actor_id,
-            task_id=task_id,
-            request_id=request_id,
-        )
-        with secret_values(state_secret_values(state)):
-            yield state
+            try:
+                enc = EncryptedState(
+                    format=row["enc_format"],
+                    key_version=row["enc_key_version"],
+                    wrapped_key=bytes(row["enc_wrapped_key"] or b""),
+                    nonce=bytes(row["enc_nonce"]),
+                    ciphertext=bytes(row["enc_ciphertext"]),
+                )
+                key = await user_key(conn, self.provider, owner_id, enc.key_version)
+                state = decrypt_state(
+                    enc,
+                    user_key=key,
+                    owner_id=owner_id,
+                    session_id=session_id,
+                    row_version=row["version"],
+                )
+            except BrowserSessionsError as exc:
+                if isinstance(exc, DecryptFailed | KeyError_):
+                    self._events.decrypt_failed()
+                await self._audit_failure(conn, exc, audit)
+                raise
+            self._events.decrypt_succeeded()
+            return state, int(row["version"])
 
     async def _audit_failure(
         self, conn: Any, exc: BrowserSessionsError, audit: dict[str, Any]
     ) -> None:
         result = AuditResult.DENIED if isinstance(exc, _DENIALS) else AuditResult.ERROR
         await self.audit.write(conn, **audit, result=result, detail=exc.code)
+
+
+async def _kept_version(conn: Any, row: Any, session_id: str, version: int) -> Any:
+    """The row's access fields with the ciphertext of kept ``version``."""
+    kept = await conn.fetchrow(
+        """SELECT version, enc_format, enc_key_version, enc_wrapped_key, enc_nonce,
+                  enc_ciphertext FROM session_versions WHERE session_id = $1 AND version = $2""",
+        session_id,
+        version,
+    )
+    if kept is None:
+        raise VersionNotFound(f"version {version} of this session is not kept")
+    return {**dict(row), **dict(kept)}
+
+
+def _check_expected(row: Any, expected: int | None) -> None:
+    """A compare-and-set save: the session must still be active at the expected version."""
+    if expected is None:
+        return
+    if row["status"] != SessionStatus.ACTIVE:
+        raise SessionNotActive("the session is no longer active")
+    if row["version"] != expected:
+        raise VersionConflict(
+            f"version {row['version']} was saved after {expected}", current=row["version"]
+        )
 
 
 def next_probe_at(interval: timedelta, *, now: datetime | None = None) -> datetime:

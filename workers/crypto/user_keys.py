@@ -1,9 +1,16 @@
-"""Per-user keys in ``user_keys``: get-or-create, root rotation, crypto-shredding.
+"""Per-user keys in ``user_keys``: get-or-create, two-phase root rotation, crypto-shredding.
 
 A user key is 256 random bits, stored only wrapped by a root key from the provider, with
 associated data binding it to (owner id, version). Rotating the root rewraps these rows
 and leaves every payload untouched; shredding NULLs a user's wrapped keys, which makes all
 of that user's saved states undecryptable.
+
+Root rotation has two phases so it works with read-only key volumes on many hosts:
+:func:`prepare_root` creates a new root version (recorded ``prepared`` in ``root_keys``;
+nothing uses it), the operator distributes its key material to every worker host, then
+:func:`activate_root` makes it the one version new user keys are wrapped under and rewraps
+the existing ones. :func:`retire_root` destroys an old version's material once no user key
+needs it.
 
 Shredding removes the live copy only: old copies of ``wrapped_key`` survive in database
 backups and WAL archives until they expire. Rotating the root key after a shred and then
@@ -12,16 +19,14 @@ retiring (and destroying) the old root version makes those copies useless too.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from schema.audit import AuditLog
+from schema.db import connection
 from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import BrowserSessionsError, DecryptFailed, InvalidInput, KeyError_
 from workers.crypto.envelope import KEY_BYTES
@@ -44,16 +49,6 @@ def user_key_aad(owner_id: str, version: int) -> bytes:
     ).encode("utf-8")
 
 
-@contextlib.asynccontextmanager
-async def connection(conn_or_pool: Any) -> AsyncIterator[Any]:
-    """A connection from a pool, or the connection itself."""
-    if isinstance(conn_or_pool, asyncpg.Pool):
-        async with conn_or_pool.acquire() as conn:
-            yield conn
-    else:
-        yield conn_or_pool
-
-
 async def current_user_key(conn: Any, provider: KeyProvider, owner_id: str) -> UserKey:
     """The owner's newest live key, created (as the next version) when there is none."""
     for _ in range(_CREATE_ATTEMPTS):
@@ -71,7 +66,11 @@ async def current_user_key(conn: Any, provider: KeyProvider, owner_id: str) -> U
             return UserKey(owner_id, row["version"], key)
         version = 1 if row is None else row["version"] + 1
         material = secrets.token_bytes(KEY_BYTES)
-        root_key_id, wrapped = await provider.wrap(material, aad=user_key_aad(owner_id, version))
+        root_key_id, wrapped = await provider.wrap(
+            material,
+            aad=user_key_aad(owner_id, version),
+            key_id=await active_root_key_id(conn, provider),
+        )
         created = await conn.fetchval(
             """INSERT INTO user_keys (owner_id, version, root_key_id, wrapped_key)
                VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING version""",
@@ -102,6 +101,110 @@ async def user_key(conn: Any, provider: KeyProvider, owner_id: str, version: int
     return key
 
 
+async def active_root_key_id(conn: Any, provider: KeyProvider) -> str:
+    """The root version new user keys are wrapped under (``root_keys``), recorded from the
+    provider's current version the first time."""
+    active = await conn.fetchval("SELECT key_id FROM root_keys WHERE state = 'active'")
+    if active is not None:
+        return str(active)
+    current = await provider.current_root_key_id()
+    await conn.execute(
+        """INSERT INTO root_keys (key_id, state, activated_at) VALUES ($1, 'active', now())
+           ON CONFLICT DO NOTHING""",
+        current,
+    )
+    active = await conn.fetchval("SELECT key_id FROM root_keys WHERE state = 'active'")
+    if active is None:
+        raise KeyError_(f"root key {current} cannot be recorded as active")
+    return str(active)
+
+
+def _version(key_id: str) -> int:
+    number = key_id.rpartition(":")[2]
+    return int(number) if number.isdigit() else 0
+
+
+async def prepare_root(
+    conn_or_pool: Any,
+    provider: KeyProvider,
+    *,
+    directory: Path | None = None,
+    actor_id: str = "system",
+    audit: AuditLog | None = None,
+) -> dict[str, Any]:
+    """Phase 1: create a new root version that nothing uses yet; returns its id and where its
+    material is (distribute it to every worker host, then :func:`activate_root`)."""
+    audit = audit or AuditLog(signer=provider.audit_signer())
+    async with connection(conn_or_pool) as conn:
+        active = await active_root_key_id(conn, provider)  # pinned before a new file appears
+        known = await conn.fetch(
+            "SELECT key_id FROM root_keys UNION SELECT root_key_id FROM user_keys"
+        )
+        above = max((_version(r["key_id"]) for r in known), default=0)
+        key_id, where = await provider.prepare_root_version(above=above, directory=directory)
+        await conn.execute(
+            "INSERT INTO root_keys (key_id, state) VALUES ($1, 'prepared') ON CONFLICT DO NOTHING",
+            key_id,
+        )
+        await audit.write(
+            conn,
+            actor_id=actor_id,
+            action=AuditAction.ROTATE,
+            result=AuditResult.OK,
+            detail=f"root key {key_id} prepared (active: {active})",
+        )
+    return {"prepared": key_id, "material": where, "active": active}
+
+
+async def activate_root(
+    conn_or_pool: Any,
+    provider: KeyProvider,
+    *,
+    key_id: str,
+    actor_id: str = "system",
+    audit: AuditLog | None = None,
+    batch: int = 500,
+) -> dict[str, Any]:
+    """Phase 2: make ``key_id`` the active root version and rewrap every live user key under
+    it (payloads are not touched). Idempotent: run it again to move stragglers.
+
+    Refused (``KEY_ERROR``) if this host cannot use ``key_id``: it was not distributed here.
+    """
+    audit = audit or AuditLog(signer=provider.audit_signer())
+    probe = b"browser-sessions/root-probe"
+    _, wrapped = await provider.wrap(probe, aad=probe, key_id=key_id)
+    if await provider.unwrap(key_id, wrapped, aad=probe) != probe:
+        raise KeyError_(f"root key {key_id} does not round-trip on this host")
+    async with connection(conn_or_pool) as conn:
+        async with conn.transaction():
+            await active_root_key_id(conn, provider)
+            state = await conn.fetchval("SELECT state FROM root_keys WHERE key_id = $1", key_id)
+            if state == "retired":
+                raise InvalidInput(f"{key_id} is retired")
+            await conn.execute(
+                """UPDATE root_keys SET state = 'inactive'
+                   WHERE state = 'active' AND key_id <> $1""",
+                key_id,
+            )
+            await conn.execute(
+                """INSERT INTO root_keys (key_id, state, activated_at)
+                   VALUES ($1, 'active', now())
+                   ON CONFLICT (key_id) DO UPDATE SET state = 'active',
+                       activated_at = coalesce(root_keys.activated_at, now())""",
+                key_id,
+            )
+        rewrapped, failed = await _rewrap_all(conn, provider, key_id, batch)
+        retirable = await _retirable(conn)
+        await audit.write(
+            conn,
+            actor_id=actor_id,
+            action=AuditAction.ROTATE,
+            result=AuditResult.ERROR if failed else AuditResult.OK,
+            detail=f"root key now {key_id}: {rewrapped} user keys rewrapped, {len(failed)} failed",
+        )
+    return {"root_key_id": key_id, "rewrapped": rewrapped, "failed": failed, "retirable": retirable}
+
+
 async def rotate_root(
     conn_or_pool: Any,
     provider: KeyProvider,
@@ -111,90 +214,79 @@ async def rotate_root(
     audit: AuditLog | None = None,
     batch: int = 500,
 ) -> dict[str, Any]:
-    """Rewrap every live user key under a new root version (payloads are not touched).
+    """Both phases at once, for a single host whose key directory is writable: prepare a
+    version there and activate it. ``new_version=False`` only resumes the active version's
+    rewrap."""
+    audit = audit or AuditLog(signer=provider.audit_signer())
+    async with connection(conn_or_pool) as conn:
+        if new_version:
+            prepared = await prepare_root(conn, provider, actor_id=actor_id, audit=audit)
+            target = prepared["prepared"]
+        else:
+            target = await active_root_key_id(conn, provider)
+        return await activate_root(
+            conn, provider, key_id=target, actor_id=actor_id, audit=audit, batch=batch
+        )
 
-    With ``new_version=False`` it only moves stragglers to the current version (resume
-    after an interruption). Returns counts and the root ids that can now be retired.
-    """
-    audit = audit or AuditLog(key=provider.audit_key())
-    target = await (provider.new_root_version() if new_version else provider.current_root_key_id())
+
+async def _rewrap_all(
+    conn: Any, provider: KeyProvider, target: str, batch: int
+) -> tuple[int, list[dict[str, Any]]]:
     rewrapped = 0
     failed: list[dict[str, Any]] = []
-    async with connection(conn_or_pool) as conn:
-        after: tuple[str, int] = ("", 0)
-        while True:
-            rows = await conn.fetch(
-                """SELECT owner_id, version, root_key_id, wrapped_key FROM user_keys
-                   WHERE wrapped_key IS NOT NULL AND root_key_id <> $1
-                     AND (owner_id, version) > ($2, $3)
-                   ORDER BY owner_id, version LIMIT $4""",
-                target,
-                *after,
-                batch,
-            )
-            if not rows:
-                break
-            after = (rows[-1]["owner_id"], rows[-1]["version"])
-            updates = []
-            for row in rows:
-                aad = user_key_aad(row["owner_id"], row["version"])
-                try:
-                    key_id, wrapped = await provider.rewrap(
-                        row["root_key_id"], bytes(row["wrapped_key"]), aad=aad
-                    )
-                except BrowserSessionsError as exc:
-                    failed.append(
-                        {"owner_id": row["owner_id"], "version": row["version"], "code": exc.code}
-                    )
-                    continue
-                if key_id != target:
-                    raise KeyError_(f"the current root key changed to {key_id} during rotation")
-                updates.append(
-                    (row["owner_id"], row["version"], row["root_key_id"], key_id, wrapped)
+    after: tuple[str, int] = ("", 0)
+    while True:
+        rows = await conn.fetch(
+            """SELECT owner_id, version, root_key_id, wrapped_key FROM user_keys
+               WHERE wrapped_key IS NOT NULL AND root_key_id <> $1
+                 AND (owner_id, version) > ($2, $3)
+               ORDER BY owner_id, version LIMIT $4""",
+            target,
+            *after,
+            batch,
+        )
+        if not rows:
+            return rewrapped, failed
+        after = (rows[-1]["owner_id"], rows[-1]["version"])
+        updates = []
+        for row in rows:
+            aad = user_key_aad(row["owner_id"], row["version"])
+            try:
+                key_id, wrapped = await provider.rewrap(
+                    row["root_key_id"], bytes(row["wrapped_key"]), aad=aad, target=target
                 )
-            # Only rows still wrapped under the old root: a concurrent shred wins.
-            async with conn.transaction():
-                for owner_id, version, old_id, key_id, wrapped in updates:
-                    status = await conn.execute(
-                        """UPDATE user_keys SET root_key_id = $4, wrapped_key = $5,
-                               rewrapped_at = now()
-                           WHERE owner_id = $1 AND version = $2 AND root_key_id = $3
-                             AND wrapped_key IS NOT NULL""",
-                        owner_id,
-                        version,
-                        old_id,
-                        key_id,
-                        wrapped,
-                    )
-                    rewrapped += status == "UPDATE 1"
-        retirable = await _retirable(conn, provider)
-        await audit.write(
-            conn,
-            actor_id=actor_id,
-            action=AuditAction.ROTATE,
-            result=AuditResult.ERROR if failed else AuditResult.OK,
-            detail=f"root key now {target}: {rewrapped} user keys rewrapped, {len(failed)} failed",
-        )
-    return {
-        "root_key_id": target,
-        "rewrapped": rewrapped,
-        "failed": failed,
-        "retirable": retirable,
-    }
+            except BrowserSessionsError as exc:
+                failed.append(
+                    {"owner_id": row["owner_id"], "version": row["version"], "code": exc.code}
+                )
+                continue
+            updates.append((row["owner_id"], row["version"], row["root_key_id"], key_id, wrapped))
+        # Only rows still wrapped under the old root: a concurrent shred wins.
+        async with conn.transaction():
+            for owner_id, version, old_id, key_id, wrapped in updates:
+                status = await conn.execute(
+                    """UPDATE user_keys SET root_key_id = $4, wrapped_key = $5,
+                           rewrapped_at = now()
+                       WHERE owner_id = $1 AND version = $2 AND root_key_id = $3
+                         AND wrapped_key IS NOT NULL""",
+                    owner_id,
+                    version,
+                    old_id,
+                    key_id,
+                    wrapped,
+                )
+                rewrapped += status == "UPDATE 1"
 
 
-async def _retirable(conn: Any, provider: KeyProvider) -> list[str]:
-    in_use = {
-        r["root_key_id"]
-        for r in await conn.fetch(
-            "SELECT DISTINCT root_key_id FROM user_keys WHERE wrapped_key IS NOT NULL"
-        )
-    }
-    return [
-        k.key_id
-        for k in await provider.list_root_keys()
-        if not k.retired and not k.current and k.key_id not in in_use
-    ]
+async def _retirable(conn: Any) -> list[str]:
+    rows = await conn.fetch(
+        """SELECT key_id FROM root_keys r
+           WHERE state IN ('inactive', 'prepared')
+             AND NOT EXISTS (SELECT 1 FROM user_keys u
+                             WHERE u.root_key_id = r.key_id AND u.wrapped_key IS NOT NULL)
+           ORDER BY key_id"""
+    )
+    return [r["key_id"] for r in rows]
 
 
 async def retire_root(
@@ -205,26 +297,33 @@ async def retire_root(
     actor_id: str = "system",
     audit: AuditLog | None = None,
 ) -> dict[str, Any]:
-    """Retire a root key version that no live user key needs any more."""
-    audit = audit or AuditLog(key=provider.audit_key())
+    """Retire a root version no live user key needs: recorded ``retired`` and its key
+    material destroyed where this host holds it (overwritten, then unlinked)."""
+    audit = audit or AuditLog(signer=provider.audit_signer())
     async with connection(conn_or_pool) as conn:
-        if key_id == await provider.current_root_key_id():
-            raise InvalidInput(f"{key_id} is the current root key: rotate first")
+        if key_id == await active_root_key_id(conn, provider):
+            raise InvalidInput(f"{key_id} is the active root key: activate another first")
         in_use = await conn.fetchval(
             "SELECT count(*) FROM user_keys WHERE root_key_id = $1 AND wrapped_key IS NOT NULL",
             key_id,
         )
         if in_use:
-            raise InvalidInput(f"{key_id} still wraps {in_use} user keys: run rotate first")
-        await provider.retire_root_version(key_id)
+            raise InvalidInput(f"{key_id} still wraps {in_use} user keys: activate a newer one")
+        destroyed = await provider.retire_root_version(key_id)
+        await conn.execute(
+            """INSERT INTO root_keys (key_id, state, retired_at) VALUES ($1, 'retired', now())
+               ON CONFLICT (key_id) DO UPDATE SET state = 'retired', retired_at = now()""",
+            key_id,
+        )
         await audit.write(
             conn,
             actor_id=actor_id,
             action=AuditAction.ROTATE,
             result=AuditResult.OK,
-            detail=f"root key {key_id} retired",
+            detail=f"root key {key_id} retired"
+            + ("" if destroyed else " (its material was not on this host)"),
         )
-    return {"retired": key_id}
+    return {"retired": key_id, "destroyed_here": destroyed}
 
 
 async def shred_user(
@@ -238,7 +337,7 @@ async def shred_user(
     """Destroy the owner's key material and revoke their sessions, atomically and audited."""
     if not owner_id:
         raise InvalidInput("owner_id is required")
-    audit = audit or AuditLog(key=provider.audit_key())
+    audit = audit or AuditLog(signer=provider.audit_signer())
     async with connection(conn_or_pool) as conn, conn.transaction():
         keys = await conn.fetch(
             """UPDATE user_keys SET wrapped_key = NULL, shredded_at = now()
@@ -270,6 +369,7 @@ async def shred_user(
                 session_id=session_id,
                 detail="owner key material shredded",
             )
+    await audit.checkpoint(conn_or_pool)
     return {
         "owner_id": owner_id,
         "key_versions_shredded": sorted(r["version"] for r in keys),

@@ -1,17 +1,22 @@
-"""``browser-sessions demo``: the whole product in one command.
+"""``browser-sessions demo``: the whole product in one command, through the settings page.
 
-Starts the fixture site and the workers, adds a session, logs in *through the live-view
-page* (a scripted user in headless Chromium clicking and typing, 2FA included), saves,
-browses a protected page, expires the session on the site, shows AUTH_SESSION_EXPIRED, the
-Expired status and the task comment, re-logs in, browses again, verifies the audit chain,
-saves a screenshot of the live view, and stops everything it started.
+Starts the fixture site, the workers and the HTTP API. A scripted user in headless Chromium
+opens the settings page with a signed link, adds a session through the form, logs in
+*inside the dialog's live view* (clicking and typing, 2FA included) and presses Save; the
+platform browses a protected page over HTTP; the demo expires the login on the site, the
+browse fails with AUTH_SESSION_EXPIRED, the page shows Expired, the user re-logs in the same
+way and browsing works again. It verifies the audit chain, saves screenshots of the list,
+the login dialog and the Expired state, and stops everything it started (``--serve`` keeps
+it running for a person to try).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -19,22 +24,22 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from playwright.async_api import Browser, async_playwright
+import aiohttp
+from playwright.async_api import Browser, async_playwright, expect
 
 from producers.api import SessionsClient
 from schema import queries
-from schema.audit import load_audit_key, verify
-from schema.db import connect
-from schema.enums import CaptureState
-from schema.migrate import migrate
+from schema.audit import verify_configured
 from schema.settings import Settings
 from workers.browser.chromium import HEADLESS_ARGS, find_chromium
 from workers.dev import totp
 from workers.dev.fixture_site import FixtureSite
-from workers.dev.liveview_user import LiveViewUser
-from workers.dev.processes import free_port, run_worker
+from workers.dev.liveview_user import log_in_to_fixture_site
+from workers.dev.processes import free_port, run_api, run_worker
+from workers.dev.scratch import admin_url, create_database, scratch_queues
+from workers.dev.settings_page import SettingsPageUser
 
 T = TypeVar("T")
 USER, PASSWORD, TOTP_SECRET = "alice", "correct horse battery", "JBSWY3DPEHPK3PXP"
@@ -69,11 +74,11 @@ class Demo:
         return result
 
 
-async def run_demo(settings: Settings, *, out: Any = None) -> bool:
+async def run_demo(settings: Settings, *, out: Any = None, serve: bool = False) -> bool:
     demo = Demo(out)
     workdir = Path(tempfile.mkdtemp(prefix="browser-sessions-demo-"))
     try:
-        await _run(demo, settings, workdir)
+        await _run(demo, settings, workdir, serve=serve)
     except Exception as exc:
         if not demo.failed:  # a failure outside a step (set-up, workers) still fails the demo
             demo.failed.append(f"set-up: {type(exc).__name__}: {exc}")
@@ -91,20 +96,12 @@ async def run_demo(settings: Settings, *, out: Any = None) -> bool:
 async def _fresh_demo_database(settings: Settings) -> Settings:
     """A database of the demo's own next to the configured one, recreated on every run, so
     its audit chain and sessions are the demo's alone."""
-    parts = urlsplit(settings.database_url)
-    name = f"{parts.path.lstrip('/') or 'browser_sessions'}_demo"
-    admin = await connect(urlunsplit(parts._replace(path="/postgres")))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = urlunsplit(parts._replace(path=f"/{name}"))
-    await migrate(url)
+    name = f"{urlsplit(settings.database_url).path.lstrip('/') or 'browser_sessions'}_demo"
+    url = await create_database(admin_url(settings.database_url), name, replace=True)
     return dataclasses.replace(settings, database_url=url)
 
 
-async def _run(demo: Demo, settings: Settings, workdir: Path) -> None:
+async def _run(demo: Demo, settings: Settings, workdir: Path, *, serve: bool = False) -> None:
     chromium = find_chromium(settings.chromium_path)
     settings = await demo.step(
         "create and migrate the demo database", lambda: _fresh_demo_database(settings)
@@ -113,6 +110,7 @@ async def _run(demo: Demo, settings: Settings, workdir: Path) -> None:
     async with FixtureSite.start() as site:
         site.add_user(USER, PASSWORD, totp_secret=TOTP_SECRET)
         demo.say(f"     fixture site at {site.base_url} (user {USER}, password + TOTP)")
+        api_port = free_port()
         run = dataclasses.replace(
             settings,
             chromium_path=chromium,
@@ -122,105 +120,162 @@ async def _run(demo: Demo, settings: Settings, workdir: Path) -> None:
             metrics_port=free_port(),
             health_port=free_port(),
             browsers=1,
+            api_host="127.0.0.1",
+            api_port=api_port,
+            api_token=secrets.token_urlsafe(24),
+            # the live view is shown inside the settings page's dialog
+            frame_ancestors=f"http://127.0.0.1:{api_port}",
             probe_tick=timedelta(seconds=1),  # the probe step does not wait for 30 s ticks
         )
-        demo.say("[..] starting workers (browse+expiry, capture) ...")
+        demo.say("[..] starting workers (browse+expiry, capture) and the HTTP API ...")
         with (
+            scratch_queues(run.amqp_url, run.queue_prefix),
             run_worker(run, ["browse", "expiry"], workdir / "browse-worker.log"),
             run_worker(
                 dataclasses.replace(run, metrics_port=free_port(), health_port=free_port()),
                 ["capture"],
                 workdir / "capture-worker.log",
             ),
+            run_api(run, workdir / "api.log"),
         ):
-            demo.say(f"     workers ready (logs in {workdir})")
-            async with SessionsClient.open(run) as client, async_playwright() as pw:
+            api = HttpApi(f"http://127.0.0.1:{api_port}", run.api_token)
+            demo.say(f"     workers and API ready at {api.base_url} (logs in {workdir})")
+            async with (
+                SessionsClient.open(run) as client,
+                aiohttp.ClientSession() as http,
+                async_playwright() as pw,
+            ):
+                api.http = http
                 browser = await pw.chromium.launch(
                     executable_path=chromium, args=list(HEADLESS_ARGS), headless=True
                 )
                 try:
-                    await _story(demo, client, site, browser, workdir, run)
+                    await _story(demo, client, api, site, browser, workdir, run)
+                    if serve:
+                        await _serve(demo, api, site)
                 finally:
                     await browser.close()
-        demo.say("     workers stopped")
+        demo.say("     workers and API stopped")
+
+
+class HttpApi:
+    """The platform's backend calling the HTTP API with its service token."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self._token = token
+        self.http: aiohttp.ClientSession | None = None
+
+    async def call(self, method: str, path: str, *, actor: str | None, body: Any = None) -> Any:
+        assert self.http is not None
+        headers = {"Authorization": f"Bearer {self._token}"}
+        if actor is not None:
+            headers["X-Acting-User"] = actor
+        async with self.http.request(
+            method, self.base_url + path, headers=headers, json=body
+        ) as response:
+            data = await response.json()
+            if response.status >= 400:
+                raise RuntimeError(f"{method} {path}: {response.status} {data}")
+            return data
+
+    async def ui_link(self, user: str) -> str:
+        return str(
+            (await self.call("POST", "/v1/ui-links", actor=None, body={"user_id": user}))["url"]
+        )
+
+    def curl_for_link(self, user: str) -> str:
+        return (
+            f"curl -s -X POST {self.base_url}/v1/ui-links -H 'Authorization: Bearer "
+            f"{self._token}' -H 'Content-Type: application/json' -d '{{\"user_id\": \"{user}\"}}'"
+        )
 
 
 async def _story(
     demo: Demo,
     client: SessionsClient,
+    api: HttpApi,
     site: FixtureSite,
     browser: Browser,
     workdir: Path,
     settings: Settings,
 ) -> None:
-    created = await demo.step(
-        "add a session (label 'Fixture site', start URL /app) and open its login window",
-        lambda: client.add_session(
-            owner_id=USER,
-            label="Fixture site",
-            start_url=site.url("/app"),
-            logged_in_selector="#whoami",
-            login_url_pattern=site.url("/login") + "**",
-        ),
+    label = "Fixture site"
+    shots = {name: workdir / f"{name}.png" for name in ("list", "dialog", "expired")}
+    shown = {"list": "list (Active)", "dialog": "login dialog", "expired": "Expired state"}
+    link = await demo.step(
+        "the platform asks for a signed settings-page link for alice (POST /v1/ui-links)",
+        lambda: api.ui_link(USER),
     )
-    session_id, capture_id = created["session_id"], created["capture_id"]
-    demo.say(f"     session {session_id}, capture {capture_id}")
-    screenshot = workdir / "liveview.png"
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    person = SettingsPageUser(page=await context.new_page(), browser=browser)
+    words = person.words
+    await demo.step(
+        "alice opens the link: the settings page (an HttpOnly cookie is set)",
+        lambda: person.open(link),
+    )
 
-    async def login(capture_id: str, shot: Path | None) -> None:
-        capture = await client.wait_capture(
-            capture_id, states=[CaptureState.OPEN], final_only=False, timeout=WAIT
+    async def add() -> None:
+        dialog = await person.fill_form(
+            label=label,
+            start_url="fixture-site/app",
+            selector="#whoami",
+            pattern=site.url("/login") + "**",
         )
-        url = capture.to_dict()["liveview_url"]
-        if not url:
-            raise RuntimeError(f"the capture is {capture.state.value}, not open")
-        demo.say(f"     live view: {url.split('?')[0]}?token=…")
-        context = await browser.new_context(viewport={"width": 1400, "height": 1000})
-        try:
-            user = LiveViewUser(viewer=await context.new_page(), browser=browser)
-            await user.open(url)
-            await user.wait_for_remote_url("/login")
-            x, y = await user.locate(site.url("/login?next=/app"), "#username")
-            await user.click_remote(x, y)
-            await user.type(USER)
-            await user.press("Tab")
-            await user.type(PASSWORD)
-            await user.press("Enter", settle=True)
-            await user.type(totp.totp(TOTP_SECRET))
-            await user.press("Enter")
-            await user.wait_for_remote_url("/app")
-            await _sleep(1.0)  # let the logged-in page paint before the screenshot
-            if shot is not None:
-                await user.viewer.screenshot(path=str(shot))
-            await client.save_capture(capture_id, actor_id=USER)
-            saved = await client.wait_capture(capture_id, timeout=WAIT)
-            if saved.state is not CaptureState.SAVED:
-                raise RuntimeError(f"save ended {saved.state.value}: {saved.reason}")
-        finally:
-            await context.close()
+        await person.button("open_login_window", dialog).click()
+        await expect(dialog.get_by_text(words["error_url"])).to_be_visible(timeout=20_000)
+        demo.say(f"     inline validation: {words['error_url']!r}")
+        await dialog.get_by_label(words["start_url"], exact=True).fill(site.url("/app"))
+        await person.button("open_login_window", dialog).click()
+        await expect(person.login_dialog()).to_be_visible(timeout=20_000)
+        await person.wait_for_capture_state("capture_open")
+        demo.say(f"     login dialog open, capture state {words['capture_open']!r}")
 
     await demo.step(
-        "log in through the live view (click, type, password, 2FA code) and Save",
-        lambda: login(capture_id, screenshot),
+        "Add site session: fill in the form (a bad URL is refused inline), Open login window",
+        add,
     )
-    demo.say(f"     live-view screenshot: {screenshot}")
+
+    async def log_in(shot: Path | None) -> None:
+        live = await person.live_view()
+        try:
+            await log_in_to_fixture_site(
+                live, site.url("/login?next=/app"), USER, PASSWORD, lambda: totp.totp(TOTP_SECRET)
+            )
+        except Exception:
+            await person.page.screenshot(path=str(workdir / "failure.png"))
+            demo.say(f"     what the page showed: {workdir / 'failure.png'}")
+            raise
+        await _sleep(1.0)  # let the logged-in page paint before the screenshot
+        if shot is not None:
+            await person.page.screenshot(path=str(shot))
+        await person.save()
+        await person.wait_for_capture_state("capture_saved")
+        await person.wait_for_status(label, "status_active")
+
+    await demo.step(
+        "log in inside the dialog's live view (click, type, password, 2FA code), Save: Active",
+        lambda: log_in(shots["dialog"]),
+    )
+    await expect(person.login_dialog()).to_be_hidden(timeout=20_000)
+    await person.page.screenshot(path=str(shots["list"]))
+    sessions = await api.call("GET", "/v1/sessions", actor=USER)
+    session_id = sessions["sessions"][0]["id"]
+    demo.say(f"     session {session_id}: {sessions['sessions'][0]['status']}")
 
     async def browse(task_id: str) -> Any:
-        return await client.browse(
-            task_id=task_id,
-            owner_id=USER,
-            session_id=session_id,
-            url=site.url("/app"),
-            timeout=WAIT,
-        )
+        await api.call("POST", "/v1/tasks", actor=USER, body={"task_id": task_id})
+        body = {"task_id": task_id, "session_id": session_id, "url": site.url("/app")}
+        return await api.call("POST", "/v1/browse", actor=USER, body=body)
 
     async def browse_ok() -> None:
         result = await browse(f"task-{secrets.token_hex(4)}")
-        if not result.ok:
-            raise RuntimeError(f"{result.error_code}: {result.error_message}")
-        demo.say(f"     the agent sees: {result.title!r} — {(result.text or '').strip()[:80]!r}")
+        if result["outcome"] != "ok":
+            raise RuntimeError(f"{result['error']}")
+        text = (result.get("text") or "").strip()[:80]
+        demo.say(f"     the agent sees: {result['title']!r} — {text!r}")
 
-    await demo.step("browse the protected page with the saved session", browse_ok)
+    await demo.step("browse the protected page with the saved session (POST /v1/browse)", browse_ok)
     await demo.step(
         "revoke alice's login on the site (server side)", _async(lambda: site.revoke(USER))
     )
@@ -228,9 +283,10 @@ async def _story(
 
     async def browse_expired() -> None:
         result = await browse(expired_task)
-        if result.error_code != "AUTH_SESSION_EXPIRED":
-            raise RuntimeError(f"expected AUTH_SESSION_EXPIRED, got {result.outcome}")
-        demo.say(f"     browse failed with {result.error_code}")
+        code = (result.get("error") or {}).get("code")
+        if code != "AUTH_SESSION_EXPIRED":
+            raise RuntimeError(f"expected AUTH_SESSION_EXPIRED, got {result['outcome']} {code}")
+        demo.say(f"     browse failed with {code}")
         deadline = time.monotonic() + 20
         while True:
             session = await queries.get_session(client.db, session_id)
@@ -246,27 +302,52 @@ async def _story(
     await demo.step(
         "browse again: AUTH_SESSION_EXPIRED, session Expired, task comment", browse_expired
     )
-    relogin = await demo.step(
-        "re-login: start a fresh capture into the same session",
-        lambda: client.relogin(session_id, actor_id=USER),
-    )
-    await demo.step(
-        "log in again through the live view and Save", lambda: login(relogin["capture_id"], None)
-    )
+
+    async def shows_expired() -> None:
+        await person.wait_for_status(label, "status_expired")
+        await expect(person.button("relogin", person.row(label))).to_be_visible(timeout=20_000)
+        await person.page.screenshot(path=str(shots["expired"]))
+
+    await demo.step("the settings page shows Expired with a Re-login button", shows_expired)
+
+    async def relogin() -> None:
+        await person.relogin(label)
+        await person.wait_for_capture_state("capture_open")
+        await log_in(None)
+
+    await demo.step("Re-login: log in again inside the dialog's live view, Save: Active", relogin)
     await demo.step("browse the protected page again", browse_ok)
+    await context.close()
 
     async def audit() -> None:
-        conn = await connect(settings.database_url)
-        try:
-            report = await verify(conn, load_audit_key(settings.key_dir))
-        finally:
-            await conn.close()
+        report = await verify_configured(settings)
         if not report.ok:
             raise RuntimeError(report.message)
         demo.say(f"     audit chain intact: {report.rows} rows")
 
     await keepalive_steps(demo, client, site, session_id)
     await demo.step("verify the audit log's hash chain", audit)
+    for name, path in shots.items():
+        demo.say(f"     screenshot of the {shown[name]}: {path}")
+
+
+async def _serve(demo: Demo, api: HttpApi, site: FixtureSite) -> None:
+    """``demo --serve``: keep everything running for a person to try, until Ctrl-C."""
+    demo.say("")
+    demo.say(f"All {demo.passed} steps passed. Everything keeps running (Ctrl-C to stop).")
+    demo.say("Open the settings page as alice:")
+    demo.say(f"  {await api.ui_link(USER)}")
+    demo.say("The link is valid for 2 minutes; ask for a fresh one as the platform does:")
+    demo.say(f"  {api.curl_for_link(USER)}")
+    demo.say(
+        f"Log in to the fixture site ({site.base_url}) as {USER} / {PASSWORD!r}, 2FA secret "
+        f"{TOTP_SECRET} (codes: python -m workers.dev.totp {TOTP_SECRET})"
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    demo.say("     stopping")
 
 
 # -- sessions that stay alive: write-back and a health probe ------------------------------
@@ -285,8 +366,9 @@ async def keepalive_steps(
         site.set_switches(rotate_cookie=True, reuse_detection=True)
         seen = [await version()]
         for _ in range(3):
+            task = await client.add_task(f"task-{secrets.token_hex(4)}", owner_id=USER)
             result = await client.browse(
-                task_id=f"task-{secrets.token_hex(4)}",
+                task_id=task["task_id"],
                 owner_id=USER,
                 session_id=session_id,
                 url=site.url("/app"),
@@ -340,6 +422,4 @@ def _async(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
 
 
 async def _sleep(seconds: float) -> None:
-    import asyncio
-
     await asyncio.sleep(seconds)

@@ -68,3 +68,9 @@ def verify(
         # Compare every candidate so the time taken does not tell which step matched.
         matched |= hmac.compare_digest(hotp(key, counter + delta, digits=digits), code)
     return matched
+
+
+if __name__ == "__main__":  # python -m workers.dev.totp SECRET: the current code
+    import sys
+
+    print(totp(sys.argv[1]))

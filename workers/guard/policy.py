@@ -11,10 +11,11 @@ connection the browser opens (redirects, subresources, websockets), which is the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import re
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -22,6 +23,7 @@ from typing import Final
 from urllib.parse import unquote, urlsplit
 
 from schema.errors import InvalidInput, NavigationFailed, UrlNotAllowed
+from schema.events import NO_EVENTS, Events
 
 IPAddress = IPv4Address | IPv6Address
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
@@ -318,7 +320,9 @@ class UrlGuard:
         allow_private_hosts: Iterable[str] = frozenset(),
         resolver: Resolver | None = None,
         dns_timeout: timedelta = timedelta(seconds=5),
+        events: Events = NO_EVENTS,
     ) -> None:
+        self._events = events
         self._allowed = frozenset(_parse_host_port(entry) for entry in allow_private_hosts)
         self._resolver = resolver or _system_resolver
         self._dns_timeout = dns_timeout
@@ -334,6 +338,29 @@ class UrlGuard:
     async def check_url(
         self, url: str, *, schemes: Iterable[str] = NAVIGATION_SCHEMES
     ) -> ResolvedTarget:
+        """:meth:`_check_url`; a refusal is reported to the events hook."""
+        with self._reporting_refusals():
+            return await self._check_url(url, schemes=schemes)
+
+    async def check_host(self, host: str, port: int) -> ResolvedTarget:
+        """:meth:`_check_host`; a refusal is reported to the events hook."""
+        with self._reporting_refusals():
+            return await self._check_host(host, port)
+
+    def check_site(self, url: str, *, start_url: str, extra_origins: Iterable[str] = ()) -> None:
+        """:meth:`_check_site`; a refusal is reported to the events hook."""
+        with self._reporting_refusals():
+            self._check_site(url, start_url=start_url, extra_origins=extra_origins)
+
+    @contextlib.contextmanager
+    def _reporting_refusals(self) -> Iterator[None]:
+        try:
+            yield
+        except UrlNotAllowed:
+            self._events.guard_refused()
+            raise
+
+    async def _check_url(self, url: str, *, schemes: Iterable[str]) -> ResolvedTarget:
         """Check a navigation target: scheme, host, and every address it resolves to.
 
         ``about:blank`` is allowed (no network). Raises `UrlNotAllowed`, or `NavigationFailed`
@@ -342,7 +369,7 @@ class UrlGuard:
         if url.strip().lower() == ABOUT_BLANK:
             return ResolvedTarget(scheme="about", host="", port=0, addresses=())
         scheme, host, port = split_url(url, schemes=schemes)
-        target = await self.check_host(host, port)
+        target = await self._check_host(host, port)
         return ResolvedTarget(
             scheme=scheme,
             host=target.host,
@@ -351,7 +378,7 @@ class UrlGuard:
             allow_listed=target.allow_listed,
         )
 
-    async def check_host(self, host: str, port: int) -> ResolvedTarget:
+    async def _check_host(self, host: str, port: int) -> ResolvedTarget:
         """Check a ``host:port`` (as in a CONNECT request) and resolve it to allowed addresses."""
         canonical = normalize_host(host)
         key = _host_key(canonical)
@@ -368,7 +395,7 @@ class UrlGuard:
             scheme="", host=key, port=port, addresses=addresses, allow_listed=allow_listed
         )
 
-    def check_site(self, url: str, *, start_url: str, extra_origins: Iterable[str] = ()) -> None:
+    def _check_site(self, url: str, *, start_url: str, extra_origins: Iterable[str]) -> None:
         """Refuse ``url`` unless it is within the site of ``start_url`` or an extra origin.
 
         The site is the registrable domain of the start URL's host (an IP host: that IP only).

@@ -30,11 +30,13 @@ from schema.audit import AuditLog
 from schema.enums import AuditAction, AuditResult, BrowseOutcome, SessionStatus
 from schema.errors import (
     AuthSessionExpired,
+    BrowserCrashed,
     BrowserSessionsError,
     NavigationFailed,
     NotOwner,
     SessionNotActive,
     SessionRevoked,
+    TaskNotFound,
     UrlNotAllowed,
     VersionConflict,
 )
@@ -97,11 +99,18 @@ class BrowseService:
         self._write_back = write_back
         self._lease_wait = lease_wait
 
-    async def run(self, job: BrowseJob, *, attempt: int = 1, final_attempt: bool = True) -> str:
+    async def run(
+        self,
+        job: BrowseJob,
+        *,
+        attempt: int = 1,
+        final_attempt: bool = True,
+        retry: Callable[[BaseException], bool] | None = None,
+    ) -> str:
         """Run the job; returns the outcome code (``ok`` or an error code).
 
-        A retryable failure on a non-final attempt is raised so the caller retries it;
-        everything else ends in a stored result.
+        A failure the caller will retry (``retry(err)``; by default a retryable one on a
+        non-final attempt) is raised; everything else ends in a stored result.
         """
         if await result_exists(self._db, job.job_id):
             log.info("browse_duplicate_skipped")
@@ -110,7 +119,7 @@ class BrowseService:
         try:
             outcome = await self._authorised_browse(job)
         except BrowserSessionsError as err:
-            if err.retryable and not final_attempt:
+            if retry(err) if retry is not None else err.retryable and not final_attempt:
                 raise
             await self._finish_error(job, err, attempt, started)
             return err.code
@@ -209,9 +218,11 @@ class BrowseService:
     async def _authorise(self, job: BrowseJob) -> queries.SessionInfo:
         """Owner binding and status checks, before any browser or key is touched."""
         session = await queries.get_session(self._db, job.session_id)
-        task_owner = await queries.ensure_task(self._db, task_id=job.task_id, owner_id=job.owner_id)
+        task_owner = await queries.task_owner(self._db, job.task_id)
         denial: BrowserSessionsError | None = None
-        if task_owner != session.owner_id or job.owner_id != session.owner_id:
+        if task_owner is None:
+            denial = TaskNotFound("the job names no existing task")
+        elif task_owner != session.owner_id or job.owner_id != session.owner_id:
             denial = NotOwner("the session belongs to another user than the task's owner")
         elif session.status is SessionStatus.REVOKED:
             denial = SessionRevoked("the session was revoked")
@@ -240,7 +251,13 @@ class BrowseService:
     async def _finish_error(
         self, job: BrowseJob, err: BrowserSessionsError, attempt: int, started: float
     ) -> None:
-        stored = await store_result(
+        if isinstance(err, AuthSessionExpired):
+            # Before the result: a job that dies in between runs again and sends it again
+            # (expiry is idempotent); sent after the result, a lost message stays lost.
+            await self._on_expired(
+                ExpireJob(session_id=job.session_id, task_id=job.task_id, job_id=job.job_id)
+            )
+        await store_result(
             self._db,
             BrowseResult.failure(
                 job_id=job.job_id,
@@ -253,10 +270,6 @@ class BrowseService:
                 duration_ms=int((time.monotonic() - started) * 1000),
             ),
         )
-        if isinstance(err, AuthSessionExpired) and stored:
-            await self._on_expired(
-                ExpireJob(session_id=job.session_id, task_id=job.task_id, job_id=job.job_id)
-            )
 
 
 @dataclass(frozen=True)
@@ -349,6 +362,8 @@ async def visit(
     except PlaywrightError as exc:
         if is_guard_refusal(error=exc):
             raise UrlNotAllowed("the page redirected to an address that is not allowed") from None
+        if _crashed(exc):
+            raise BrowserCrashed("the page's renderer crashed during the navigation") from None
         raise NavigationFailed(_net_error(exc)) from None
     if response is not None and is_guard_refusal(response=response):
         raise UrlNotAllowed("the page redirected to an address that is not allowed")
@@ -413,6 +428,11 @@ async def _selector_present(
         return await page.locator(selector).count() > 0
     except PlaywrightError:
         return False
+
+
+def _crashed(exc: PlaywrightError) -> bool:
+    """A renderer that died under the page ("Page crashed", "Target crashed")."""
+    return "crashed" in str(exc).split("\n", 1)[0].lower()
 
 
 def _net_error(exc: PlaywrightError) -> str:

@@ -22,6 +22,7 @@ from schema import queries
 from schema.db import listening
 from schema.enums import CaptureSignal, CaptureState, SessionStatus
 from schema.errors import BrowserSessionsError, CaptureNotLoggedIn
+from schema.events import NO_EVENTS, Events
 from schema.jobs import CaptureJob
 from schema.logs import get_logger
 from schema.redact import secret_values, state_secret_values
@@ -29,6 +30,7 @@ from schema.settings import Settings
 from workers.browser.liveview import LiveViewServer
 from workers.browser.verdict import Verdict, decide
 from workers.crypto.store import StateStore
+from workers.guard.scope import scope_to_session
 from workers.jobs.imports import set_capture_state
 
 log = get_logger(__name__)
@@ -48,7 +50,9 @@ class CaptureService:
         store: StateStore,
         liveview: LiveViewServer,
         launch_browser: Any,
+        events: Events = NO_EVENTS,
     ) -> None:
+        self._events = events
         self._settings = settings
         self._db = db
         self._store = store
@@ -66,6 +70,7 @@ class CaptureService:
                     job.capture_id,
                     CaptureState.INTERRUPTED,
                     reason="the worker holding this capture stopped",
+                    events=self._events,
                 )
                 return CaptureState.INTERRUPTED
             return capture.state
@@ -77,6 +82,7 @@ class CaptureService:
                 CaptureState.FAILED,
                 reason="the session was revoked",
                 error_code="SESSION_REVOKED",
+                events=self._events,
             )
             return CaptureState.FAILED
         browser: Browser = await self._launch_browser()
@@ -140,7 +146,9 @@ class CaptureService:
                         return CaptureState.CANCELLED
                     if signal is CaptureSignal.SAVE:
                         state["value"] = CaptureState.SAVING
-                        await set_capture_state(self._db, job.capture_id, CaptureState.SAVING)
+                        await set_capture_state(
+                            self._db, job.capture_id, CaptureState.SAVING, events=self._events
+                        )
                         try:
                             await self._save(job, session, context)
                         except CaptureNotLoggedIn as err:
@@ -151,6 +159,7 @@ class CaptureService:
                                 CaptureState.NOT_LOGGED_IN,
                                 reason=err.message,
                                 error_code=err.code,
+                                events=self._events,
                             )
                             continue
                         state["value"] = CaptureState.SAVED
@@ -189,9 +198,10 @@ class CaptureService:
         )
         if verdict is not Verdict.LOGGED_IN:
             raise CaptureNotLoggedIn(f"not logged in yet: {reason}")
-        state = dict(await context.storage_state(indexed_db=True))
-        await _add_session_storage(state, pages)
-        with secret_values(state_secret_values(state)):
+        captured = dict(await context.storage_state(indexed_db=True))
+        await _add_session_storage(captured, pages)
+        with secret_values(state_secret_values(captured)):
+            state = scope_to_session(captured, session)
             async with self._db.acquire() as conn:
                 await self._store.save(
                     conn,
@@ -207,7 +217,9 @@ class CaptureService:
     ) -> None:
         # Access ends before anyone can read the final state: its token must already be dead.
         await self._liveview.unregister(job.capture_id)
-        await set_capture_state(self._db, job.capture_id, final, reason=reason, error_code=code)
+        await set_capture_state(
+            self._db, job.capture_id, final, reason=reason, error_code=code, events=self._events
+        )
         await self._db.execute(
             "UPDATE captures SET liveview_token = NULL WHERE id = $1", job.capture_id
         )

@@ -1,7 +1,9 @@
 """The expiry job: mark the session expired, fail the task, post one comment on it.
 
-Idempotent: the status change happens once, the task update is a no-op the second time,
-and the comment is deduplicated per (task, session, session version).
+Only for a task whose owner is the session's owner: a job naming someone else's task (or
+no task) changes nothing and is audited as denied. Idempotent: the status change happens
+once, the task update is a no-op the second time, and the comment is deduplicated per
+(task, session, session version).
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import asyncpg
 from schema import queries
 from schema.audit import AuditLog
 from schema.enums import AuditAction, AuditResult, SessionStatus
-from schema.errors import AuthSessionExpired, SessionNotFound
+from schema.errors import AuthSessionExpired, NotOwner, SessionNotFound, TaskNotFound
+from schema.events import NO_EVENTS, Events
 from schema.jobs import ExpireJob
 from schema.logs import get_logger
-from workers.runtime import metrics
 
 log = get_logger(__name__)
 
@@ -29,17 +31,37 @@ def expiry_comment(label: str, site: str) -> str:
 
 
 class ExpiryService:
-    def __init__(self, *, db: asyncpg.Pool, audit: AuditLog) -> None:
+    def __init__(self, *, db: asyncpg.Pool, audit: AuditLog, events: Events = NO_EVENTS) -> None:
         self._db = db
         self._audit = audit
+        self._events = events
 
     async def run(self, job: ExpireJob) -> bool:
         """Apply the expiry; True if a new comment was posted."""
+        posted = await self._apply(job)
+        await self._audit.checkpoint(self._db)  # its audit row committed with the change
+        return posted
+
+    async def _apply(self, job: ExpireJob) -> bool:
         async with self._db.acquire() as conn, conn.transaction():
             try:
                 session = await queries.get_session(conn, job.session_id)
             except SessionNotFound:
                 log.info("expiry_session_gone")
+                return False
+            owner = await queries.task_owner(conn, job.task_id)
+            if owner != session.owner_id:
+                await self._audit.write(
+                    conn,
+                    actor_id="system",
+                    action=AuditAction.EXPIRE,
+                    result=AuditResult.DENIED,
+                    session_id=session.id,
+                    task_id=job.task_id,
+                    request_id=job.job_id,
+                    detail=TaskNotFound.code if owner is None else NotOwner.code,
+                )
+                log.info("expiry_refused", reason="no task" if owner is None else "not owner")
                 return False
             changed = await queries.set_session_status(
                 conn, session.id, SessionStatus.EXPIRED, only_from=(SessionStatus.ACTIVE,)
@@ -63,13 +85,13 @@ class ExpiryService:
             )
             posted = await conn.fetchval(
                 """INSERT INTO task_comments (task_id, body, dedupe_key)
-                   SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM tasks WHERE id = $1)
+                   VALUES ($1, $2, $3)
                    ON CONFLICT (task_id, dedupe_key) DO NOTHING RETURNING id""",
                 job.task_id,
                 expiry_comment(session.label, session.site),
                 f"{AuthSessionExpired.code}:{session.id}:{session.version}",
             )
         if changed:
-            metrics.record_session_expired()
+            self._events.session_expired()
         log.info("session_expired", newly_expired=changed, comment_posted=posted is not None)
         return posted is not None

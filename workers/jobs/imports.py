@@ -15,6 +15,7 @@ import asyncpg
 from schema import queries
 from schema.enums import AuditAction, CaptureState
 from schema.errors import BrowserSessionsError, CaptureNotLoggedIn, DecryptFailed, InvalidInput
+from schema.events import NO_EVENTS, Events
 from schema.jobs import BrowseOptions, ImportJob
 from schema.logs import get_logger
 from schema.redact import secret_values, state_secret_values
@@ -24,16 +25,23 @@ from workers.browser.restore import plan_restore
 from workers.browser.verdict import Verdict
 from workers.crypto.keys import KeyProvider
 from workers.crypto.store import StateStore
+from workers.guard.scope import scope_to_session
 from workers.jobs.browse import open_and_visit
-from workers.runtime import metrics
 
 log = get_logger(__name__)
 
 
 class ImportService:
     def __init__(
-        self, *, db: asyncpg.Pool, pool: BrowserPool, store: StateStore, provider: KeyProvider
+        self,
+        *,
+        db: asyncpg.Pool,
+        pool: BrowserPool,
+        store: StateStore,
+        provider: KeyProvider,
+        events: Events = NO_EVENTS,
     ) -> None:
+        self._events = events
         self._db = db
         self._pool = pool
         self._store = store
@@ -43,11 +51,20 @@ class ImportService:
         capture = await queries.get_capture(self._db, job.capture_id)
         if capture.state.is_final:
             return capture.state
-        await set_capture_state(self._db, job.capture_id, CaptureState.SAVING)
+        if (capture.kind, capture.session_id, capture.owner_id) != (
+            "import",
+            job.session_id,
+            job.owner_id,
+        ):
+            # Not the import a producer started: a forged or misrouted message. Touch nothing.
+            log.warning("import_refused_mismatch")
+            return capture.state
+        await set_capture_state(self._db, job.capture_id, CaptureState.SAVING, events=self._events)
         try:
-            state = self._open(job)
-            with secret_values(state_secret_values(state)):
+            opened = self._open(job)
+            with secret_values(state_secret_values(opened)):
                 session = await queries.get_session(self._db, job.session_id)
+                state = scope_to_session(opened, session)
                 plan = plan_restore(state)
                 outcome = await open_and_visit(
                     self._pool,
@@ -78,10 +95,11 @@ class ImportService:
                 CaptureState.FAILED,
                 reason=err.message,
                 error_code=err.code,
+                events=self._events,
             )
             log.info("import_refused", error_code=err.code)
             return CaptureState.FAILED
-        await set_capture_state(self._db, job.capture_id, CaptureState.SAVED)
+        await set_capture_state(self._db, job.capture_id, CaptureState.SAVED, events=self._events)
         return CaptureState.SAVED
 
     def _open(self, job: ImportJob) -> dict[str, Any]:
@@ -112,8 +130,9 @@ async def set_capture_state(
     *,
     reason: str | None = None,
     error_code: str | None = None,
+    events: Events,
 ) -> None:
-    """Move a capture to ``state`` (final states stamp ``finished_at``)."""
+    """Move a capture to ``state`` (final states stamp ``finished_at`` and are reported)."""
     await db.execute(
         """UPDATE captures SET state = $2, reason = $3, error_code = $4, updated_at = now(),
                finished_at = CASE WHEN $5 THEN now() ELSE finished_at END
@@ -125,4 +144,4 @@ async def set_capture_state(
         state.is_final,
     )
     if state.is_final:
-        metrics.record_capture(state)
+        events.capture_finished(state)

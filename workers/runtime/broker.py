@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
@@ -12,14 +13,17 @@ from dramatiq.middleware import (
     AsyncIO,
     Callbacks,
     CurrentMessage,
+    Middleware,
     Pipelines,
-    Retries,
     ShutdownNotifications,
     TimeLimit,
 )
 
 from schema.errors import BrowserSessionsError
 from schema.settings import Settings
+from workers.runtime.limits import MessageSizeLimit
+from workers.runtime.middleware import install_worker_middleware
+from workers.runtime.retries import JobRetries
 
 RetryWhen = Callable[[int, BaseException], bool]
 
@@ -42,21 +46,44 @@ def never_retry(_retries: int, _exc: BaseException) -> bool:
     return False
 
 
-def build_broker(settings: Settings, *, extra: list[Any] | None = None) -> RabbitmqBroker:
+def standard_middleware(*, outage_budget: timedelta = timedelta(seconds=120)) -> list[Any]:
+    """dramatiq's middleware for a worker, in dramatiq's order (before ours is added), with
+    Retries extended by the outage budget (:class:`~workers.runtime.retries.JobRetries`)."""
     from workers.runtime.metrics import prometheus_middleware
 
-    middleware: list[Any] = [
+    return [
         *prometheus_middleware(),
         AgeLimit(),
         TimeLimit(),
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
-        Retries(min_backoff=250, max_backoff=5_000, retry_when=never_retry),
+        JobRetries(
+            outage_budget=outage_budget,
+            min_backoff=250,
+            max_backoff=5_000,
+            retry_when=never_retry,
+        ),
         CurrentMessage(),
         AsyncIO(),
-        *(extra or []),
     ]
-    broker = RabbitmqBroker(url=settings.amqp_url, middleware=middleware)
+
+
+def build_broker(settings: Settings, *, resources: Middleware | None = None) -> RabbitmqBroker:
+    """The RabbitMQ broker, set as dramatiq's global one. With ``resources`` (a worker), also
+    the job summary and the resources middleware, each in its place
+    (:func:`~workers.runtime.middleware.install_worker_middleware`), and the message size
+    cap right after ``AgeLimit`` (both drop a message before it runs)."""
+    broker = RabbitmqBroker(
+        url=settings.amqp_url,
+        middleware=standard_middleware(outage_budget=settings.infra_retry_budget),
+    )
+    if resources is not None:
+        from workers.runtime.metrics import record_message_refused
+
+        install_worker_middleware(broker, resources=resources)
+        broker.add_middleware(
+            MessageSizeLimit(settings, on_refused=record_message_refused), after=AgeLimit
+        )
     dramatiq.set_broker(broker)
     return broker

@@ -12,28 +12,18 @@ Both answer JSON. Several processes of one worker may serve the same port (``SO_
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
-from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
-import asyncpg
 from aiohttp import web
 
+from schema.health import Check, amqp_check, database_check, predicate_check, run_checks
 from schema.logs import get_logger
 
 log = get_logger(__name__)
-
-Check = Callable[[], Awaitable[bool]]
-
-AMQP_PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
-AMQP_FRAME_METHOD = 1
 
 
 class HealthServer:
@@ -50,7 +40,7 @@ class HealthServer:
         self._host = host
         self._port = port
         self._checks = dict(checks)
-        self._timeout = check_timeout.total_seconds()
+        self._timeout = check_timeout
         self._started = time.monotonic()
         self._runner: web.AppRunner | None = None
         self._closing = False
@@ -77,12 +67,7 @@ class HealthServer:
         log.info("health_server_started", port=self._port)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self._closing = True
         if self._runner is not None:
             await self._runner.cleanup()
@@ -99,70 +84,12 @@ class HealthServer:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         """Readiness: every check, run concurrently, each under a timeout."""
-        names = list(self._checks)
-        results = await asyncio.gather(*(self._run(self._checks[n]) for n in names))
-        checks = dict(zip(names, results, strict=True))
-        ready = not self._closing and all(r["ok"] for r in results)
+        ok, checks = await run_checks(self._checks, timeout=self._timeout)
+        ready = not self._closing and ok
         body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks}
         if self._closing:
             body["reason"] = "shutting down"
         return web.json_response(body, status=200 if ready else 503)
 
-    async def _run(self, check: Check) -> dict[str, Any]:
-        started = time.monotonic()
-        try:
-            ok = bool(await asyncio.wait_for(check(), self._timeout))
-            error = None
-        except TimeoutError:
-            ok, error = False, "timeout"
-        except Exception as exc:
-            ok, error = False, type(exc).__name__
-        result: dict[str, Any] = {"ok": ok, "ms": int((time.monotonic() - started) * 1000)}
-        if error is not None:
-            result["error"] = error
-        return result
 
-
-def database_check(db: asyncpg.Pool) -> Check:
-    """Ready when a pooled connection answers ``SELECT 1``."""
-
-    async def check() -> bool:
-        return bool(await db.fetchval("SELECT 1") == 1)
-
-    return check
-
-
-def amqp_check(url: str) -> Check:
-    """Ready when the broker answers the AMQP 0-9-1 protocol header with a method frame.
-
-    A fresh connection each time (pika's connections are not for this loop); it is closed
-    right after the broker's ``Connection.Start``, so no login is attempted.
-    """
-    parts = urlsplit(url)
-    secure = parts.scheme == "amqps"
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (5671 if secure else 5672)
-
-    async def check() -> bool:
-        context = ssl.create_default_context() if secure else None
-        reader, writer = await asyncio.open_connection(host, port, ssl=context)
-        try:
-            writer.write(AMQP_PROTOCOL_HEADER)
-            await writer.drain()
-            frame = await reader.readexactly(7)
-            return frame[0] == AMQP_FRAME_METHOD
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError, ssl.SSLError):
-                await writer.wait_closed()
-
-    return check
-
-
-def predicate_check(predicate: Callable[[], bool]) -> Check:
-    """A synchronous predicate as a check (e.g. ``lambda: pool is not None and pool.healthy``)."""
-
-    async def check() -> bool:
-        return predicate()
-
-    return check
+__all__ = ["Check", "HealthServer", "amqp_check", "database_check", "predicate_check"]

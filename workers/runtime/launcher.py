@@ -1,4 +1,5 @@
-"""Start dramatiq's worker CLI on ``workers.actors`` with this project's settings."""
+"""Start dramatiq's worker CLI on ``workers.actors`` with this project's settings, under
+the supervisor (``workers.runtime.supervisor``) that restarts it if it dies."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from schema.settings import Settings
-
-DEFAULT_THREADS = {"browse": None, "capture": 2, "expiry": 2}
+from workers.runtime.supervisor import Supervisor
 
 
 def metrics_dir(settings: Settings) -> Path:
-    """A clean multiprocess directory for this worker run's Prometheus metrics (the pid
-    survives ``execv``, so two workers on one machine never share one)."""
+    """A clean multiprocess directory for this worker run's Prometheus metrics (named after
+    the supervisor's pid, so two workers on one machine never share one)."""
     base = Path(os.environ.get("BROWSER_SESSIONS_METRICS_DIR", tempfile.gettempdir()))
     return base / f"browser-sessions-metrics-{settings.metrics_port}-{os.getpid()}"
 
@@ -29,10 +29,11 @@ def _remove_stale_metrics_dirs(settings: Settings) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def exec_worker(
+def run_worker(
     settings: Settings, *, queues: Sequence[str], processes: int, threads: int | None
 ) -> int:
-    """Replace this process with ``dramatiq workers.actors`` (never returns on success)."""
+    """Run ``dramatiq workers.actors`` under the supervisor until a stop signal; returns the
+    exit code."""
     if threads is None:
         # One thread per pooled context for browse; captures each hold a browser.
         threads = settings.browsers * settings.contexts_per_browser if "browse" in queues else 2
@@ -42,16 +43,18 @@ def exec_worker(
         raise InvalidInput("capture workers run one process each (the live view has one port)")
     _remove_stale_metrics_dirs(settings)
     prom = metrics_dir(settings)
-    shutil.rmtree(prom, ignore_errors=True)
-    prom.mkdir(parents=True, exist_ok=True)
-    os.environ.update(
-        {
-            "dramatiq_queue_prefetch": str(threads),
-            "dramatiq_prom_db": str(prom),
-            "PROMETHEUS_MULTIPROC_DIR": str(prom),
-            "dramatiq_prom_port": str(settings.metrics_port),
-        }
-    )
+
+    def clean_metrics() -> None:  # counters restart with the processes that wrote them
+        shutil.rmtree(prom, ignore_errors=True)
+        prom.mkdir(parents=True, exist_ok=True)
+
+    env = {
+        **os.environ,
+        "dramatiq_queue_prefetch": str(threads),
+        "dramatiq_prom_db": str(prom),
+        "PROMETHEUS_MULTIPROC_DIR": str(prom),
+        "dramatiq_prom_port": str(settings.metrics_port),
+    }
     argv = [
         sys.executable,
         "-m",
@@ -64,5 +67,4 @@ def exec_worker(
         "--queues",
         *[settings.queue(q) for q in queues],
     ]
-    os.execv(sys.executable, argv)
-    return 0  # pragma: no cover
+    return Supervisor(argv, env, before_start=clean_metrics).run()

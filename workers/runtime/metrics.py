@@ -13,29 +13,20 @@ so it is scraped (as zero) from process start.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, Protocol
+from typing import Protocol
 
-import asyncpg
 from dramatiq.middleware import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from schema.audit import AuditLog
 from schema.enums import FINAL_CAPTURE_STATES, CaptureState
-from schema.errors import ALL_ERRORS, AuditWriteFailed, DecryptFailed, KeyError_, UrlNotAllowed
+from schema.errors import ALL_ERRORS
 from schema.jobs import ACTOR_QUEUES
-from schema.logs import get_logger
-from workers.browser.pool import PoolEvent
-from workers.crypto.store import StateStore
-from workers.guard.policy import ResolvedTarget, UrlGuard
-
-log = get_logger(__name__)
+from workers.runtime.periodic import every
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DRAMATIQ_DB_ENV = "dramatiq_prom_db"  # dramatiq's own (lower-case) variable
@@ -136,6 +127,12 @@ GUARD_REFUSALS = Counter(
     "Navigations and browser requests refused by the URL guard.",
     registry=REGISTRY,
 )
+MESSAGES_REFUSED = Counter(
+    "browser_sessions_messages_refused",
+    "Messages dead-lettered before running (reason: too_large), by actor.",
+    ["actor", "reason"],
+    registry=REGISTRY,
+)
 
 
 def _initialise() -> None:
@@ -181,15 +178,9 @@ def record_job(actor: str, outcome: str, error_code: str | None, seconds: float)
     JOB_DURATION.labels(actor).observe(max(seconds, 0.0))
 
 
-def on_pool_event(event: PoolEvent) -> None:
-    """The browser pool's observer: launches, crashes, retirements."""
-    counter = {
-        "launch": BROWSER_LAUNCHES,
-        "crash": BROWSER_CRASHES,
-        "retire": BROWSER_RETIREMENTS,
-    }.get(event.kind)
-    if counter is not None:
-        counter.inc()
+def record_message_refused(actor: str, reason: str) -> None:
+    """A message dead-lettered before it ran (over the size cap)."""
+    MESSAGES_REFUSED.labels(actor if actor in ACTORS else OTHER_ERROR, reason).inc()
 
 
 def set_pool_stats(browsers: int, in_use: int, capacity: int | None = None) -> None:
@@ -199,101 +190,45 @@ def set_pool_stats(browsers: int, in_use: int, capacity: int | None = None) -> N
         POOL_CAPACITY.set(capacity)
 
 
-def record_decrypt(ok: bool) -> None:
-    DECRYPTS.labels(OK if ok else ERROR).inc()
-
-
-def record_session_expired() -> None:
-    SESSIONS_EXPIRED.inc()
-
-
-def record_capture(state: CaptureState | str) -> None:
-    """A capture reached ``state`` (a :class:`CaptureState`; anything else is refused)."""
-    CAPTURES.labels(CaptureState(state).value).inc()
-
-
 def set_liveview_viewers(count: int) -> None:
     LIVEVIEW_VIEWERS.set(count)
 
 
-def record_audit_write_failure() -> None:
-    AUDIT_WRITE_FAILURES.inc()
+class MetricEvents:
+    """The workers' :class:`~schema.events.Events` hook: each event increments its metric."""
 
+    def guard_refused(self) -> None:
+        GUARD_REFUSALS.inc()
 
-def record_result_delivery(enqueued_at_ms: int | float, *, now: float | None = None) -> None:
-    """Enqueue → result stored, from a dramatiq ``message_timestamp`` (epoch milliseconds)."""
-    seconds = (time.time() if now is None else now) - enqueued_at_ms / 1000
-    RESULT_DELIVERY.observe(max(seconds, 0.0))
+    def decrypt_succeeded(self) -> None:
+        DECRYPTS.labels(OK).inc()
 
+    def decrypt_failed(self) -> None:
+        DECRYPTS.labels(ERROR).inc()
 
-def record_guard_refusal() -> None:
-    GUARD_REFUSALS.inc()
+    def audit_write_failed(self) -> None:
+        AUDIT_WRITE_FAILURES.inc()
 
+    def browser_launched(self) -> None:
+        BROWSER_LAUNCHES.inc()
 
-# -- metered versions of the objects whose events we count -----------------------------
+    def browser_crashed(self) -> None:
+        BROWSER_CRASHES.inc()
 
+    def browser_retired(self) -> None:
+        BROWSER_RETIREMENTS.inc()
 
-def _count_refusal_once(exc: UrlNotAllowed) -> None:
-    """Count a refusal once, however many metered layers it passes through."""
-    if not getattr(exc, "_metered", False):
-        exc._metered = True  # type: ignore[attr-defined]
-        record_guard_refusal()
+    def session_expired(self) -> None:
+        SESSIONS_EXPIRED.inc()
 
+    def capture_finished(self, state: CaptureState) -> None:
+        """``state`` must be a :class:`CaptureState` (anything else is refused)."""
+        CAPTURES.labels(CaptureState(state).value).inc()
 
-class MeteredUrlGuard(UrlGuard):
-    """A :class:`UrlGuard` that counts its refusals (the guard proxy calls it too)."""
-
-    async def check_url(self, url: str, **kwargs: Any) -> ResolvedTarget:
-        try:
-            return await super().check_url(url, **kwargs)
-        except UrlNotAllowed as exc:
-            _count_refusal_once(exc)
-            raise
-
-    async def check_host(self, host: str, port: int) -> ResolvedTarget:
-        try:
-            return await super().check_host(host, port)
-        except UrlNotAllowed as exc:
-            _count_refusal_once(exc)
-            raise
-
-    def check_site(self, url: str, **kwargs: Any) -> None:
-        try:
-            super().check_site(url, **kwargs)
-        except UrlNotAllowed as exc:
-            _count_refusal_once(exc)
-            raise
-
-
-class MeteredAuditLog(AuditLog):
-    """An :class:`AuditLog` that counts rows it could not write."""
-
-    async def write(self, conn: Any, **fields: Any) -> int:
-        try:
-            return await super().write(conn, **fields)
-        except AuditWriteFailed:
-            if not isinstance(conn, asyncpg.Pool):  # a pool re-enters with a connection
-                record_audit_write_failure()
-            raise
-
-
-class MeteredStateStore(StateStore):
-    """A :class:`StateStore` that counts decryptions of saved states by result.
-
-    Denials (not found, not owner, revoked) are not decryptions and are not counted.
-    """
-
-    async def load_versioned(self, conn: Any, **ids: Any) -> tuple[dict[str, Any], int]:
-        # ``load`` goes through here too; a pool re-enters with a connection: count once.
-        if isinstance(conn, asyncpg.Pool):
-            return await super().load_versioned(conn, **ids)
-        try:
-            loaded = await super().load_versioned(conn, **ids)
-        except (DecryptFailed, KeyError_):
-            record_decrypt(False)
-            raise
-        record_decrypt(True)
-        return loaded
+    def result_delivered(self, enqueued_at_ms: float, *, now: float | None = None) -> None:
+        """Enqueue → result stored, from a dramatiq ``message_timestamp`` (epoch ms)."""
+        seconds = (time.time() if now is None else now) - enqueued_at_ms / 1000
+        RESULT_DELIVERY.observe(max(seconds, 0.0))
 
 
 class _HasStats(Protocol):
@@ -305,60 +240,32 @@ class _HasViewers(Protocol):
     def viewers(self) -> int: ...
 
 
-class GaugeSampler:
-    """Copies gauges from live objects on the worker's loop every ``interval``.
-
-    ``async with GaugeSampler(pool=resources.pool, liveview=resources.liveview): ...``
-    (either may be None: a worker without that part).
+@contextlib.asynccontextmanager
+async def sampling_gauges(
+    *,
+    pool: _HasStats | None = None,
+    liveview: _HasViewers | None = None,
+    interval: timedelta = timedelta(seconds=5),
+) -> AsyncIterator[None]:
+    """Copies gauges from live objects on the worker's loop every ``interval`` while the
+    block runs, and zeroes them at its end. Either source may be None (a worker without
+    that part). Only genuine gauges are sampled; events are reported (:class:`MetricEvents`).
     """
 
-    def __init__(
-        self,
-        *,
-        pool: _HasStats | None = None,
-        liveview: _HasViewers | None = None,
-        interval: timedelta = timedelta(seconds=5),
-    ) -> None:
-        self._pool = pool
-        self._liveview = liveview
-        self._interval = interval.total_seconds()
-        self._task: asyncio.Task[None] | None = None
-
-    def sample(self) -> None:
-        """Read the sources once (also called on entry and exit)."""
-        if self._pool is not None:
-            stats = self._pool.stats()
+    def sample() -> None:
+        if pool is not None:
+            stats = pool.stats()
             set_pool_stats(stats["browsers"], stats["contexts_in_use"], stats.get("capacity"))
-        if self._liveview is not None:
-            set_liveview_viewers(self._liveview.viewers)
+        if liveview is not None:
+            set_liveview_viewers(liveview.viewers)
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                self.sample()
-            except Exception as exc:  # a metrics hiccup must never stop the worker
-                log.warning("metrics_sample_failed", error=type(exc).__name__)
-
-    async def __aenter__(self) -> GaugeSampler:
-        self.sample()
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._pool is not None:
+    try:
+        async with every(interval, sample, failure_event="metrics_sample_failed"):
+            yield
+    finally:
+        if pool is not None:
             set_pool_stats(0, 0, 0)
-        if self._liveview is not None:
+        if liveview is not None:
             set_liveview_viewers(0)
 
 

@@ -17,8 +17,11 @@ from playwright.async_api import Browser, Playwright, async_playwright
 
 from schema.audit import AuditLog
 from schema.db import create_pool
+from schema.errors import ServiceUnavailable
+from schema.events import Events
 from schema.jobs import BROWSE_QUEUE, CAPTURE_QUEUE, QUEUES
 from schema.logs import get_logger
+from schema.outages import is_outage
 from schema.sealing import publish_seal_key
 from schema.settings import Settings
 from workers.browser.chromium import HEADLESS_ARGS, find_chromium
@@ -39,6 +42,7 @@ class Resources:
     """Everything an actor needs, for one worker process."""
 
     settings: Settings
+    events: Events
     db: asyncpg.Pool
     provider: LocalFileKeyProvider
     audit: AuditLog
@@ -49,7 +53,6 @@ class Resources:
     chromium_path: str
     pool: BrowserPool | None = None
     liveview: LiveViewServer | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     _background: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
@@ -85,22 +88,27 @@ async def open_resources(
     try:
         db = await create_pool(settings.database_url, min_size=1, max_size=8)
         stack.push_async_callback(db.close)
+        events = metrics.MetricEvents()
         provider = LocalFileKeyProvider(key_dir=settings.key_dir)
-        audit = metrics.MeteredAuditLog.from_key_dir(settings.key_dir)
+        audit = AuditLog.from_settings(
+            settings, side="workers", signer=provider.audit_signer(), events=events
+        )
         async with db.acquire() as conn:
             await publish_seal_key(conn, provider)
-        guard = metrics.MeteredUrlGuard(allow_private_hosts=settings.allow_private_hosts)
+        guard = UrlGuard(allow_private_hosts=settings.allow_private_hosts, events=events)
         proxy = await stack.enter_async_context(GuardProxy.start(guard=guard))
         playwright = await stack.enter_async_context(async_playwright())
         resources = Resources(
             settings=settings,
+            events=events,
             db=db,
             provider=provider,
             audit=audit,
-            store=metrics.MeteredStateStore(
+            store=StateStore(
                 provider=provider,
                 audit=audit,
                 max_state_bytes=settings.max_state_bytes,
+                events=events,
                 keep_versions=settings.keep_versions,
                 probe_interval=settings.probe_interval,
             ),
@@ -128,7 +136,7 @@ async def open_resources(
                     contexts_per_browser=settings.contexts_per_browser,
                     max_contexts_per_browser=settings.browser_max_contexts,
                     call_timeout=settings.browser_call_timeout,
-                    on_event=metrics.on_pool_event,
+                    events=events,
                 )
             )
         if capture:
@@ -140,7 +148,7 @@ async def open_resources(
                 )
             )
         await stack.enter_async_context(
-            metrics.GaugeSampler(pool=resources.pool, liveview=resources.liveview)
+            metrics.sampling_gauges(pool=resources.pool, liveview=resources.liveview)
         )
         if browse and background is not None:
             stack.push_async_callback(resources.stop_background)
@@ -152,9 +160,16 @@ async def open_resources(
 
 
 class WorkerResources(Middleware):
-    """Opens :class:`Resources` on the AsyncIO loop after boot; closes them at shutdown.
+    """Opens :class:`Resources` on the AsyncIO loop before the worker consumes; closes them at
+    shutdown.
 
-    List it *before* dramatiq's AsyncIO middleware so it closes before the loop stops.
+    Opened in ``before_worker_boot`` (after AsyncIO's, which starts the loop): dramatiq starts
+    its consumers after that hook, so no message is taken before the resources are open and
+    none spends a retry on a worker that is not ready. An outage at boot (Postgres or
+    RabbitMQ still restarting) is waited out for ``infra_retry_budget``.
+
+    Add it *after* dramatiq's AsyncIO middleware (``install_worker_middleware``): dramatiq
+    calls ``after_*`` hooks in reverse order, so its shutdown then runs before the loop stops.
     """
 
     def __init__(self, settings: Settings, *, background: Background | None = None) -> None:
@@ -163,21 +178,18 @@ class WorkerResources(Middleware):
         # Runs for the life of a browse worker's resources (the probe scheduler).
         self.background = background
 
-    def after_worker_boot(self, broker: Any, worker: Any) -> None:
-        """Open resources for the queues this worker consumes."""
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        """Open resources for the queues this worker consumes, before its consumers start."""
         queues = worker.consumer_whitelist or {self.settings.queue(q) for q in QUEUES}
         browse = self.settings.queue(BROWSE_QUEUE) in queues
         capture = self.settings.queue(CAPTURE_QUEUE) in queues
         thread = get_event_loop_thread()
         assert thread is not None, "the AsyncIO middleware must be installed"
         try:
-            self.resources = thread.run_coroutine(
-                open_resources(
-                    self.settings, browse=browse, capture=capture, background=self.background
-                )
-            )
+            self.resources = thread.run_coroutine(self._open(browse=browse, capture=capture))
         except Exception as exc:
-            # dramatiq only logs failures in this hook; a worker without resources must stop.
+            # dramatiq only logs failures in this hook; a worker without resources must stop
+            # (the supervisor starts it again).
             log.critical("worker_boot_failed", error=f"{type(exc).__name__}: {exc}")
             os._exit(3)
         log.info("worker_ready", pid=os.getpid(), browse_pool=browse, capture=capture)
@@ -189,6 +201,23 @@ class WorkerResources(Middleware):
             with contextlib.suppress(Exception):
                 thread.run_coroutine(asyncio.wait_for(self.resources.stop_background(), 10))
 
+    async def _open(self, *, browse: bool, capture: bool) -> Resources:
+        """Open, retrying an outage with a backoff within the budget."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.infra_retry_budget.total_seconds()
+        delay = 1.0
+        while True:
+            try:
+                return await open_resources(
+                    self.settings, browse=browse, capture=capture, background=self.background
+                )
+            except Exception as exc:
+                if not is_outage(exc) or loop.time() + delay > deadline:
+                    raise
+                log.warning("worker_boot_waiting", error=type(exc).__name__, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         """Close resources while the loop still runs."""
         thread = get_event_loop_thread()
@@ -198,6 +227,8 @@ class WorkerResources(Middleware):
             self.resources = None
 
     def get(self) -> Resources:
+        """The open resources; ``ServiceUnavailable`` (an outage: retried without spending a
+        page retry) if they are not open."""
         if self.resources is None:
-            raise RuntimeError("worker resources are not open (is this a worker process?)")
+            raise ServiceUnavailable("worker resources are not open (is this a worker process?)")
         return self.resources

@@ -23,7 +23,6 @@ import math
 import os
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -32,18 +31,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 from playwright.async_api import Browser, Playwright, StorageState, async_playwright
 
 from producers.api import SessionsClient
-from schema.migrate import migrate
 from schema.settings import Settings
 from workers.browser.chromium import HEADLESS_ARGS, find_chromium
 from workers.browser.pool import LEAN_CONTEXT_ARGS, LEAN_DISABLED_FEATURES
 from workers.dev.fixture_site import FixtureSite
-from workers.dev.processes import free_port
+from workers.dev.processes import WorkerProcess, free_port, process_tree, processes, run_worker
+from workers.dev.scratch import admin_url, delete_queues, scratch_database
+from workers.runtime.periodic import every
 
 USER = "bench"
 PAGE = "/app"
@@ -52,7 +50,6 @@ CALL_TIMEOUT = timedelta(seconds=30)
 WORKER_START_TIMEOUT = timedelta(seconds=90)
 MEMORY_SETTLE = timedelta(seconds=3)
 MEMORY_CHECKPOINTS = 5  # settled samples during the memory run, for the trend
-_QUEUES = ("browse", "capture", "expiry")
 
 
 class BenchError(RuntimeError):
@@ -189,23 +186,6 @@ def _pid_cpu_s(pid: int) -> float:
         return 0.0
 
 
-def process_tree(root: int) -> list[int]:
-    """``root`` and every process below it."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [root], [root]
-    while frontier:
-        pid = frontier.pop()
-        children = [c for c, p in parents.items() if p == pid]
-        found.extend(children)
-        frontier.extend(children)
-    return found
-
-
 def tree_cpu_s(root: int) -> float:
     """CPU seconds used by the tree so far, reaped children included (utime+stime+cu+cs).
 
@@ -219,14 +199,8 @@ PR_SET_CHILD_SUBREAPER = 36
 
 def _direct_children() -> dict[int, str]:
     """This process's children and their states (``Z`` for a zombie)."""
-    me, found = os.getpid(), {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == me:
-                    found[int(entry.name)] = fields[0]
-    return found
+    me = os.getpid()
+    return {pid: state for pid, (parent, state) in processes().items() if parent == me}
 
 
 def _set_subreaper(on: bool) -> bool:
@@ -336,15 +310,11 @@ async def log_in(browser: Browser, site: FixtureSite, password: str) -> dict[str
 class WorkerTree:
     """A ``browser-sessions worker`` subprocess and everything below it."""
 
-    process: asyncio.subprocess.Process
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    worker: WorkerProcess
 
     def pids(self) -> list[int]:
         """The worker and every process below it (dramatiq children, drivers, browsers)."""
-        return process_tree(self.process.pid)
+        return process_tree(self.worker.process.pid)
 
     def memory(self) -> Memory:
         """Summed VmRSS (double-counts shared pages) and PSS (shares split) of the tree."""
@@ -405,88 +375,18 @@ def _kb_field(text: str, name: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def run_worker(
+async def bench_worker(
     settings: Settings, log_path: Path, *, threads: int
 ) -> AsyncIterator[WorkerTree]:
-    """Start ``browser-sessions worker --queues browse expiry`` and wait until it is ready."""
-    command = ["-m", "workers.cli", "worker", "--queues", "browse", "expiry"]
-    command += ["--threads", str(threads)]
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *command,
-            env={**os.environ, **settings.to_env()},
-            stdout=log_fd,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        os.close(log_fd)
-    worker = WorkerTree(process, log_path)
-    try:
-        deadline = time.monotonic() + _seconds(WORKER_START_TIMEOUT)
-        while "worker_ready" not in worker.log():
-            if process.returncode is not None or time.monotonic() > deadline:
-                raise BenchError(f"the worker did not start:\n{worker.log()[-4000:]}")
-            await asyncio.sleep(0.2)
-        yield worker
-    finally:
-        await _stop(process)
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM to dramatiq's main process (as ``workers.dev.processes`` does); group SIGKILL after
-    30 s."""
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(process.wait(), 30)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-
-
-def _with_db(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-@contextlib.asynccontextmanager
-async def bench_database(server_url: str) -> AsyncIterator[str]:
-    """A fresh migrated ``bs_bench_<random>`` database on the server, dropped afterwards."""
-    name = f"bs_bench_{secrets.token_hex(4)}"
-    admin_url = _with_db(server_url, "postgres")
-    admin = await asyncpg.connect(admin_url, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = _with_db(server_url, name)
-    try:
-        await migrate(url)
-        yield url
-    finally:
-        admin = await asyncpg.connect(admin_url, timeout=10)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
-def delete_queues(amqp_url: str, prefix: str) -> None:
-    """Remove this run's queues (and their delay and dead-letter queues) from RabbitMQ."""
-    import pika
-
-    with contextlib.suppress(Exception):
-        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        try:
-            channel = conn.channel()
-            for base in _QUEUES:
-                for suffix in ("", ".DQ", ".XQ"):
-                    channel.queue_delete(f"{prefix}{base}{suffix}")
-        finally:
-            conn.close()
+    """``browser-sessions worker --queues browse expiry``, ready on entry."""
+    with run_worker(
+        settings,
+        ["browse", "expiry"],
+        log_path,
+        threads=threads,
+        ready_timeout=_seconds(WORKER_START_TIMEOUT),
+    ) as worker:
+        yield WorkerTree(worker)
 
 
 @contextlib.asynccontextmanager
@@ -496,7 +396,9 @@ async def system_settings(config: BenchConfig, site: FixtureSite) -> AsyncIterat
     key_dir = Path(tempfile.mkdtemp(prefix="bs-bench-keys-"))  # created with mode 0700
     os.chmod(key_dir, 0o700)
     try:
-        async with bench_database(config.base.database_url) as database_url:
+        async with scratch_database(
+            admin_url(config.base.database_url), f"bs_bench_{secrets.token_hex(4)}"
+        ) as database_url:
             yield dataclasses.replace(
                 config.base,
                 database_url=database_url,
@@ -521,29 +423,14 @@ async def settled_memory(worker: WorkerTree, settle: timedelta) -> Memory:
     return worker.memory()
 
 
-class PeakSampler:
-    """Samples the worker tree's memory every ``interval`` while the block runs."""
-
-    def __init__(self, *, worker: WorkerTree, interval: timedelta = timedelta(seconds=2)) -> None:
-        self._worker = worker
-        self._interval = _seconds(interval)
-        self.samples: list[Memory] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> PeakSampler:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            self.samples.append(self._worker.memory())
-            await asyncio.sleep(self._interval)
+@contextlib.asynccontextmanager
+async def memory_samples(
+    worker: WorkerTree, interval: timedelta = timedelta(seconds=2)
+) -> AsyncIterator[list[Memory]]:
+    """The worker tree's memory, sampled every ``interval`` while the block runs."""
+    samples: list[Memory] = []
+    async with every(interval, lambda: samples.append(worker.memory())):
+        yield samples
 
 
 # ----- the benchmark ---------------------------------------------------------------------
@@ -626,10 +513,10 @@ async def _run_all(
             log_path = Path(log_dir) / "worker.log"
         async with (
             system_settings(config, site) as settings,
-            run_worker(settings, log_path, threads=config.worker_threads) as worker,
+            bench_worker(settings, log_path, threads=config.worker_threads) as worker,
             SessionsClient.open(settings) as client,
         ):
-            keeper.keep(worker.process.pid)
+            keeper.keep(worker.worker.process.pid)
             created = await client.import_session(
                 owner_id=USER,
                 label="bench fixture",
@@ -639,11 +526,14 @@ async def _run_all(
                 login_url_pattern=site.url("/login") + "**",
             )
             session_id = str(created["session_id"])
+            bench_task = (await client.add_task(f"bench-{secrets.token_hex(6)}", owner_id=USER))[
+                "task_id"
+            ]
 
             async def system(_i: int) -> Sample:
                 started = time.monotonic()
                 job_id = await client.enqueue_browse(
-                    task_id=f"bench-{secrets.token_hex(6)}",
+                    task_id=bench_task,
                     owner_id=USER,
                     session_id=session_id,
                     url=url,
@@ -686,7 +576,7 @@ async def _run_all(
             if config.memory_jobs:
                 memory["timed"] = await settled_memory(worker, config.memory_settle)
                 done, chunks = 0, []
-                async with PeakSampler(worker=worker) as sampler:
+                async with memory_samples(worker) as samples:
                     for count in _split(config.memory_jobs, config.memory_checkpoints):
                         chunks.append(await run("memory", count, system))
                         done += count
@@ -695,7 +585,7 @@ async def _run_all(
                             (config.jobs + done, await settled_memory(worker, config.memory_settle))
                         )
                 paths["memory"] = merge("memory", chunks)
-                peak = max(sampler.samples, key=lambda m: m.rss_kb, default=None)
+                peak = max(samples, key=lambda m: m.rss_kb, default=None)
             memory["end"] = (
                 trend[-1][1] if trend else await settled_memory(worker, config.memory_settle)
             )

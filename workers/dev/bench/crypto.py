@@ -107,7 +107,11 @@ def bench(target: int, repeats: int) -> dict[str, Any]:
     state = make_state(target)
     serialised = len(canonical_state(state, max_state_bytes=1 << 40))
     key = os.urandom(32)
-    args: dict[str, Any] = {"owner_id": "bench-user", "session_id": "bench-session"}
+    args: dict[str, Any] = {
+        "owner_id": "bench-user",
+        "session_id": "bench-session",
+        "row_version": 1,
+    }
     enc = encrypt_state(state, user_key=key, key_version=1, max_state_bytes=1 << 40, **args)
     assert decrypt_state(enc, user_key=key, **args) == state
     return {

@@ -45,10 +45,10 @@ from workers.dev.bench.browse import (
     log_in,
     merge,
     run_path,
-    run_worker,
     system_settings,
 )
 from workers.dev.fixture_site import FixtureSite
+from workers.dev.processes import run_worker
 
 MODES = ("off", "unchanged", "rotating")
 
@@ -61,34 +61,35 @@ async def _system(
     url = site.url(PAGE)
     async with system_settings(config, site) as base:
         settings = dataclasses.replace(base, write_back=mode != "off", probe_scheduler=False)
-        async with (
-            run_worker(settings, log_dir / f"{mode}.log", threads=config.worker_threads),
-            SessionsClient.open(settings) as client,
-        ):
-            created = await client.import_session(
-                owner_id=USER,
-                label="bench fixture",
-                start_url=url,
-                state=json.dumps(state).encode(),
-                logged_in_selector=LOGGED_IN_SELECTOR,
-                login_url_pattern=site.url("/login") + "**",
-            )
-            session_id = str(created["session_id"])
-
-            async def job(_i: int) -> Sample:
-                started = time.monotonic()
-                result = await client.browse(
-                    task_id=f"bench-{secrets.token_hex(6)}",
+        queues = ["browse", "expiry"]
+        with run_worker(settings, queues, log_dir / f"{mode}.log", threads=config.worker_threads):
+            async with SessionsClient.open(settings) as client:
+                created = await client.import_session(
                     owner_id=USER,
-                    session_id=session_id,
-                    url=url,
-                    timeout=config.job_timeout,
+                    label="bench fixture",
+                    start_url=url,
+                    state=json.dumps(state).encode(),
+                    logged_in_selector=LOGGED_IN_SELECTOR,
+                    login_url_pattern=site.url("/login") + "**",
                 )
-                if not result.ok:
-                    raise BenchError(f"{mode} job failed: {result.error_code}")
-                return Sample(time.monotonic() - started, check_text(result.text or "", mode))
+                session_id = str(created["session_id"])
 
-            yield job
+                async def job(_i: int) -> Sample:
+                    started = time.monotonic()
+                    task_id = f"bench-{secrets.token_hex(6)}"
+                    await client.add_task(task_id, owner_id=USER)
+                    result = await client.browse(
+                        task_id=task_id,
+                        owner_id=USER,
+                        session_id=session_id,
+                        url=url,
+                        timeout=config.job_timeout,
+                    )
+                    if not result.ok:
+                        raise BenchError(f"{mode} job failed: {result.error_code}")
+                    return Sample(time.monotonic() - started, check_text(result.text or "", mode))
+
+                yield job
 
 
 async def run_writeback_bench(config: BenchConfig) -> dict[str, Any]:

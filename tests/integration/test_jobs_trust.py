@@ -1,0 +1,113 @@
+"""Job messages are not trusted blindly: an expiry job naming a task that is missing or
+owned by someone else than the session's owner changes nothing (real Postgres, the real
+expiry service as the worker runs it)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from schema.audit import AuditLog
+from schema.jobs import ExpireJob
+from workers.crypto.keys import LocalFileKeyProvider
+from workers.jobs.expiry import ExpiryService
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def expiry(database_url: str, key_dir: Path) -> AsyncIterator[ExpiryService]:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    provider = LocalFileKeyProvider(key_dir=key_dir)
+    yield ExpiryService(db=pool, audit=AuditLog(signer=provider.audit_signer()))
+    await pool.close()
+
+
+async def active_session(db: Any, owner: str) -> str:
+    session_id = f"s-{secrets.token_hex(6)}"
+    await db.execute(
+        """INSERT INTO browser_sessions (id, owner_id, label, start_url, site, status,
+                                         version, enc_nonce, enc_ciphertext)
+           VALUES ($1, $2, 'Victim site', 'https://v.example/app', 'v.example',
+                   'active', 1, '\\x00', '\\x00')""",
+        session_id,
+        owner,
+    )
+    return session_id
+
+
+async def test_expiry_needs_a_task_of_the_sessions_owner(db: Any, expiry: ExpiryService) -> None:
+    victim = f"victim-{secrets.token_hex(3)}"
+    session_id = await active_session(db, victim)
+    mallory_task, no_task = f"t-{secrets.token_hex(5)}", f"t-{secrets.token_hex(5)}"
+    await db.execute("INSERT INTO tasks (id, owner_id) VALUES ($1, 'mallory')", mallory_task)
+
+    for task_id in (mallory_task, no_task):
+        job = ExpireJob(session_id=session_id, task_id=task_id, job_id=f"j-{task_id}")
+        assert await expiry.run(job) is False
+    assert await db.fetchval("SELECT status FROM browser_sessions WHERE id = $1", session_id) == (
+        "active"
+    )
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM task_comments WHERE task_id = ANY($1::text[])",
+            [mallory_task, no_task],
+        )
+        == 0
+    )
+    assert await db.fetchval("SELECT status FROM tasks WHERE id = $1", mallory_task) == "pending"
+    assert await db.fetchval("SELECT count(*) FROM tasks WHERE id = $1", no_task) == 0
+    rows = await db.fetch(
+        "SELECT action, result, detail FROM audit_log WHERE session_id = $1 ORDER BY id",
+        session_id,
+    )
+    assert [tuple(r) for r in rows] == [
+        ("expire", "denied", "NOT_OWNER"),
+        ("expire", "denied", "TASK_NOT_FOUND"),
+    ]
+
+    # The owner's own task: expired once, one comment.
+    own = f"t-{secrets.token_hex(5)}"
+    await db.execute("INSERT INTO tasks (id, owner_id) VALUES ($1, $2)", own, victim)
+    assert await expiry.run(ExpireJob(session_id=session_id, task_id=own, job_id="j-own"))
+    assert await db.fetchval("SELECT status FROM browser_sessions WHERE id = $1", session_id) == (
+        "expired"
+    )
+
+
+async def test_import_job_must_match_the_import_its_producer_started(
+    db: Any, database_url: str, key_dir: Path
+) -> None:
+    from schema.enums import CaptureState
+    from schema.jobs import ImportJob
+    from workers.jobs.imports import ImportService
+
+    victim = f"victim-{secrets.token_hex(3)}"
+    session_id = await active_session(db, victim)
+    capture_id = f"cap-{secrets.token_hex(5)}"
+    await db.execute(
+        "INSERT INTO captures (id, session_id, owner_id, kind) VALUES ($1, $2, $3, 'import')",
+        capture_id,
+        session_id,
+        victim,
+    )
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        service = ImportService(
+            db=pool,
+            pool=None,  # type: ignore[arg-type]  # never reached
+            store=None,  # type: ignore[arg-type]
+            provider=LocalFileKeyProvider(key_dir=key_dir),
+        )
+        forged = ImportJob(
+            capture_id=capture_id, session_id=session_id, owner_id="mallory", sealed_state="x"
+        )
+        assert await service.run(forged) is CaptureState.QUEUED
+    finally:
+        await pool.close()
+    assert await db.fetchval("SELECT state FROM captures WHERE id = $1", capture_id) == "queued"
