@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import secrets
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +28,21 @@ from workers.dev.processes import WorkerProcess
 pytestmark = pytest.mark.integration
 
 RESULT = timedelta(seconds=60)
+
+
+@pytest.fixture
+def fresh_user(site: FixtureSite) -> str:
+    user = f"alive-{secrets.token_hex(3)}"
+    site.add_user(user, PASSWORD)
+    return user
+
+
+@pytest.fixture(autouse=True)
+def reset_site(site: FixtureSite) -> Iterator[None]:
+    yield
+    site.set_switches(
+        rotate_cookie=False, rotate_local_storage=False, reuse_detection=False, idle_timeout_s=0.0
+    )
 
 
 async def add_session(client: SessionsClient, site: FixtureSite, state: dict[str, Any]) -> str:
