@@ -59,6 +59,7 @@ def reset_switches(site: FixtureSite) -> None:
         rotate_local_storage=False,
         reuse_detection=False,
         idle_timeout_s=0.0,
+        forget_on_login_page=False,
     )
 
 

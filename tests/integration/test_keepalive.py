@@ -41,7 +41,11 @@ def fresh_user(site: FixtureSite) -> str:
 def reset_site(site: FixtureSite) -> Iterator[None]:
     yield
     site.set_switches(
-        rotate_cookie=False, rotate_local_storage=False, reuse_detection=False, idle_timeout_s=0.0
+        rotate_cookie=False,
+        rotate_local_storage=False,
+        reuse_detection=False,
+        idle_timeout_s=0.0,
+        forget_on_login_page=False,
     )
 
 
@@ -226,7 +230,8 @@ async def test_a_logged_out_verdict_never_overwrites_the_good_version(
         task_id=None,
         request_id=None,
     )
-    site.revoke(fresh_user)  # the login page it lands on forgets the localStorage token
+    site.set_switches(forget_on_login_page=True)  # a write-back now would see a change
+    site.revoke(fresh_user)
     first = await new_task(client, fresh_user)
     result = await client.browse(
         task_id=first,

@@ -52,6 +52,7 @@ _BOOL_SWITCHES = (
     "rotate_cookie",
     "rotate_local_storage",
     "reuse_detection",
+    "forget_on_login_page",
 )
 
 NEED_SESSION_STORAGE = "session_storage"
@@ -68,6 +69,7 @@ class Switches:
     rotate_local_storage: bool = False  # /api/me hands out a new localStorage token, old dies
     reuse_detection: bool = False  # a rotated-away cookie or token ends its whole family
     idle_timeout_s: float = 0.0  # > 0: a session unused this long is logged out
+    forget_on_login_page: bool = False  # the login page removes the localStorage token
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ class FixtureSite:
         rotate_local_storage: bool | None = None,
         reuse_detection: bool | None = None,
         idle_timeout_s: float | None = None,
+        forget_on_login_page: bool | None = None,
     ) -> Switches:
         """Change the given switches (``None`` leaves one as it is); returns the new set."""
         changes: dict[str, Any] = {
@@ -184,6 +187,7 @@ class FixtureSite:
             "rotate_local_storage": rotate_local_storage,
             "reuse_detection": reuse_detection,
             "idle_timeout_s": idle_timeout_s,
+            "forget_on_login_page": forget_on_login_page,
         }
         self._switches = replace(
             self._switches, **{k: v for k, v in changes.items() if v is not None}
@@ -325,8 +329,9 @@ class FixtureSite:
         return _page("Fixture site", f"<h1>Fixture site</h1><ul>{links}</ul>")
 
     async def _login_form(self, request: web.Request) -> web.Response:
-        # Like many sites, the login page forgets the client-side tokens of a dead session.
-        body = _login_body(_safe_next(request.query.get("next", ""))) + _FORGET_TOKENS
+        body = _login_body(_safe_next(request.query.get("next", "")))
+        if self._switches.forget_on_login_page:  # as many sites do with a dead session's token
+            body += _FORGET_TOKENS
         return _page("Log in", body)
 
     async def _login_submit(self, request: web.Request) -> web.Response:
