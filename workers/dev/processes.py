@@ -56,7 +56,12 @@ def chromium_pids(root: int) -> list[int]:
     for pid in process_tree(root)[1:]:
         with contextlib.suppress(OSError):
             args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
-            if args and b"chrom" in args[0] and not any(a.startswith(b"--type=") for a in args):
+            if (
+                args
+                and b"chrom" in args[0]
+                and not args[0].endswith(b"crashpad_handler")  # reparented to a subreaper
+                and not any(a.startswith(b"--type=") for a in args)
+            ):
                 pids.append(pid)
     return pids
 
