@@ -16,6 +16,7 @@ import asyncpg
 
 from producers.enqueue import Enqueuer
 from producers.validation import (
+    optional_login_glob,
     optional_text,
     require_http_url,
     require_id,
@@ -23,7 +24,7 @@ from producers.validation import (
     site_of,
 )
 from producers.waiter import ResultWaiter
-from schema import queries
+from schema import liveview, queries, versions
 from schema.audit import AuditLog
 from schema.db import create_pool
 from schema.enums import AuditAction, AuditResult, CaptureSignal, CaptureState, SessionStatus
@@ -33,8 +34,9 @@ from schema.errors import (
     InvalidInput,
     NotOwner,
     SessionRevoked,
+    VersionNotFound,
 )
-from schema.jobs import BrowseJob, BrowseOptions, CaptureJob, ImportJob
+from schema.jobs import BrowseJob, BrowseOptions, CaptureJob, ImportJob, RollbackJob
 from schema.outages import service_errors
 from schema.results import BrowseResult
 from schema.sealing import current_seal_key, seal_aad, seal_text
@@ -55,6 +57,7 @@ class SessionsClient:
         self._enqueuer = enqueuer
         self._audit = audit
         self._waiter = ResultWaiter(database_url=settings.database_url, db=db)
+        self._ticket_key: bytes | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -158,7 +161,79 @@ class SessionsClient:
         return capture
 
     async def list_sessions(self, owner_id: str) -> list[queries.SessionInfo]:
-        return await queries.list_sessions(self.db, require_id("owner", owner_id))
+        return await queries.list_sessions(
+            self.db, require_id("owner", owner_id), expiring_soon=self.settings.expiring_soon
+        )
+
+    # -- versions, lease mode, notifications ---------------------------------------------
+
+    async def versions(self, session_id: str, *, actor_id: str) -> dict[str, Any]:
+        """The kept versions (when, from which job or capture, admitted by which verdict);
+        the owner or an admin (``Settings.admins``)."""
+        session, _ = await self._owned(session_id, actor_id, AuditAction.USE)
+        kept = await versions.list_versions(self.db, session.id, session.version)
+        return {
+            "session_id": session.id,
+            "current_version": session.version,
+            "versions": [v.to_dict() for v in kept],
+        }
+
+    async def rollback(
+        self,
+        session_id: str,
+        *,
+        to: int,
+        actor_id: str,
+        timeout: timedelta = timedelta(seconds=60),
+    ) -> dict[str, Any]:
+        """Make kept version ``to`` current again, as a new version; owner or admin.
+
+        A worker re-encrypts it (a saved state is bound to its row version, so a ciphertext
+        is never copied back); this waits for that."""
+        session, by = await self._owned(session_id, actor_id, AuditAction.ROLLBACK)
+        if session.status is SessionStatus.REVOKED:
+            raise SessionRevoked("a revoked session keeps no versions")
+        if not await versions.is_kept(self.db, session.id, to):
+            raise VersionNotFound(f"version {to} of this session is not kept")
+        job = RollbackJob(
+            session_id=session.id,
+            owner_id=session.owner_id,
+            actor_id=actor_id,
+            version=to,
+            request_id=queries.new_id("rbk"),
+        )
+        await self._write_audit(
+            self.db,
+            actor_id,
+            AuditAction.ROLLBACK,
+            AuditResult.OK,
+            session.id,
+            f"version {to} requested {by} ({job.request_id})",
+        )
+        await self._enqueuer.send_async(job.kind, job.to_message())
+        new = await versions.wait_rollback(self.db, job.request_id, timeout=timeout)
+        return {"session_id": session.id, "version": new, "restored_from": to}
+
+    async def set_lease_mode(self, session_id: str, *, mode: str, actor_id: str) -> dict[str, Any]:
+        """``auto`` (one job at a time once the site is seen rotating tokens), ``exclusive``
+        or ``parallel``; owner or admin."""
+        session, by = await self._owned(session_id, actor_id, AuditAction.LEASE_MODE)
+        async with self.db.acquire() as conn, conn.transaction():
+            await versions.set_lease_mode(conn, session.id, mode)
+            await self._write_audit(
+                conn, actor_id, AuditAction.LEASE_MODE, AuditResult.OK, session.id, f"{mode} {by}"
+            )
+        return {"session_id": session.id, "lease_mode": mode}
+
+    async def notifications(self, user_id: str, *, pending_only: bool = True) -> list[Any]:
+        """The user's outbox rows (``expired`` / ``expiring_soon``), oldest first."""
+        return await versions.notifications(
+            self.db, require_id("user", user_id), pending_only=pending_only
+        )
+
+    async def mark_delivered(self, user_id: str, ids: Sequence[int]) -> list[int]:
+        """Mark the user's notifications delivered; returns the ids that changed."""
+        return await versions.mark_delivered(self.db, require_id("user", user_id), list(ids))
 
     async def get_session(
         self, session_id: str, *, actor_id: str, admin: bool = False
@@ -210,13 +285,13 @@ class SessionsClient:
 
     # -- captures ---------------------------------------------------------------------
 
-    async def capture_status(
-        self, capture_id: str, *, actor_id: str | None = None
-    ) -> queries.CaptureInfo:
-        capture = await queries.get_capture(self.db, require_id("capture", capture_id))
-        if actor_id is not None and capture.owner_id != actor_id:
-            raise NotOwner("this capture belongs to another user")
-        return capture
+    async def capture_status(self, capture_id: str, *, actor_id: str) -> queries.CaptureInfo:
+        """The capture's state; while it is open, with a fresh live-view URL for its owner.
+
+        Anyone else gets `NotOwner` (audited): the live view lets its holder drive a login.
+        """
+        capture = await self._owned_capture(capture_id, actor_id, "status", AuditAction.USE)
+        return await liveview.mint_ticket(self.db, self._liveview_key(), capture)
 
     async def save_capture(self, capture_id: str, *, actor_id: str) -> queries.CaptureInfo:
         return await self._signal(capture_id, actor_id, CaptureSignal.SAVE)
@@ -320,7 +395,7 @@ class SessionsClient:
         start_url = require_http_url("start_url", start_url)
         origins = [require_http_url("extra origin", o) for o in extra_origins]
         selector = optional_text("logged_in_selector", logged_in_selector)
-        pattern = optional_text("login_url_pattern", login_url_pattern)
+        pattern = optional_login_glob(login_url_pattern)
         if not selector and not pattern:
             raise InvalidInput(
                 "give a logged_in_selector or a login_url_pattern so expiry can be detected"
@@ -364,18 +439,28 @@ class SessionsClient:
         )
         return capture_id
 
+    def _liveview_key(self) -> bytes:
+        if self._ticket_key is None:
+            # The workers' copy: a key of the producers' own would mint tickets that open nothing.
+            self._ticket_key = liveview.load_liveview_key(self.settings.key_dir, create=False)
+        return self._ticket_key
+
+    async def _owned_capture(
+        self, capture_id: str, actor_id: str, what: str, action: AuditAction
+    ) -> queries.CaptureInfo:
+        actor_id = require_id("actor", actor_id)
+        capture = await queries.get_capture(self.db, require_id("capture", capture_id))
+        if capture.owner_id != actor_id:
+            await self._deny(actor_id, action, capture.session_id, f"capture {what} by non-owner")
+            raise NotOwner("this capture belongs to another user")
+        return capture
+
     async def _signal(
         self, capture_id: str, actor_id: str, signal: CaptureSignal
     ) -> queries.CaptureInfo:
-        capture = await self.capture_status(capture_id)
-        if capture.owner_id != actor_id:
-            await self._deny(
-                actor_id,
-                AuditAction.CAPTURE_CANCEL,
-                capture.session_id,
-                f"{signal.value} by non-owner",
-            )
-            raise NotOwner("this capture belongs to another user")
+        capture = await self._owned_capture(
+            capture_id, actor_id, signal.value, AuditAction.CAPTURE_CANCEL
+        )
         if capture.state.is_final:
             raise CaptureClosed(f"the capture is already {capture.state.value}")
         await self.db.execute(
@@ -385,7 +470,7 @@ class SessionsClient:
             signal.value,
         )
         await self.db.execute("SELECT pg_notify($1, $2)", CAPTURE_CHANNEL, capture.id)
-        return await self.capture_status(capture.id)
+        return await self.capture_status(capture.id, actor_id=actor_id)
 
     def is_admin(self, actor_id: str) -> bool:
         """Whether ``actor_id`` is a configured admin (``BROWSER_SESSIONS_ADMINS``)."""

@@ -136,7 +136,7 @@ async def test_client_maps_a_database_outage_to_service_unavailable(
         with pytest.raises(ServiceUnavailable):
             await client.list_sessions("someone")
         with pytest.raises(ServiceUnavailable):
-            await client.capture_status("cap_missing")
+            await client.capture_status("cap_missing", actor_id="someone")
 
 
 def _supervise(tmp_path: Path, child: str, **policy: float) -> subprocess.CompletedProcess[str]:

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 from playwright.async_api import Browser, Playwright, async_playwright
 
+from schema import liveview
 from schema.audit import AuditLog
 from schema.db import create_pool
 from schema.errors import ServiceUnavailable
@@ -23,7 +27,7 @@ from schema.logs import get_logger
 from schema.outages import is_outage
 from schema.sealing import publish_seal_key
 from schema.settings import Settings
-from workers.browser.chromium import HEADLESS_ARGS, find_chromium
+from workers.browser.chromium import browser_launch_options, find_chromium
 from workers.browser.liveview import LiveViewServer
 from workers.browser.pool import BrowserPool
 from workers.crypto.keys import LocalFileKeyProvider
@@ -53,12 +57,19 @@ class Resources:
     pool: BrowserPool | None = None
     liveview: LiveViewServer | None = None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    _background: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    async def stop_background(self) -> None:
+        """Stop the background loop (the probe scheduler) ahead of the rest."""
+        await self._background.aclose()
 
     def launch_options(self) -> dict[str, Any]:
-        """Chromium launch arguments with every request forced through the guard proxy."""
-        options = chromium_launch_options(self.proxy)
-        args = [*HEADLESS_ARGS, *options.pop("args", [])]
-        return {"executable_path": self.chromium_path, "args": args, **options}
+        """Chromium launch arguments: sandboxed, a minimal environment, every request forced
+        through the guard proxy."""
+        options = browser_launch_options(self.chromium_path, user=self.settings.chromium_user)
+        proxied = chromium_launch_options(self.proxy)
+        options["args"] += proxied.pop("args", [])
+        return {**options, **proxied}
 
     async def launch_browser(self) -> Browser:
         """A dedicated browser (for a capture), behind the guard proxy like the pool's."""
@@ -72,7 +83,12 @@ class Resources:
         await self._stack.aclose()
 
 
-async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> Resources:
+Background = Callable[["Resources"], contextlib.AbstractAsyncContextManager[Any]]
+
+
+async def open_resources(
+    settings: Settings, *, browse: bool, capture: bool, background: Background | None = None
+) -> Resources:
     stack = contextlib.AsyncExitStack()
     try:
         db = await create_pool(settings.database_url, min_size=1, max_size=8)
@@ -82,6 +98,7 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
         audit = AuditLog.from_settings(
             settings, side="workers", signer=provider.audit_signer(), events=events
         )
+        liveview_key = liveview.load_liveview_key(settings.key_dir)  # every worker: one key set
         async with db.acquire() as conn:
             await publish_seal_key(conn, provider)
         guard = UrlGuard(allow_private_hosts=settings.allow_private_hosts, events=events)
@@ -98,6 +115,8 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
                 audit=audit,
                 max_state_bytes=settings.max_state_bytes,
                 events=events,
+                keep_versions=settings.keep_versions,
+                probe_interval=settings.probe_interval,
             ),
             guard=guard,
             playwright=playwright,
@@ -132,15 +151,31 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
                     host=settings.liveview_host,
                     port=settings.liveview_port,
                     public_base_url=settings.liveview_public_url or None,
+                    ticket_check=functools.partial(liveview.ticket_valid, db, liveview_key),
+                    frame_ancestors=liveview_frame_ancestors(settings),
+                    peers=settings.liveview_peers,
                 )
             )
         await stack.enter_async_context(
             metrics.sampling_gauges(pool=resources.pool, liveview=resources.liveview)
         )
+        if browse and background is not None:
+            stack.push_async_callback(resources.stop_background)
+            await resources._background.enter_async_context(background(resources))
         return resources
     except BaseException:
         await stack.aclose()
         raise
+
+
+def liveview_frame_ancestors(settings: Settings) -> str:
+    """Who may frame the live view: the orchestrator (``FRAME_ANCESTORS``) and the settings
+    page that embeds it (``API_PUBLIC_URL``'s origin); every ancestor must be listed."""
+    sources = settings.frame_ancestors.split()
+    if settings.api_public_url:
+        parts = urlsplit(settings.api_public_url)
+        sources.append(f"{parts.scheme}://{parts.netloc}")
+    return " ".join(dict.fromkeys(sources))
 
 
 class WorkerResources(Middleware):
@@ -156,9 +191,11 @@ class WorkerResources(Middleware):
     calls ``after_*`` hooks in reverse order, so its shutdown then runs before the loop stops.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, background: Background | None = None) -> None:
         self.settings = settings
         self.resources: Resources | None = None
+        # Runs for the life of a browse worker's resources (the probe scheduler).
+        self.background = background
 
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
         """Open resources for the queues this worker consumes, before its consumers start."""
@@ -176,6 +213,13 @@ class WorkerResources(Middleware):
             os._exit(3)
         log.info("worker_ready", pid=os.getpid(), browse_pool=browse, capture=capture)
 
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        """Stop enqueuing (the probe scheduler) before consumers and workers stop."""
+        thread = get_event_loop_thread()
+        if self.resources is not None and thread is not None:
+            with contextlib.suppress(Exception):
+                thread.run_coroutine(asyncio.wait_for(self.resources.stop_background(), 10))
+
     async def _open(self, *, browse: bool, capture: bool) -> Resources:
         """Open, retrying an outage with a backoff within the budget."""
         loop = asyncio.get_running_loop()
@@ -183,7 +227,9 @@ class WorkerResources(Middleware):
         delay = 1.0
         while True:
             try:
-                return await open_resources(self.settings, browse=browse, capture=capture)
+                return await open_resources(
+                    self.settings, browse=browse, capture=capture, background=self.background
+                )
             except Exception as exc:
                 if not is_outage(exc) or loop.time() + delay > deadline:
                     raise
