@@ -42,13 +42,12 @@ def rig(
     chromium_path: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[faults.Rig]:
-    # Queues of its own: the session's browse worker (another site's allow list) must not
-    # take these jobs.
+    """Queues of their own: the session's shared workers must not take these jobs."""
     settings = dataclasses.replace(
         base_settings,
         chromium_path=chromium_path,
         allow_private_hosts=frozenset({f"127.0.0.1:{threaded_site.port}"}),
-        queue_prefix=f"{base_settings.queue_prefix}faults.",
+        queue_prefix=base_settings.queue_prefix + "faults.",
     )
     with scratch_queues(settings.amqp_url, settings.queue_prefix):
         yield faults.Rig(
@@ -116,16 +115,17 @@ async def test_enqueue_with_the_broker_down_is_service_unavailable(
     dead = dataclasses.replace(
         base_settings,
         amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
-        enqueue_retry=timedelta(seconds=1.5),
+        enqueue_retry=timedelta(seconds=3),
     )
     enqueuer = Enqueuer(settings=dead)
     started = time.monotonic()
     try:
-        with pytest.raises(ServiceUnavailable, match=r"after [2-9] attempts"):
+        with pytest.raises(ServiceUnavailable, match=r"after ([2-9]|\d\d) attempts"):
             enqueuer.send("expire", {"kind": "expire"})
     finally:
         enqueuer.close()
-    assert 1.0 < time.monotonic() - started < 5  # retried for the budget, then gave up
+    # Retried with a backoff until the next wait would pass the budget, then gave up.
+    assert 1.0 < time.monotonic() - started < 15
 
 
 async def test_client_maps_a_database_outage_to_service_unavailable(
