@@ -21,7 +21,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def pool(chromium_path: str) -> AsyncIterator[BrowserPool]:
+def others() -> set[int]:
+    """Browsers already running below this process (other tests' fixtures): left alone."""
+    return set(_browser_pids())
+
+
+@pytest.fixture
+async def pool(chromium_path: str, others: set[int]) -> AsyncIterator[BrowserPool]:
     options = browser_launch_options(chromium_path)
     async with (
         async_playwright() as playwright,
@@ -46,13 +52,17 @@ def _browser_pids() -> list[int]:
                 cmd = f.read().split(b"\0")
         except OSError:
             continue
-        if b"chrom" in cmd[0] and not any(a.startswith(b"--type=") for a in cmd):
+        if (
+            b"chrom" in cmd[0]
+            and not cmd[0].endswith(b"crashpad_handler")
+            and not any(a.startswith(b"--type=") for a in cmd)
+        ):
             found.append(pid)
     return found
 
 
 async def test_a_job_waiting_on_a_killed_browser_ends_with_browser_crashed(
-    pool: BrowserPool,
+    pool: BrowserPool, others: set[int]
 ) -> None:
     entered = asyncio.Event()
 
@@ -63,7 +73,7 @@ async def test_a_job_waiting_on_a_killed_browser_ends_with_browser_crashed(
 
     running = asyncio.create_task(job())
     await asyncio.wait_for(entered.wait(), 30)
-    victims = _browser_pids()
+    victims = set(_browser_pids()) - others  # the pool's own, not other tests' browsers
     assert victims
     started = time.monotonic()
     for pid in victims:
