@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export BROWSER_SESSIONS_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/browser_sessions
 export BROWSER_SESSIONS_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2F
 
-.PHONY: help venv chromium services promtool db test lint demo bench bench-crypto bench-liveview faults clean
+.PHONY: help venv chromium services promtool db test lint demo bench bench-crypto bench-liveview faults bench-writeback clean
 
 help:
 	@echo "make demo   - set everything up and run the end-to-end demo"
@@ -61,6 +61,9 @@ faults: venv chromium services
 
 bench-crypto: venv
 	$(BIN)/python -m workers.dev.bench.crypto
+
+bench-writeback: venv chromium db
+	$(BIN)/python -m workers.dev.bench.writeback
 
 bench-liveview: venv chromium
 	$(BIN)/python -m workers.dev.bench.liveview

@@ -24,7 +24,7 @@ from producers.validation import (
     site_of,
 )
 from producers.waiter import ResultWaiter
-from schema import liveview, queries
+from schema import liveview, queries, versions
 from schema.audit import AuditLog
 from schema.db import create_pool
 from schema.enums import AuditAction, AuditResult, CaptureSignal, CaptureState, SessionStatus
@@ -34,8 +34,9 @@ from schema.errors import (
     InvalidInput,
     NotOwner,
     SessionRevoked,
+    VersionNotFound,
 )
-from schema.jobs import BrowseJob, BrowseOptions, CaptureJob, ImportJob
+from schema.jobs import BrowseJob, BrowseOptions, CaptureJob, ImportJob, RollbackJob
 from schema.outages import service_errors
 from schema.results import BrowseResult
 from schema.sealing import current_seal_key, seal_aad, seal_text
@@ -160,7 +161,79 @@ class SessionsClient:
         return capture
 
     async def list_sessions(self, owner_id: str) -> list[queries.SessionInfo]:
-        return await queries.list_sessions(self.db, require_id("owner", owner_id))
+        return await queries.list_sessions(
+            self.db, require_id("owner", owner_id), expiring_soon=self.settings.expiring_soon
+        )
+
+    # -- versions, lease mode, notifications ---------------------------------------------
+
+    async def versions(self, session_id: str, *, actor_id: str) -> dict[str, Any]:
+        """The kept versions (when, from which job or capture, admitted by which verdict);
+        the owner or an admin (``Settings.admins``)."""
+        session, _ = await self._owned(session_id, actor_id, AuditAction.USE)
+        kept = await versions.list_versions(self.db, session.id, session.version)
+        return {
+            "session_id": session.id,
+            "current_version": session.version,
+            "versions": [v.to_dict() for v in kept],
+        }
+
+    async def rollback(
+        self,
+        session_id: str,
+        *,
+        to: int,
+        actor_id: str,
+        timeout: timedelta = timedelta(seconds=60),
+    ) -> dict[str, Any]:
+        """Make kept version ``to`` current again, as a new version; owner or admin.
+
+        A worker re-encrypts it (a saved state is bound to its row version, so a ciphertext
+        is never copied back); this waits for that."""
+        session, by = await self._owned(session_id, actor_id, AuditAction.ROLLBACK)
+        if session.status is SessionStatus.REVOKED:
+            raise SessionRevoked("a revoked session keeps no versions")
+        if not await versions.is_kept(self.db, session.id, to):
+            raise VersionNotFound(f"version {to} of this session is not kept")
+        job = RollbackJob(
+            session_id=session.id,
+            owner_id=session.owner_id,
+            actor_id=actor_id,
+            version=to,
+            request_id=queries.new_id("rbk"),
+        )
+        await self._write_audit(
+            self.db,
+            actor_id,
+            AuditAction.ROLLBACK,
+            AuditResult.OK,
+            session.id,
+            f"version {to} requested {by} ({job.request_id})",
+        )
+        await self._enqueuer.send_async(job.kind, job.to_message())
+        new = await versions.wait_rollback(self.db, job.request_id, timeout=timeout)
+        return {"session_id": session.id, "version": new, "restored_from": to}
+
+    async def set_lease_mode(self, session_id: str, *, mode: str, actor_id: str) -> dict[str, Any]:
+        """``auto`` (one job at a time once the site is seen rotating tokens), ``exclusive``
+        or ``parallel``; owner or admin."""
+        session, by = await self._owned(session_id, actor_id, AuditAction.LEASE_MODE)
+        async with self.db.acquire() as conn, conn.transaction():
+            await versions.set_lease_mode(conn, session.id, mode)
+            await self._write_audit(
+                conn, actor_id, AuditAction.LEASE_MODE, AuditResult.OK, session.id, f"{mode} {by}"
+            )
+        return {"session_id": session.id, "lease_mode": mode}
+
+    async def notifications(self, user_id: str, *, pending_only: bool = True) -> list[Any]:
+        """The user's outbox rows (``expired`` / ``expiring_soon``), oldest first."""
+        return await versions.notifications(
+            self.db, require_id("user", user_id), pending_only=pending_only
+        )
+
+    async def mark_delivered(self, user_id: str, ids: Sequence[int]) -> list[int]:
+        """Mark the user's notifications delivered; returns the ids that changed."""
+        return await versions.mark_delivered(self.db, require_id("user", user_id), list(ids))
 
     async def get_session(
         self, session_id: str, *, actor_id: str, admin: bool = False

@@ -47,6 +47,17 @@ def add_commands(sub: Any) -> None:
     r = s.add_parser("relogin")
     r.add_argument("session")
     r.add_argument("--actor", required=True)
+    v = s.add_parser("versions", help="the kept versions of a session (never secrets)")
+    v.add_argument("session")
+    v.add_argument("--actor", required=True)
+    rb = s.add_parser("rollback", help="make a kept version current again")
+    rb.add_argument("session")
+    rb.add_argument("--to", type=int, required=True, metavar="VERSION")
+    rb.add_argument("--actor", required=True)
+    lm = s.add_parser("lease-mode", help="one job at a time (exclusive), parallel, or auto")
+    lm.add_argument("session")
+    lm.add_argument("--mode", required=True, choices=("auto", "exclusive", "parallel"))
+    lm.add_argument("--actor", required=True)
     for name in ("revoke", "delete"):
         d = s.add_parser(name)
         d.add_argument("session")
@@ -71,6 +82,16 @@ def add_commands(sub: Any) -> None:
     ta = t.add_parser("add", help="insert a task row (idempotent) when the orchestrator has not")
     ta.add_argument("task")
     ta.add_argument("--owner", required=True)
+
+    n = sub.add_parser("notifications", help="the outbox of news without a task").add_subparsers(
+        dest="action", required=True
+    )
+    nl = n.add_parser("list")
+    nl.add_argument("--user", required=True)
+    nl.add_argument("--all", action="store_true", help="delivered ones too")
+    na = n.add_parser("ack", help="mark notifications delivered")
+    na.add_argument("ids", type=int, nargs="+")
+    na.add_argument("--user", required=True)
 
     b = sub.add_parser("browse", help="enqueue a browse job and wait for its result")
     b.add_argument("url")
@@ -141,9 +162,25 @@ async def _sessions(args: argparse.Namespace, settings: Settings) -> Any:
             return {"sessions": [s.to_dict() for s in await client.list_sessions(args.owner)]}
         if args.action == "relogin":
             return await client.relogin(args.session, actor_id=args.actor)
+        if args.action == "versions":
+            return await client.versions(args.session, actor_id=args.actor)
+        if args.action == "rollback":
+            return await client.rollback(args.session, to=args.to, actor_id=args.actor)
+        if args.action == "lease-mode":
+            return await client.set_lease_mode(args.session, mode=args.mode, actor_id=args.actor)
         if args.action == "revoke":
             return await client.revoke(args.session, actor_id=args.actor, admin=args.admin)
         return await client.delete(args.session, actor_id=args.actor, admin=args.admin)
+
+
+async def _notifications(args: argparse.Namespace, settings: Settings) -> Any:
+    from producers.api import SessionsClient
+
+    async with SessionsClient.open(settings) as client:
+        if args.action == "list":
+            pending = not args.all
+            return {"notifications": await client.notifications(args.user, pending_only=pending)}
+        return {"delivered": await client.mark_delivered(args.user, args.ids)}
 
 
 async def _capture(args: argparse.Namespace, settings: Settings) -> Any:
@@ -219,6 +256,7 @@ HANDLERS: dict[str, Handler] = {
     "capture": _capture,
     "tasks": _tasks,
     "browse": _browse,
+    "notifications": _notifications,
     "audit": _audit,
     "api": _api,
 }

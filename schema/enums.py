@@ -78,3 +78,7 @@ class AuditAction(StrEnum):
     CAPTURE_START = "capture_start"
     CAPTURE_CANCEL = "capture_cancel"
     ROTATE = "rotate"
+    WRITE_BACK = "write_back"
+    ROLLBACK = "rollback"
+    PROBE = "probe"
+    LEASE_MODE = "lease_mode"

@@ -162,3 +162,20 @@ def from_code(code: str, message: str = "") -> BrowserSessionsError:
     if cls is BrowserSessionsError and code != cls.code:
         err.code = code  # type: ignore[misc]
     return err
+
+
+class VersionNotFound(BrowserSessionsError):
+    """A rollback named a version that is not (or no longer) kept."""
+
+    code = "VERSION_NOT_FOUND"
+
+
+class VersionConflict(BrowserSessionsError):
+    """A compare-and-set save found that another job saved a newer version first."""
+
+    code = "VERSION_CONFLICT"
+    retryable = True
+
+
+ALL_ERRORS = (*ALL_ERRORS, VersionNotFound, VersionConflict)
+_BY_CODE.update({cls.code: cls for cls in (VersionNotFound, VersionConflict)})

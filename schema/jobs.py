@@ -107,6 +107,27 @@ class ImportJob(_Payload):
     sealed_state: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class ProbeJob(_Payload):
+    """A health probe of one session, enqueued by the probe scheduler."""
+
+    kind: ClassVar[str] = "probe"
+    session_id: str
+    probe_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RollbackJob(_Payload):
+    """Make a kept version of a session current again (re-encrypted by a worker)."""
+
+    kind: ClassVar[str] = "rollback"
+    session_id: str
+    owner_id: str
+    actor_id: str
+    version: int
+    request_id: str
+
+
 BROWSE_QUEUE = "browse"
 CAPTURE_QUEUE = "capture"
 EXPIRY_QUEUE = "expiry"
@@ -118,4 +139,6 @@ ACTOR_QUEUES: dict[str, str] = {
     ImportJob.kind: BROWSE_QUEUE,
     CaptureJob.kind: CAPTURE_QUEUE,
     ExpireJob.kind: EXPIRY_QUEUE,
+    ProbeJob.kind: BROWSE_QUEUE,  # a probe opens a browser: browse workers run it
+    RollbackJob.kind: EXPIRY_QUEUE,  # keys and Postgres only, no browser
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -16,7 +16,8 @@ from schema.errors import CaptureNotFound, SessionNotFound
 SESSION_COLUMNS = (
     "id, owner_id, label, start_url, site, logged_in_selector, login_url_pattern, "
     "extra_origins, status, version, created_at, updated_at, saved_at, last_used_at, "
-    "expired_at, revoked_at"
+    "expired_at, revoked_at, rotating, lease_mode, expires_at, next_probe_at, last_probe_at, "
+    "last_probe_verdict, probe_failures"
 )
 CAPTURE_COLUMNS = (
     "id, session_id, owner_id, kind, state, signal, reason, error_code, liveview_url, "
@@ -24,6 +25,10 @@ CAPTURE_COLUMNS = (
 )
 
 Executor: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
+#: How long before its auth cookies expire a session shows ``expiring_soon`` (the
+#: ``EXPIRING_SOON`` setting's default).
+EXPIRING_SOON = timedelta(hours=24)
+LEASE_MODES = ("auto", "exclusive", "parallel")
 
 
 def new_id(prefix: str) -> str:
@@ -57,13 +62,36 @@ class SessionInfo:
     last_used_at: datetime | None
     expired_at: datetime | None
     revoked_at: datetime | None
+    rotating: bool | None = None
+    lease_mode: str = "auto"
+    expires_at: datetime | None = None
+    next_probe_at: datetime | None = None
+    last_probe_at: datetime | None = None
+    last_probe_verdict: str | None = None
+    probe_failures: int = 0
+    expiring_soon: bool = False
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record) -> SessionInfo:
+    def from_row(
+        cls, row: asyncpg.Record, *, expiring_soon: timedelta = EXPIRING_SOON
+    ) -> SessionInfo:
         data = dict(row)
         data["status"] = SessionStatus(data["status"])
         data["extra_origins"] = list(data["extra_origins"] or [])
+        data["expiring_soon"] = bool(
+            data["status"] is SessionStatus.ACTIVE
+            and data.get("expires_at") is not None
+            and data["expires_at"] < datetime.now(UTC) + expiring_soon
+        )
         return cls(**data)
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether jobs on this session run one at a time (under a lease): forced by
+        ``lease_mode``, or in ``auto`` while its site rotates tokens or is not yet known."""
+        if self.lease_mode == "auto":
+            return self.rotating is not False
+        return self.lease_mode == "exclusive"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _jsonable(v) for k, v in asdict(self).items()}
@@ -140,12 +168,14 @@ async def get_session(db: Executor, session_id: str) -> SessionInfo:
     return SessionInfo.from_row(row)
 
 
-async def list_sessions(db: Executor, owner_id: str) -> list[SessionInfo]:
+async def list_sessions(
+    db: Executor, owner_id: str, *, expiring_soon: timedelta = EXPIRING_SOON
+) -> list[SessionInfo]:
     rows = await db.fetch(
         f"SELECT {SESSION_COLUMNS} FROM browser_sessions WHERE owner_id = $1 ORDER BY created_at",
         owner_id,
     )
-    return [SessionInfo.from_row(r) for r in rows]
+    return [SessionInfo.from_row(r, expiring_soon=expiring_soon) for r in rows]
 
 
 async def set_session_status(

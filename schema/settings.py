@@ -57,6 +57,13 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     chromium_user: str = "bs-chromium"
     liveview_peers: str = ""
+    keep_versions: int = 5
+    write_back: bool = True
+    lease_ttl: timedelta = timedelta(seconds=90)
+    probe_interval: timedelta = timedelta(hours=6)
+    probe_tick: timedelta = timedelta(seconds=30)
+    probe_scheduler: bool = True
+    expiring_soon: timedelta = timedelta(hours=24)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -104,6 +111,13 @@ class Settings:
             max_message_bytes=r.integer("MAX_MESSAGE_BYTES", cls.max_message_bytes, 1024),
             chromium_user=r.text("CHROMIUM_USER", cls.chromium_user),
             liveview_peers=r.text("LIVEVIEW_PEERS", cls.liveview_peers),
+            keep_versions=r.integer("KEEP_VERSIONS", cls.keep_versions, minimum=1),
+            write_back=r.boolean("WRITE_BACK", cls.write_back),
+            lease_ttl=r.seconds("LEASE_TTL", cls.lease_ttl),
+            probe_interval=r.seconds("PROBE_INTERVAL", cls.probe_interval),
+            probe_tick=r.seconds("PROBE_TICK", cls.probe_tick),
+            probe_scheduler=r.boolean("PROBE_SCHEDULER", cls.probe_scheduler),
+            expiring_soon=r.seconds("EXPIRING_SOON", cls.expiring_soon),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -174,6 +188,17 @@ class _Reader:
         if not number > 0:
             raise self.fail(name, f"must be a positive number of seconds, got {value!r}")
         return timedelta(seconds=number)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise self.fail(name, f"must be true or false, got {value!r}")
 
     def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
         value = self.text(name, default)

@@ -8,6 +8,7 @@ Run with ``browser-sessions worker`` (which runs dramatiq on this module).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import dramatiq
@@ -23,15 +24,22 @@ from schema.jobs import (
     CaptureJob,
     ExpireJob,
     ImportJob,
+    ProbeJob,
+    RollbackJob,
 )
 from schema.logs import configure_logging
 from schema.outages import describe, is_outage
-from schema.results import BrowseResult, store_result
+from schema.results import store_result
 from schema.settings import get_settings
-from workers.jobs.browse import BrowseService
+from workers.jobs.browse import BrowseService, failure_of
 from workers.jobs.capture import CaptureService
 from workers.jobs.expiry import ExpiryService
 from workers.jobs.imports import ImportService
+from workers.jobs.keepalive import WriteBack
+from workers.jobs.leases import Leases
+from workers.jobs.probes import ProbeScheduler, ProbeService
+from workers.jobs.rollback import RollbackService
+from workers.runtime import metrics
 from workers.runtime.broker import build_broker, never_retry, retry_transient
 from workers.runtime.middleware import INTERNAL_ERROR, JobReport, current_job
 from workers.runtime.resources import Resources, WorkerResources
@@ -39,7 +47,23 @@ from workers.runtime.retries import RequeueLater, will_retry
 
 settings = get_settings()
 configure_logging(level=settings.log_level, fmt=settings.log_format)
-resources = WorkerResources(settings)
+ALIVE_EVENTS = metrics.AliveMetrics()
+
+
+def _probe_scheduler(res: Resources) -> contextlib.AbstractAsyncContextManager[Any]:
+    """The probe scheduler, inside every browse worker process (``PROBE_SCHEDULER``)."""
+    if not settings.probe_scheduler:
+        return contextlib.nullcontext()
+    return ProbeScheduler(
+        db=res.db,
+        enqueue=_enqueue_probe,
+        tick=settings.probe_tick,
+        expiring_soon=settings.expiring_soon,
+        on_counts=metrics.set_sessions_by_status,
+    ).running()
+
+
+resources = WorkerResources(settings, background=_probe_scheduler)
 broker = build_broker(settings, resources=resources)
 
 
@@ -77,6 +101,16 @@ async def _enqueue_expiry(job: ExpireJob) -> None:
     await asyncio.to_thread(broker.enqueue, message)
 
 
+async def _enqueue_probe(job: ProbeJob) -> None:
+    message = probe.message(job.to_message())
+    await asyncio.to_thread(broker.enqueue, message)
+
+
+def _keepalive(res: Resources) -> tuple[Leases, WriteBack]:
+    leases = Leases(res.db, ttl=settings.lease_ttl, on_wait=ALIVE_EVENTS.lease_wait)
+    return leases, WriteBack(db=res.db, store=res.store, events=ALIVE_EVENTS)
+
+
 @dramatiq.actor(
     actor_name="browse",
     queue_name=settings.queue(BROWSE_QUEUE),
@@ -98,6 +132,7 @@ async def browse(payload: dict[str, Any]) -> None:
     try:
         res = resources.get()
         assert res.pool is not None, "this worker does not consume the browse queue"
+        leases, write_back = _keepalive(res)
         service = BrowseService(
             db=res.db,
             pool=res.pool,
@@ -105,6 +140,9 @@ async def browse(payload: dict[str, Any]) -> None:
             audit=res.audit,
             guard=res.guard,
             on_expired=_enqueue_expiry,
+            leases=leases,
+            write_back=write_back if settings.write_back else None,
+            lease_wait=settings.lease_ttl,
         )
         report.code = await service.run(job, attempt=report.attempt, retry=retry)
     except Exception as exc:
@@ -128,15 +166,7 @@ async def _store_final_failure(job: BrowseJob, exc: BaseException, *, attempts: 
         code, text = ServiceUnavailable.code, describe(exc)
     else:
         code, text = INTERNAL_ERROR, f"internal error: {type(exc).__name__}"
-    failure = BrowseResult.failure(
-        job_id=job.job_id,
-        task_id=job.task_id,
-        owner_id=job.owner_id,
-        session_id=job.session_id,
-        code=code,
-        message=text,
-        attempts=attempts,
-    )
+    failure = failure_of(job, code, text, attempts=attempts)
     for delay in FINAL_WRITE_BACKOFF_S:
         try:
             await store_result(resources.get().db, failure)
@@ -204,3 +234,48 @@ async def capture(payload: dict[str, Any]) -> None:
     ).run(job)
     report.code = await _capture_code(res.db, job.capture_id, final)
     report.extra["capture_state"] = final.value
+
+
+PROBE_RETRY = retry_transient(3)
+
+
+@dramatiq.actor(
+    actor_name="probe",
+    queue_name=settings.queue(BROWSE_QUEUE),
+    retry_when=PROBE_RETRY,
+    retry_outages=True,
+    time_limit=int(settings.navigation_timeout.total_seconds() * 1000 * 4 + 60_000),
+)
+async def probe(payload: dict[str, Any]) -> None:
+    """Open a session's start URL: keep it alive (write-back) or find it expired."""
+    job = ProbeJob.from_message(payload)
+    report, res = _begin(job_id=job.probe_id, session_id=job.session_id)
+    assert res.pool is not None, "this worker does not consume the browse queue"
+    leases, write_back = _keepalive(res)
+    report.extra["verdict"] = await ProbeService(
+        db=res.db,
+        pool=res.pool,
+        store=res.store,
+        audit=res.audit,
+        leases=leases,
+        write_back=write_back,
+        interval=settings.probe_interval,
+        events=ALIVE_EVENTS,
+        on_expired=res.events.session_expired,
+    ).run(job)
+
+
+ROLLBACK_RETRY = retry_transient(3)
+
+
+@dramatiq.actor(
+    actor_name="rollback",
+    queue_name=settings.queue(EXPIRY_QUEUE),
+    retry_when=ROLLBACK_RETRY,
+    retry_outages=True,
+)
+async def rollback(payload: dict[str, Any]) -> None:
+    """Re-encrypt a kept version of a session as its new current version."""
+    job = RollbackJob.from_message(payload)
+    report, res = _begin(job_id=job.request_id, session_id=job.session_id)
+    report.extra["version"] = await RollbackService(db=res.db, store=res.store).run(job)

@@ -13,7 +13,7 @@ from typing import Any
 
 from producers import cli as producer_cli
 from schema.errors import BrowserSessionsError, ConfigError, InvalidInput
-from schema.jobs import QUEUES
+from schema.jobs import QUEUES, ProbeJob
 from schema.settings import Settings
 
 
@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--actor", default="admin")
     k.add_parser("retire").add_argument("--version", type=int, required=True)
 
+    sub.add_parser(
+        "scheduler",
+        help="run the probe scheduler alone (browse workers also run it unless "
+        "BROWSER_SESSIONS_PROBE_SCHEDULER=false)",
+    )
+
     d = sub.add_parser("demo", help="the end-to-end demo")
     d.add_argument(
         "--serve", action="store_true", help="keep it running afterwards and print the page link"
@@ -79,6 +85,37 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> Any:
     return await shred_user(settings, owner_id=args.user, actor_id=args.actor)
 
 
+async def run_scheduler(settings: Settings) -> None:
+    """The probe scheduler as a process of its own, until SIGTERM or SIGINT. Browse workers
+    run the same loop (``PROBE_SCHEDULER=true``, the default); claims use ``SKIP LOCKED``,
+    so this, or several replicas of it, alongside them is safe."""
+    import signal
+
+    from producers.enqueue import Enqueuer
+    from schema.db import create_pool
+    from workers.jobs.probes import ProbeScheduler
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    db = await create_pool(settings.database_url, min_size=1, max_size=2)
+    enqueuer = Enqueuer(settings=settings)
+
+    async def enqueue(job: ProbeJob) -> None:
+        await enqueuer.send_async(job.kind, job.to_message())
+
+    try:
+        scheduler = ProbeScheduler(
+            db=db, enqueue=enqueue, tick=settings.probe_tick, expiring_soon=settings.expiring_soon
+        )
+        async with scheduler.running():
+            await stop.wait()
+    finally:
+        enqueuer.close()
+        await db.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -95,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_worker(
                 settings, queues=args.queues, processes=args.processes, threads=args.threads
             )
+        if args.command == "scheduler":
+            asyncio.run(run_scheduler(settings))
+            return 0
         if args.command == "demo":  # human progress lines, ending with PASSED or FAILED
             try:
                 from workers.dev.demo import run_demo

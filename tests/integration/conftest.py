@@ -74,6 +74,7 @@ def worker_settings(base_settings: Settings, site: FixtureSite) -> Settings:
         health_port=free_port(),
         browsers=1,
         contexts_per_browser=2,
+        probe_scheduler=False,  # probes run in the tests that start a worker for them
     )
 
 

@@ -49,7 +49,15 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture(autouse=True)
 def reset_switches(site: FixtureSite) -> None:
-    site.set_switches(require_session_storage=False, require_indexeddb=False, rotate_cookie=False)
+    site.set_switches(
+        require_session_storage=False,
+        require_indexeddb=False,
+        rotate_cookie=False,
+        rotate_local_storage=False,
+        reuse_detection=False,
+        idle_timeout_s=0.0,
+        forget_on_login_page=False,
+    )
 
 
 @asynccontextmanager
@@ -240,6 +248,74 @@ async def test_rotating_cookie_changes_every_request_and_kills_the_old_one(
     async with open_context(browser, storage_state=stale_state) as stale:
         page = await stale.new_page()
         await page.goto(site.url("/app"))
+        await expect_login_page(page, site)
+
+
+async def local_token(page: Page) -> str:
+    return str(await page.evaluate("localStorage.getItem('fixture_token')") or "")
+
+
+async def test_rotating_local_storage_token_changes_every_request_and_kills_the_old_one(
+    site: FixtureSite, browser: Browser
+) -> None:
+    site.set_switches(rotate_local_storage=True)
+    async with open_context(browser) as context:
+        page = await context.new_page()
+        await log_in(page, site, "alice", "alice-pw")
+        stale_state = await context.storage_state()
+        seen = {await local_token(page)}
+        for _ in range(2):
+            await page.reload()
+            await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+            seen.add(await local_token(page))
+        assert len(seen) == 3
+        cookie_state = await context.storage_state()
+
+    # The cookie alone still names a live session, but the old token is dead.
+    stale_state["cookies"] = cookie_state["cookies"]
+    async with open_context(browser, storage_state=stale_state) as stale:
+        page = await stale.new_page()
+        await page.goto(site.url("/app"))
+        await expect_login_page(page, site)
+
+
+async def test_reuse_of_a_rotated_token_logs_out_the_whole_family(
+    site: FixtureSite, browser: Browser
+) -> None:
+    site.set_switches(rotate_cookie=True, reuse_detection=True)
+    async with open_context(browser) as context:
+        page = await context.new_page()
+        await log_in(page, site, "alice", "alice-pw")
+        stale_state = await context.storage_state()
+        await page.reload()
+        await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+        fresh_state = await context.storage_state()
+    before = site.reuse_detected
+    async with open_context(browser, storage_state=stale_state) as stale:
+        page = await stale.new_page()
+        await page.goto(site.url("/app"))
+        await expect_login_page(page, site)
+    assert site.reuse_detected == before + 1
+    # The newest cookie of that family died with it.
+    async with open_context(browser, storage_state=fresh_state) as fresh:
+        page = await fresh.new_page()
+        await page.goto(site.url("/app"))
+        await expect_login_page(page, site)
+
+
+async def test_a_session_left_idle_dies_and_use_keeps_it_alive(
+    site: FixtureSite, browser: Browser
+) -> None:
+    site.set_switches(idle_timeout_s=1.5)
+    async with open_context(browser) as context:
+        page = await context.new_page()
+        await log_in(page, site, "alice", "alice-pw")
+        for _ in range(3):  # used every 0.8 s: stays alive past 1.5 s in total
+            await asyncio.sleep(0.8)
+            await page.reload()
+            await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+        await asyncio.sleep(1.8)
+        await page.reload()
         await expect_login_page(page, site)
 
 

@@ -15,19 +15,15 @@ from playwright.async_api import async_playwright
 from schema.errors import BrowserCrashed
 from workers.browser.chromium import browser_launch_options
 from workers.browser.pool import BrowserPool
-from workers.dev.processes import process_tree
+from workers.dev.processes import chromium_pids
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def others() -> set[int]:
-    """Browsers already running below this process (other tests' fixtures): left alone."""
-    return set(_browser_pids())
-
-
-@pytest.fixture
-async def pool(chromium_path: str, others: set[int]) -> AsyncIterator[BrowserPool]:
+async def pool_and_pids(chromium_path: str) -> AsyncIterator[tuple[BrowserPool, list[int]]]:
+    """A one-browser pool, and the pids of its browser (not other tests' browsers)."""
+    others = set(chromium_pids(os.getpid()))
     options = browser_launch_options(chromium_path)
     async with (
         async_playwright() as playwright,
@@ -40,30 +36,13 @@ async def pool(chromium_path: str, others: set[int]) -> AsyncIterator[BrowserPoo
             contexts_per_browser=2,
         ) as browsers,
     ):
-        yield browsers
-
-
-def _browser_pids() -> list[int]:
-    """Chromium main processes below this test process (the pool's browsers)."""
-    found = []
-    for pid in process_tree(os.getpid())[1:]:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().split(b"\0")
-        except OSError:
-            continue
-        if (
-            b"chrom" in cmd[0]
-            and not cmd[0].endswith(b"crashpad_handler")
-            and not any(a.startswith(b"--type=") for a in cmd)
-        ):
-            found.append(pid)
-    return found
+        yield browsers, [p for p in chromium_pids(os.getpid()) if p not in others]
 
 
 async def test_a_job_waiting_on_a_killed_browser_ends_with_browser_crashed(
-    pool: BrowserPool, others: set[int]
+    pool_and_pids: tuple[BrowserPool, list[int]],
 ) -> None:
+    pool, victims = pool_and_pids
     entered = asyncio.Event()
 
     async def job() -> None:
@@ -73,7 +52,6 @@ async def test_a_job_waiting_on_a_killed_browser_ends_with_browser_crashed(
 
     running = asyncio.create_task(job())
     await asyncio.wait_for(entered.wait(), 30)
-    victims = set(_browser_pids()) - others  # the pool's own, not other tests' browsers
     assert victims
     started = time.monotonic()
     for pid in victims:

@@ -99,7 +99,16 @@ def test_our_metric_names_follow_conventions() -> None:
         if family.type == "histogram":
             assert family.name.endswith("_seconds"), family.name
         for sample in family.samples:
-            assert set(sample.labels) <= {"actor", "outcome", "error_code", "result", "state", "le"}
+            assert set(sample.labels) <= {
+                "actor",
+                "outcome",
+                "error_code",
+                "result",
+                "state",
+                "le",
+                "verdict",
+                "status",
+            }
 
 
 # -- alert rules ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import secrets
 import signal
 import sys
@@ -124,6 +125,7 @@ async def _run(demo: Demo, settings: Settings, workdir: Path, *, serve: bool = F
             api_token=secrets.token_urlsafe(24),
             # the live view is shown inside the settings page's dialog
             frame_ancestors=f"http://127.0.0.1:{api_port}",
+            probe_tick=timedelta(seconds=1),  # the probe step does not wait for 30 s ticks
         )
         demo.say("[..] starting workers (browse+expiry, capture) and the HTTP API ...")
         with (
@@ -323,6 +325,7 @@ async def _story(
             raise RuntimeError(report.message)
         demo.say(f"     audit chain intact: {report.rows} rows")
 
+    await keepalive_steps(demo, client, site, session_id)
     await demo.step("verify the audit log's hash chain", audit)
     for name, path in shots.items():
         demo.say(f"     screenshot of the {shown[name]}: {path}")
@@ -345,6 +348,70 @@ async def _serve(demo: Demo, api: HttpApi, site: FixtureSite) -> None:
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     await stop.wait()
     demo.say("     stopping")
+
+
+# -- sessions that stay alive: write-back and a health probe ------------------------------
+
+
+async def keepalive_steps(
+    demo: Demo, client: SessionsClient, site: FixtureSite, session_id: str
+) -> None:
+    """The site starts rotating its session cookie: each browse writes the new cookie back as
+    the next version. Then a health probe, due now, opens the start URL with the session."""
+
+    async def version() -> int:
+        return (await queries.get_session(client.db, session_id)).version
+
+    async def rotating_browses() -> None:
+        site.set_switches(rotate_cookie=True, reuse_detection=True)
+        seen = [await version()]
+        for _ in range(3):
+            task = await client.add_task(f"task-{secrets.token_hex(4)}", owner_id=USER)
+            result = await client.browse(
+                task_id=task["task_id"],
+                owner_id=USER,
+                session_id=session_id,
+                url=site.url("/app"),
+                timeout=WAIT,
+            )
+            if not result.ok:
+                raise RuntimeError(f"{result.error_code}: {result.error_message}")
+            seen.append(await version())
+        demo.say(f"     session version across browses: {' -> '.join(map(str, seen))}")
+        if not all(b > a for a, b in itertools.pairwise(seen)):
+            raise RuntimeError("the version did not rise with every browse")
+        kept = await client.versions(session_id, actor_id=USER)
+        demo.say(
+            "     kept versions: "
+            + ", ".join(f"v{v['version']} ({v['source']})" for v in kept["versions"])
+        )
+
+    await demo.step(
+        "write-back: the site rotates its cookie on every request; browse three times",
+        rotating_browses,
+    )
+
+    async def probe() -> None:
+        before = (await queries.get_session(client.db, session_id)).last_probe_at
+        await client.db.execute(
+            "UPDATE browser_sessions SET next_probe_at = now() WHERE id = $1", session_id
+        )
+        deadline = time.monotonic() + WAIT.total_seconds()
+        while True:
+            session = await queries.get_session(client.db, session_id)
+            if session.last_probe_at is not None and session.last_probe_at != before:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("no probe ran")
+            await _sleep(0.2)
+        demo.say(
+            f"     probe verdict: {session.last_probe_verdict}; status {session.status.value}; "
+            f"version {session.version}; next probe {session.next_probe_at:%H:%M} UTC"
+        )
+        if session.last_probe_verdict != "logged_in":
+            raise RuntimeError(f"the probe found {session.last_probe_verdict}")
+
+    await demo.step("health probe: the scheduler enqueues it, the session stays logged in", probe)
 
 
 def _async(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:

@@ -3,7 +3,10 @@
 Logged in means both an HttpOnly session cookie and a localStorage token: the protected
 pages ask ``/api/me`` with the token in a header and the API also needs the cookie, so a
 restore that forgets localStorage lands on the login page. Switches make pages also need a
-sessionStorage value or an IndexedDB record, or rotate the session cookie on every request.
+sessionStorage value or an IndexedDB record, rotate the session cookie and/or the
+localStorage token on every authenticated request (the old one dies), log out a whole token
+family when a rotated-away cookie or token is presented again (refresh-token reuse
+detection), or end a session left idle for ``idle_timeout_s`` seconds.
 
 Run by hand: ``python -m workers.dev.fixture_site --port 8080 --user alice:pw[:TOTPSECRET]``.
 """
@@ -12,15 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import html
 import json
 import secrets
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -40,6 +46,15 @@ INDEXEDDB_KEY = "token"
 MAX_SLOW = timedelta(seconds=60)
 PENDING_TOTP_TTL = timedelta(minutes=5)
 
+_BOOL_SWITCHES = (
+    "require_session_storage",
+    "require_indexeddb",
+    "rotate_cookie",
+    "rotate_local_storage",
+    "reuse_detection",
+    "forget_on_login_page",
+)
+
 NEED_SESSION_STORAGE = "session_storage"
 NEED_INDEXEDDB = "indexeddb"
 
@@ -51,6 +66,10 @@ class Switches:
     require_session_storage: bool = False  # /app also needs the sessionStorage value
     require_indexeddb: bool = False  # /app also needs the IndexedDB record
     rotate_cookie: bool = False  # every authenticated request gets a new cookie, old one dies
+    rotate_local_storage: bool = False  # /api/me hands out a new localStorage token, old dies
+    reuse_detection: bool = False  # a rotated-away cookie or token ends its whole family
+    idle_timeout_s: float = 0.0  # > 0: a session unused this long is logged out
+    forget_on_login_page: bool = False  # the login page removes the localStorage token
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,7 @@ class _Session:
     token: str  # kept in localStorage
     session_value: str  # kept in sessionStorage
     indexeddb_value: str  # kept in IndexedDB
+    family: str = ""  # the login this session descends from (through rotations)
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,9 @@ class FixtureSite:
         self._users: dict[str, _User] = {}
         self._sessions: dict[str, _Session] = {}  # session id (cookie value) -> session
         self._pending: dict[str, _Pending] = {}  # password ok, waiting for the TOTP code
+        self._retired: dict[str, str] = {}  # rotated-away cookie or token -> its family
+        self._last_seen: dict[str, float] = {}  # session id -> monotonic time of last use
+        self.reuse_detected = 0  # how many times a family was logged out for reuse
         self._host = ""
         self._port = 0
         self.app = self._build_app()
@@ -97,6 +120,9 @@ class FixtureSite:
         require_session_storage: bool = False,
         require_indexeddb: bool = False,
         rotate_cookie: bool = False,
+        rotate_local_storage: bool = False,
+        reuse_detection: bool = False,
+        idle_timeout_s: float = 0.0,
     ) -> AsyncIterator[FixtureSite]:
         """Serve a new site on ``host:port`` (0 picks a free port) until the block exits."""
         site = cls(
@@ -104,6 +130,9 @@ class FixtureSite:
                 require_session_storage=require_session_storage,
                 require_indexeddb=require_indexeddb,
                 rotate_cookie=rotate_cookie,
+                rotate_local_storage=rotate_local_storage,
+                reuse_detection=reuse_detection,
+                idle_timeout_s=idle_timeout_s,
             )
         )
         runner = web.AppRunner(site.app, access_log=None, handle_signals=False)
@@ -145,12 +174,20 @@ class FixtureSite:
         require_session_storage: bool | None = None,
         require_indexeddb: bool | None = None,
         rotate_cookie: bool | None = None,
+        rotate_local_storage: bool | None = None,
+        reuse_detection: bool | None = None,
+        idle_timeout_s: float | None = None,
+        forget_on_login_page: bool | None = None,
     ) -> Switches:
         """Change the given switches (``None`` leaves one as it is); returns the new set."""
-        changes = {
+        changes: dict[str, Any] = {
             "require_session_storage": require_session_storage,
             "require_indexeddb": require_indexeddb,
             "rotate_cookie": rotate_cookie,
+            "rotate_local_storage": rotate_local_storage,
+            "reuse_detection": reuse_detection,
+            "idle_timeout_s": idle_timeout_s,
+            "forget_on_login_page": forget_on_login_page,
         }
         self._switches = replace(
             self._switches, **{k: v for k, v in changes.items() if v is not None}
@@ -179,9 +216,33 @@ class FixtureSite:
     # ----- session helpers --------------------------------------------------------------
 
     def _session_of(self, request: web.Request) -> tuple[str, _Session] | None:
+        """The live session of the request's cookie (reuse and idle rules applied)."""
         sid = request.cookies.get(COOKIE_NAME, "")
         session = self._sessions.get(sid)
-        return (sid, session) if session is not None else None
+        if session is None:
+            self._check_reuse(sid)
+            return None
+        idle = self._switches.idle_timeout_s
+        now = time.monotonic()
+        if idle > 0 and now - self._last_seen.get(sid, now) > idle:
+            self._end(sid)
+            return None
+        self._last_seen[sid] = now
+        return sid, session
+
+    def _check_reuse(self, value: str) -> None:
+        """A rotated-away cookie or token presented again: with reuse detection on, every
+        session of its family ends (as OAuth refresh-token reuse detection does)."""
+        family = self._retired.get(value) if value else None
+        if family is None or not self._switches.reuse_detection:
+            return
+        self.reuse_detected += 1
+        for sid in [k for k, v in self._sessions.items() if v.family == family]:
+            self._end(sid)
+
+    def _end(self, sid: str) -> None:
+        self._sessions.pop(sid, None)
+        self._last_seen.pop(sid, None)
 
     def _set_cookie(self, response: web.StreamResponse, sid: str) -> None:
         response.set_cookie(COOKIE_NAME, sid, path="/", httponly=True, samesite="Lax")
@@ -194,7 +255,18 @@ class FixtureSite:
             return
         new_sid = secrets.token_hex(16)
         self._sessions[new_sid] = session
+        self._retired[sid] = session.family
+        self._last_seen[new_sid] = self._last_seen.pop(sid, time.monotonic())
         self._set_cookie(response, new_sid)
+
+    def _rotate_token(self, sid: str, session: _Session) -> str | None:
+        """A new localStorage token for the session (the old one dies), when switched on."""
+        if not self._switches.rotate_local_storage:
+            return None
+        token = secrets.token_hex(16)
+        self._retired[session.token] = session.family
+        self._sessions[sid] = replace(session, token=token)
+        return token
 
     def _log_in(self, user: str, next_path: str) -> web.Response:
         sid = secrets.token_hex(16)
@@ -203,8 +275,10 @@ class FixtureSite:
             token=secrets.token_hex(16),
             session_value=secrets.token_hex(16),
             indexeddb_value=secrets.token_hex(16),
+            family=secrets.token_hex(8),
         )
         self._sessions[sid] = session
+        self._last_seen[sid] = time.monotonic()
         response = _page("Logged in", _logged_in_body(session, next_path))
         self._set_cookie(response, sid)
         return response
@@ -255,7 +329,10 @@ class FixtureSite:
         return _page("Fixture site", f"<h1>Fixture site</h1><ul>{links}</ul>")
 
     async def _login_form(self, request: web.Request) -> web.Response:
-        return _page("Log in", _login_body(_safe_next(request.query.get("next", ""))))
+        body = _login_body(_safe_next(request.query.get("next", "")))
+        if self._switches.forget_on_login_page:  # as many sites do with a dead session's token
+            body += _FORGET_TOKENS
+        return _page("Log in", body)
 
     async def _login_submit(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -330,9 +407,13 @@ class FixtureSite:
         if NEED_INDEXEDDB in needs:
             expected[INDEXEDDB_HEADER] = session.indexeddb_value
         for header, value in expected.items():
-            if not secrets.compare_digest(request.headers.get(header, "").encode(), value.encode()):
+            given = request.headers.get(header, "")
+            if not secrets.compare_digest(given.encode(), value.encode()):
+                if header == TOKEN_HEADER:
+                    self._check_reuse(given)
                 return web.json_response({"error": f"missing or wrong {header}"}, status=401)
-        response = web.json_response({"user": session.user})
+        token = self._rotate_token(sid, session)
+        response = web.json_response({"user": session.user, **({"token": token} if token else {})})
         self._maybe_rotate(response, sid)
         return response
 
@@ -346,22 +427,17 @@ class FixtureSite:
         if request.method == "POST":
             params = {**request.query, **(await request.post())}
             try:
-                values = {
+                values: dict[str, Any] = {
                     name: _parse_bool(str(params[name]))
-                    for name in ("require_session_storage", "require_indexeddb", "rotate_cookie")
+                    for name in _BOOL_SWITCHES
                     if name in params
                 }
+                if "idle_timeout_s" in params:
+                    values["idle_timeout_s"] = float(str(params["idle_timeout_s"]))
             except ValueError as exc:
                 raise web.HTTPBadRequest(text=str(exc)) from exc
             self.set_switches(**values)
-        s = self._switches
-        return web.json_response(
-            {
-                "require_session_storage": s.require_session_storage,
-                "require_indexeddb": s.require_indexeddb,
-                "rotate_cookie": s.rotate_cookie,
-            }
-        )
+        return web.json_response(dataclasses.asdict(self._switches))
 
     async def _admin_add_user(self, request: web.Request) -> web.Response:
         params = {**request.query, **(await request.post())}
@@ -544,6 +620,7 @@ async function checkSession() {{
   }}
   if (!response.ok) throw new Error("api/me answered " + response.status);
   const me = await response.json();
+  if (me.token) localStorage.setItem({_js(LOCAL_STORAGE_KEY)}, me.token);
   const whoami = document.createElement("div");
   whoami.id = "whoami";
   whoami.textContent = "logged in as " + me.user;
@@ -555,6 +632,8 @@ checkSession().catch((error) => {{
 </script>
 <form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>"""
 
+
+_FORGET_TOKENS = f"""<script>localStorage.removeItem({_js(LOCAL_STORAGE_KEY)});</script>"""
 
 _LOGGED_OUT_BODY = f"""<p id="logged-out">Logged out.</p>
 <script>
@@ -605,6 +684,9 @@ async def _serve(args: argparse.Namespace) -> None:
         require_session_storage=args.require_session_storage,
         require_indexeddb=args.require_indexeddb,
         rotate_cookie=args.rotate_cookie,
+        rotate_local_storage=args.rotate_local_storage,
+        reuse_detection=args.reuse_detection,
+        idle_timeout_s=args.idle_timeout,
     ) as site:
         for name, password, secret in args.user:
             site.add_user(name, password, secret)
@@ -627,6 +709,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--require-session-storage", action="store_true")
     parser.add_argument("--require-indexeddb", action="store_true")
     parser.add_argument("--rotate-cookie", action="store_true")
+    parser.add_argument("--rotate-local-storage", action="store_true")
+    parser.add_argument("--reuse-detection", action="store_true")
+    parser.add_argument("--idle-timeout", type=float, default=0.0, help="seconds; 0 = never")
     args = parser.parse_args(argv)
     try:
         asyncio.run(_serve(args))

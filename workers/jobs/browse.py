@@ -1,15 +1,23 @@
-"""The browse job: authorise, decrypt just in time, restore, navigate, decide, extract.
+"""The browse job: authorise, decrypt just in time, restore, navigate, decide, extract,
+write back.
 
 Idempotent: a job whose result is stored is not run again; expiry is handed to the expiry
-actor through ``on_expired`` (its comment is deduplicated there).
+actor through ``on_expired`` (its comment is deduplicated there). On a session whose site
+rotates its tokens the job holds the session's lease; after a *logged-in* verdict what the
+site changed is saved as the next version (:mod:`workers.jobs.keepalive`). A logged-out
+verdict on a version that another job replaced meanwhile is a lost race, retried, never an
+expiry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -30,17 +38,21 @@ from schema.errors import (
     SessionRevoked,
     TaskNotFound,
     UrlNotAllowed,
+    VersionConflict,
 )
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.logs import get_logger
 from schema.redact import secret_values, state_secret_values
 from schema.results import BrowseResult, result_exists, store_result
+from workers.browser.observe import observe_state
 from workers.browser.pool import BrowserPool
 from workers.browser.restore import install_restore_script, plan_restore
 from workers.browser.verdict import Verdict, decide, url_matches
 from workers.crypto.store import StateStore
 from workers.guard.policy import UrlGuard
 from workers.guard.proxy import is_guard_refusal
+from workers.jobs.keepalive import WriteBack, WriteBackResult
+from workers.jobs.leases import Leases
 
 log = get_logger(__name__)
 
@@ -63,6 +75,7 @@ class PageOutcome:
     text: str | None = None
     html: str | None = None
     screenshot: bytes | None = None
+    final_state: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
 
 
 class BrowseService:
@@ -77,6 +90,9 @@ class BrowseService:
         audit: AuditLog,
         guard: UrlGuard,
         on_expired: Callable[[ExpireJob], Awaitable[None]],
+        leases: Leases | None = None,
+        write_back: WriteBack | None = None,
+        lease_wait: timedelta = timedelta(seconds=90),
     ) -> None:
         self._db = db
         self._pool = pool
@@ -84,6 +100,9 @@ class BrowseService:
         self._audit = audit
         self._guard = guard
         self._on_expired = on_expired
+        self._leases = leases
+        self._write_back = write_back
+        self._lease_wait = lease_wait
 
     async def run(
         self,
@@ -145,28 +164,61 @@ class BrowseService:
             job.url, start_url=session.start_url, extra_origins=session.extra_origins
         )
         await self._guard.check_url(job.url)
-        async with self._db.acquire() as conn:
-            state = await self._store.load(
-                conn,
-                session_id=session.id,
-                owner_id=session.owner_id,
+        async with (
+            self._lease(session, job.job_id),
+            restored_visit(
+                self._store,
+                self._db,
+                self._pool,
+                session=session,
+                url=job.url,
+                options=job.options,
                 actor_id=job.owner_id,
                 task_id=job.task_id,
                 request_id=job.job_id,
+                observe=self._write_back is not None,
+            ) as seen,
+        ):
+            await self._audit_use(job, AuditResult.OK, seen.outcome.verdict.value)
+            await self._keep(job, session, seen)
+        return dataclasses.replace(seen.outcome, final_state=None)
+
+    def _lease(
+        self, session: queries.SessionInfo, job_id: str
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        if self._leases is None or not session.exclusive:
+            return contextlib.nullcontext()
+        return self._leases.hold(
+            session.id, f"{job_id}:{time.monotonic_ns()}", wait=self._lease_wait
+        )
+
+    async def _keep(self, job: BrowseJob, session: queries.SessionInfo, seen: Visit) -> None:
+        """Write back after a logged-in verdict; after a logged-out one, tell a lost race
+        (another job saved a newer version meanwhile: retry) from an expiry."""
+        if self._write_back is None:
+            return
+        outcome = seen.outcome
+        if outcome.verdict is Verdict.LOGGED_OUT:
+            self._write_back.events.write_back(WriteBackResult.REFUSED_LOGGED_OUT)
+            current = await self._db.fetchval(
+                "SELECT version FROM browser_sessions WHERE id = $1", session.id
             )
-        with secret_values(state_secret_values(state)):
-            plan = plan_restore(state)
-            del state
-            outcome = await open_and_visit(
-                self._pool,
-                plan.context_options,
-                plan.init_script,
-                url=job.url,
-                options=job.options,
+            if current is not None and current != seen.version:
+                raise VersionConflict(
+                    "a newer version of the session was saved while this job ran; retrying"
+                )
+            return
+        if outcome.final_state is not None:
+            await self._write_back.apply(
                 session=session,
+                base=seen.state,
+                base_version=seen.version,
+                final=outcome.final_state,
+                source="write_back",
+                source_id=job.job_id,
+                actor_id=job.owner_id,
+                task_id=job.task_id,
             )
-        await self._audit_use(job, AuditResult.OK, outcome.verdict.value)
-        return outcome
 
     async def _authorise(self, job: BrowseJob) -> queries.SessionInfo:
         """Owner binding and status checks, before any browser or key is touched."""
@@ -212,17 +264,79 @@ class BrowseService:
             )
         await store_result(
             self._db,
-            BrowseResult.failure(
-                job_id=job.job_id,
-                task_id=job.task_id,
-                owner_id=job.owner_id,
-                session_id=job.session_id,
-                code=err.code,
-                message=err.message,
+            failure_of(
+                job,
+                err.code,
+                err.message,
                 attempts=attempt,
                 duration_ms=int((time.monotonic() - started) * 1000),
             ),
         )
+
+
+def failure_of(
+    job: BrowseJob, code: str, message: str, *, attempts: int, duration_ms: int | None = None
+) -> BrowseResult:
+    """The failed result of ``job``."""
+    return BrowseResult.failure(
+        job_id=job.job_id,
+        task_id=job.task_id,
+        owner_id=job.owner_id,
+        session_id=job.session_id,
+        code=code,
+        message=message,
+        attempts=attempts,
+        duration_ms=duration_ms,
+    )
+
+
+@dataclass(frozen=True)
+class Visit:
+    """A visit with a restored session: the state and version it restored (secrets), and
+    its outcome."""
+
+    state: dict[str, Any]
+    version: int
+    outcome: PageOutcome
+
+
+@contextlib.asynccontextmanager
+async def restored_visit(
+    store: StateStore,
+    db: asyncpg.Pool,
+    pool: BrowserPool,
+    *,
+    session: queries.SessionInfo,
+    url: str,
+    options: BrowseOptions,
+    actor_id: str,
+    task_id: str | None,
+    request_id: str,
+    observe: bool,
+) -> AsyncIterator[Visit]:
+    """Decrypt (audited), restore into a fresh context, visit; inside the block the restored
+    and observed values are registered for log redaction."""
+    state, version = await store.load_versioned(
+        db,
+        session_id=session.id,
+        owner_id=session.owner_id,
+        actor_id=actor_id,
+        task_id=task_id,
+        request_id=request_id,
+    )
+    with secret_values(state_secret_values(state)):
+        plan = plan_restore(state)
+        outcome = await open_and_visit(
+            pool,
+            plan.context_options,
+            plan.init_script,
+            url=url,
+            options=options,
+            session=session,
+            observe=observe,
+        )
+        with secret_values(state_secret_values(outcome.final_state or {})):
+            yield Visit(state, version, outcome)
 
 
 async def open_and_visit(
@@ -233,12 +347,21 @@ async def open_and_visit(
     url: str,
     options: BrowseOptions,
     session: queries.SessionInfo,
+    observe: bool = False,
 ) -> PageOutcome:
-    """A fresh pooled context with the state restored, one visit, the context closed."""
+    """A fresh pooled context with the state restored, one visit, the context closed.
+
+    With ``observe``, a logged-in outcome carries the context's state at the end (secrets:
+    for the write-back only)."""
     async with pool.context(**BROWSE_CONTEXT_OPTIONS, **context_options) as context:
-        return await visit(
+        outcome = await visit(
             context, url=url, options=options, session=session, init_script=init_script
         )
+        if observe and outcome.verdict is Verdict.LOGGED_IN:
+            idb = any(o.get("indexedDB") for o in context_options["storage_state"]["origins"])
+            final = await observe_state(context, indexed_db=idb)
+            outcome = dataclasses.replace(outcome, final_state=final)
+        return outcome
 
 
 async def visit(

@@ -267,3 +267,62 @@ async def sampling_gauges(
             set_pool_stats(0, 0, 0)
         if liveview is not None:
             set_liveview_viewers(0)
+
+
+# -- sessions that stay alive: write-backs, probes, leases, sessions by status ---------
+
+WRITE_BACK_RESULTS = ("saved", "unchanged", "refused_logged_out", "conflict_merged")
+PROBE_VERDICTS = ("logged_in", "logged_out", "inconclusive", "busy")
+SESSION_STATUSES = ("pending", "active", "expired", "revoked")
+
+WRITE_BACKS = Counter(
+    "browser_sessions_write_backs",
+    "Write-backs after a job, by result (saved|unchanged|refused_logged_out|conflict_merged).",
+    ["result"],
+    registry=REGISTRY,
+)
+PROBES = Counter(
+    "browser_sessions_probes",
+    "Health probes by verdict (logged_in|logged_out|inconclusive|busy).",
+    ["verdict"],
+    registry=REGISTRY,
+)
+LEASE_WAIT = Histogram(
+    "browser_sessions_lease_wait_seconds",
+    "Time a job waited for the lease of a session whose site rotates tokens.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+    registry=REGISTRY,
+)
+SESSIONS = Gauge(
+    "browser_sessions_sessions",
+    "Saved sessions by status (sampled from Postgres by the probe scheduler).",
+    ["status"],
+    registry=REGISTRY,
+    multiprocess_mode="max",
+)
+for _result in WRITE_BACK_RESULTS:
+    WRITE_BACKS.labels(_result)
+for _verdict in PROBE_VERDICTS:
+    PROBES.labels(_verdict)
+for _status in SESSION_STATUSES:
+    SESSIONS.labels(_status)
+
+
+class AliveMetrics:
+    """The write-back, lease and probe events (``workers.jobs.keepalive.AliveEvents``)."""
+
+    def write_back(self, result: str) -> None:
+        if result in WRITE_BACK_RESULTS:
+            WRITE_BACKS.labels(result).inc()
+
+    def lease_wait(self, seconds: float) -> None:
+        LEASE_WAIT.observe(max(seconds, 0.0))
+
+    def probe(self, verdict: str) -> None:
+        if verdict in PROBE_VERDICTS:
+            PROBES.labels(verdict).inc()
+
+
+def set_sessions_by_status(counts: Mapping[str, int]) -> None:
+    for status in SESSION_STATUSES:
+        SESSIONS.labels(status).set(counts.get(status, 0))

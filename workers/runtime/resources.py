@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,6 +57,11 @@ class Resources:
     pool: BrowserPool | None = None
     liveview: LiveViewServer | None = None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    _background: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    async def stop_background(self) -> None:
+        """Stop the background loop (the probe scheduler) ahead of the rest."""
+        await self._background.aclose()
 
     def launch_options(self) -> dict[str, Any]:
         """Chromium launch arguments: sandboxed, a minimal environment, every request forced
@@ -77,7 +83,12 @@ class Resources:
         await self._stack.aclose()
 
 
-async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> Resources:
+Background = Callable[["Resources"], contextlib.AbstractAsyncContextManager[Any]]
+
+
+async def open_resources(
+    settings: Settings, *, browse: bool, capture: bool, background: Background | None = None
+) -> Resources:
     stack = contextlib.AsyncExitStack()
     try:
         db = await create_pool(settings.database_url, min_size=1, max_size=8)
@@ -104,6 +115,8 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
                 audit=audit,
                 max_state_bytes=settings.max_state_bytes,
                 events=events,
+                keep_versions=settings.keep_versions,
+                probe_interval=settings.probe_interval,
             ),
             guard=guard,
             playwright=playwright,
@@ -146,6 +159,9 @@ async def open_resources(settings: Settings, *, browse: bool, capture: bool) -> 
         await stack.enter_async_context(
             metrics.sampling_gauges(pool=resources.pool, liveview=resources.liveview)
         )
+        if browse and background is not None:
+            stack.push_async_callback(resources.stop_background)
+            await resources._background.enter_async_context(background(resources))
         return resources
     except BaseException:
         await stack.aclose()
@@ -175,9 +191,11 @@ class WorkerResources(Middleware):
     calls ``after_*`` hooks in reverse order, so its shutdown then runs before the loop stops.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, background: Background | None = None) -> None:
         self.settings = settings
         self.resources: Resources | None = None
+        # Runs for the life of a browse worker's resources (the probe scheduler).
+        self.background = background
 
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
         """Open resources for the queues this worker consumes, before its consumers start."""
@@ -195,6 +213,13 @@ class WorkerResources(Middleware):
             os._exit(3)
         log.info("worker_ready", pid=os.getpid(), browse_pool=browse, capture=capture)
 
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        """Stop enqueuing (the probe scheduler) before consumers and workers stop."""
+        thread = get_event_loop_thread()
+        if self.resources is not None and thread is not None:
+            with contextlib.suppress(Exception):
+                thread.run_coroutine(asyncio.wait_for(self.resources.stop_background(), 10))
+
     async def _open(self, *, browse: bool, capture: bool) -> Resources:
         """Open, retrying an outage with a backoff within the budget."""
         loop = asyncio.get_running_loop()
@@ -202,7 +227,9 @@ class WorkerResources(Middleware):
         delay = 1.0
         while True:
             try:
-                return await open_resources(self.settings, browse=browse, capture=capture)
+                return await open_resources(
+                    self.settings, browse=browse, capture=capture, background=self.background
+                )
             except Exception as exc:
                 if not is_outage(exc) or loop.time() + delay > deadline:
                     raise

@@ -1,0 +1,357 @@
+"""Health probes through a real worker (its own queues, a short interval): they keep an idle
+session alive, never expire on 5xx or a site that is down, expire and notify on a real
+logout. The scheduler's claims are safe with several replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import secrets
+import threading
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from playwright.async_api import Browser
+
+from producers.api import SessionsClient
+from schema.db import create_pool
+from schema.jobs import ProbeJob
+from schema.settings import Settings
+from tests.support.keepalive import new_task, store_for
+from tests.support.logins import PASSWORD
+from tests.support.waiting import wait_for
+from workers.dev.fixture_site import FixtureSite
+from workers.dev.processes import WorkerProcess, free_port, run_worker
+from workers.dev.scratch import scratch_queues
+from workers.jobs.probes import ProbeScheduler
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = timedelta(seconds=1)
+
+
+@contextlib.contextmanager
+def site_in_thread(port: int = 0) -> Iterator[FixtureSite]:
+    """A fixture site on a loop of its own: a worker's teardown blocks the tests' loop, and
+    a probe still running then must get its page."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+    started: list[FixtureSite] = []
+
+    async def serve() -> None:
+        async with FixtureSite.start(port=port) as site:
+            started.append(site)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(10), "the fixture site did not start"
+    try:
+        yield started[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def own_site() -> Iterator[FixtureSite]:
+    """A site of this module's own (its tests set idle death and 5xx start URLs)."""
+    with site_in_thread() as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def down_port() -> int:
+    """The port of a site that a test starts, then stops (the site is down)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def probe_settings(worker_settings: Settings, own_site: FixtureSite, down_port: int) -> Settings:
+    return dataclasses.replace(
+        worker_settings,
+        queue_prefix=f"{worker_settings.queue_prefix}probes.",
+        allow_private_hosts=frozenset({f"127.0.0.1:{own_site.port}", f"127.0.0.1:{down_port}"}),
+        metrics_port=free_port(),
+        health_port=free_port(),
+        probe_interval=INTERVAL,
+        probe_tick=timedelta(seconds=0.3),
+        probe_scheduler=True,
+        browse_retries=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def probe_worker(
+    probe_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    log_path: Path = tmp_path_factory.mktemp("probe-worker") / "worker.log"
+    with (
+        scratch_queues(probe_settings.amqp_url, probe_settings.queue_prefix),
+        run_worker(probe_settings, ["browse", "expiry"], log_path) as worker,
+    ):
+        yield worker
+
+
+@pytest.fixture
+async def probe_client(probe_settings: Settings) -> AsyncIterator[SessionsClient]:
+    async with SessionsClient.open(probe_settings) as c:
+        yield c
+
+
+async def new_session(
+    client: SessionsClient, site: FixtureSite, browser: Browser
+) -> tuple[str, str]:
+    """A user logged in on ``site`` with a real browser, imported as a session."""
+    user = f"probe-{secrets.token_hex(3)}"
+    site.add_user(user, PASSWORD)
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        await page.goto(site.url("/login?next=/app"))
+        await page.fill("#username", user)
+        await page.fill("#password", PASSWORD)
+        await page.click("#submit")
+        await page.wait_for_selector("#whoami", timeout=10_000)
+        state = await context.storage_state()
+    finally:
+        await context.close()
+    created = await client.import_session(
+        owner_id=user,
+        label="Probed",
+        start_url=site.url("/app"),
+        state=json.dumps(state).encode(),
+        logged_in_selector="#whoami",
+        login_url_pattern=site.url("/login") + "**",
+    )
+    return user, str(created["session_id"])
+
+
+async def probe_now(db: asyncpg.Connection, session_id: str) -> None:
+    await db.execute("UPDATE browser_sessions SET next_probe_at = now() WHERE id = $1", session_id)
+
+
+async def probes_of(db: asyncpg.Connection, session_id: str) -> int:
+    return int(
+        await db.fetchval(
+            "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'decrypt' "
+            "AND actor_id = 'system:probe'",
+            session_id,
+        )
+    )
+
+
+async def row(db: asyncpg.Connection, session_id: str) -> asyncpg.Record:
+    return await db.fetchrow(
+        """SELECT status, version, last_probe_verdict, probe_failures, next_probe_at
+           FROM browser_sessions WHERE id = $1""",
+        session_id,
+    )
+
+
+async def test_probes_alone_keep_an_idle_session_alive(
+    probe_worker: WorkerProcess,
+    probe_client: SessionsClient,
+    own_site: FixtureSite,
+    browser: Browser,
+    db: asyncpg.Connection,
+) -> None:
+    user, session_id = await new_session(probe_client, own_site, browser)
+    own_site.set_switches(idle_timeout_s=3.0)
+    try:
+        await probe_now(db, session_id)
+        # Six probes take well over twice the idle limit: only the probes kept it alive.
+        await wait_for(
+            lambda: _at_least(probes_of(db, session_id), 6), timeout=30, what="six probes"
+        )
+        assert own_site.session_count(user) == 1
+        result = await probe_client.browse(
+            task_id=await new_task(probe_client, user),
+            owner_id=user,
+            session_id=session_id,
+            url=own_site.url("/app"),
+            timeout=timedelta(seconds=60),
+        )
+        assert result.ok, result.error_message
+        probed = await row(db, session_id)
+        assert (probed["status"], probed["last_probe_verdict"]) == ("active", "logged_in")
+    finally:
+        own_site.set_switches(idle_timeout_s=0.0)
+
+
+async def _at_least(count: Any, n: int) -> bool:
+    return bool(await count >= n)
+
+
+async def test_a_5xx_start_page_is_inconclusive_never_expires_nor_writes_back(
+    probe_worker: WorkerProcess,
+    probe_client: SessionsClient,
+    own_site: FixtureSite,
+    browser: Browser,
+    db: asyncpg.Connection,
+) -> None:
+    _user, session_id = await new_session(probe_client, own_site, browser)
+    own_site.set_switches(rotate_cookie=True)  # any write-back would raise the version
+    try:
+        start_url = own_site.url("/app")
+        await db.execute(
+            "UPDATE browser_sessions SET start_url = $2 WHERE id = $1",
+            session_id,
+            own_site.url("/status/503"),
+        )
+        await probe_now(db, session_id)
+        await wait_for(lambda: _failures(db, session_id, 2), what="two inconclusive probes")
+        await db.execute(
+            "UPDATE browser_sessions SET start_url = $2 WHERE id = $1", session_id, start_url
+        )
+        after_5xx = await row(db, session_id)
+        assert (after_5xx["status"], after_5xx["version"]) == ("active", 1)
+        assert after_5xx["last_probe_verdict"] == "inconclusive"
+    finally:
+        own_site.set_switches(rotate_cookie=False)
+
+
+async def _failures(db: asyncpg.Connection, session_id: str, n: int) -> bool:
+    return bool((await row(db, session_id))["probe_failures"] >= n)
+
+
+async def test_a_site_that_is_down_never_expires_nor_writes_back(
+    probe_worker: WorkerProcess,
+    probe_client: SessionsClient,
+    down_port: int,
+    browser: Browser,
+    db: asyncpg.Connection,
+) -> None:
+    with site_in_thread(port=down_port) as down:
+        user, session_id = await new_session(probe_client, down, browser)
+        app = down.url("/app")
+    # The site is gone: connections are refused.
+    result = await probe_client.browse(
+        task_id=await new_task(probe_client, user),
+        owner_id=user,
+        session_id=session_id,
+        url=app,
+        timeout=timedelta(seconds=60),
+    )
+    assert result.error_code == "NAVIGATION_FAILED"
+    await probe_now(db, session_id)
+    await wait_for(lambda: _failures(db, session_id, 2), what="two inconclusive probes")
+    after = await row(db, session_id)
+    assert (after["status"], after["version"], after["last_probe_verdict"]) == (
+        "active",
+        1,
+        "inconclusive",
+    )
+
+
+async def test_a_real_logout_found_by_a_probe_expires_and_notifies(
+    probe_worker: WorkerProcess,
+    probe_client: SessionsClient,
+    own_site: FixtureSite,
+    browser: Browser,
+    db: asyncpg.Connection,
+) -> None:
+    user, session_id = await new_session(probe_client, own_site, browser)
+    own_site.revoke(user)
+    await probe_now(db, session_id)
+    await wait_for(lambda: _status(db, session_id, "expired"), what="expired by a probe")
+    expired = await row(db, session_id)
+    assert (expired["version"], expired["last_probe_verdict"]) == (1, "logged_out")
+    assert expired["next_probe_at"] is None
+    pending = await probe_client.notifications(user)
+    assert [n["kind"] for n in pending] == ["expired"]
+    assert "Re-login" in pending[0]["message"] and session_id == pending[0]["session_id"]
+    # The next task that picks the session hears about it on its own comment.
+    task_id = await new_task(probe_client, user)
+    result = await probe_client.browse(
+        task_id=task_id,
+        owner_id=user,
+        session_id=session_id,
+        url=own_site.url("/app"),
+        timeout=timedelta(seconds=60),
+    )
+    assert result.error_code == "AUTH_SESSION_EXPIRED"
+
+    async def one_comment() -> bool:
+        return bool(
+            await db.fetchval("SELECT count(*) FROM task_comments WHERE task_id = $1", task_id) == 1
+        )
+
+    await wait_for(one_comment, what="the task's comment")
+
+
+async def _status(db: asyncpg.Connection, session_id: str, status: str) -> bool:
+    return bool((await row(db, session_id))["status"] == status)
+
+
+# -- the scheduler on its own: replicas, expiring soon -------------------------------------
+
+
+async def test_scheduler_replicas_claim_each_due_session_once_and_warn_expiring_soon(
+    database_url: str, db: asyncpg.Connection, base_settings: Settings
+) -> None:
+    owner = f"sched-{secrets.token_hex(3)}"
+    store = store_for(base_settings)
+    ids = []
+    for _ in range(12):
+        session_id = f"ses_{secrets.token_hex(8)}"
+        await db.execute(
+            """INSERT INTO browser_sessions (id, owner_id, label, start_url, site)
+               VALUES ($1, $2, 'S', 'https://example.com/app', 'example.com')""",
+            session_id,
+            owner,
+        )
+        await store.save(
+            db, session_id=session_id, owner_id=owner, actor_id=owner, state={"cookies": []}
+        )
+        ids.append(session_id)
+    await db.execute(
+        "UPDATE browser_sessions SET next_probe_at = now() - interval '1 s' "
+        "WHERE id = ANY($1::text[])",
+        ids,
+    )
+    await db.execute(
+        "UPDATE browser_sessions SET expires_at = now() + interval '1 hour' WHERE id = $1", ids[0]
+    )
+    pool = await create_pool(database_url, min_size=2, max_size=4)
+    try:
+        claimed: list[list[str]] = [[], []]
+
+        def scheduler(i: int) -> ProbeScheduler:
+            async def enqueue(job: ProbeJob) -> None:
+                claimed[i].append(job.session_id)
+                await asyncio.sleep(0)
+
+            return ProbeScheduler(
+                db=pool,
+                enqueue=enqueue,
+                tick=timedelta(seconds=1),
+                expiring_soon=timedelta(hours=24),
+                batch=8,
+            )
+
+        first, second = scheduler(0), scheduler(1)
+        await asyncio.gather(first.tick(), second.tick())
+        await asyncio.gather(first.tick(), second.tick())
+    finally:
+        await pool.close()
+    mine = [s for s in claimed[0] + claimed[1] if s in ids]
+    assert sorted(mine) == sorted(ids)  # every due session once, across both replicas
+    notes = await db.fetch(
+        "SELECT kind, session_id FROM session_notifications WHERE user_id = $1", owner
+    )
+    assert [(n["kind"], n["session_id"]) for n in notes] == [("expiring_soon", ids[0])]
+    async with SessionsClient.open(base_settings) as client:
+        listed = {s.id: s.to_dict() for s in await client.list_sessions(owner)}
+    assert listed[ids[0]]["expiring_soon"] is True
+    assert listed[ids[1]]["expiring_soon"] is False
+    assert {"expires_at", "status", "version", "label"} <= set(listed[ids[0]])

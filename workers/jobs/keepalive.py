@@ -1,0 +1,160 @@
+"""Guarded write-back, the I/O part: save what a logged-in job observed as the next version.
+
+Compare-and-set on ``version``; when another job saved first, the observed changes are
+merged onto that version (rules in :mod:`workers.jobs.writeback`) and the save is tried
+again. A write-back never fails the job that triggered it: its errors are logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+import asyncpg
+
+from schema import queries
+from schema.enums import AuditAction
+from schema.errors import BrowserSessionsError, VersionConflict
+from schema.logs import get_logger
+from schema.redact import secret_values, state_secret_values
+from workers.crypto.store import SaveInfo, StateStore
+from workers.jobs.writeback import Scope, plan, rebase
+
+log = get_logger(__name__)
+
+MAX_CONFLICTS = 3
+
+
+class WriteBackResult(StrEnum):
+    SAVED = "saved"
+    UNCHANGED = "unchanged"
+    REFUSED_LOGGED_OUT = "refused_logged_out"
+    CONFLICT_MERGED = "conflict_merged"
+
+
+class AliveEvents(Protocol):
+    """What write-backs, leases and probes report (metrics implement it)."""
+
+    def write_back(self, result: WriteBackResult) -> None: ...
+
+    def lease_wait(self, seconds: float) -> None: ...
+
+    def probe(self, verdict: str) -> None: ...
+
+
+class NoEvents:
+    def write_back(self, result: WriteBackResult) -> None:
+        pass
+
+    def lease_wait(self, seconds: float) -> None:
+        pass
+
+    def probe(self, verdict: str) -> None:
+        pass
+
+
+class WriteBack:
+    def __init__(
+        self, *, db: asyncpg.Pool, store: StateStore, events: AliveEvents | None = None
+    ) -> None:
+        self._db = db
+        self._store = store
+        self.events: AliveEvents = events or NoEvents()
+
+    async def apply(
+        self,
+        *,
+        session: queries.SessionInfo,
+        base: dict[str, Any],
+        base_version: int,
+        final: dict[str, Any],
+        source: str,
+        source_id: str,
+        actor_id: str,
+        task_id: str | None = None,
+    ) -> WriteBackResult | None:
+        """Save ``final`` (observed after a *logged-in* verdict) if it changed anything;
+        returns what happened (None: not saved, e.g. the session stopped being active)."""
+        decided = plan(base, final, Scope.of(session.start_url, session.extra_origins))
+        if decided.state is None:
+            if session.rotating is None:
+                await self._db.execute(
+                    "UPDATE browser_sessions SET rotating = false "
+                    "WHERE id = $1 AND rotating IS NULL",
+                    session.id,
+                )
+            self.events.write_back(WriteBackResult.UNCHANGED)
+            return WriteBackResult.UNCHANGED
+        rotating = True if decided.rotated else (False if session.rotating is None else None)
+        attempt = _Attempt(
+            session=session,
+            base=base,
+            base_version=base_version,
+            mine=decided.state,
+            info=SaveInfo(source=source, based_on=base_version, rotating=rotating),
+            source_id=source_id,
+            actor_id=actor_id,
+            task_id=task_id,
+        )
+        with secret_values(state_secret_values(decided.state)):
+            try:
+                result = await self._save(attempt)
+            except BrowserSessionsError as err:
+                log.warning("write_back_skipped", error_code=err.code)
+                return None
+        if result is None:
+            log.warning("write_back_gave_up", conflicts=MAX_CONFLICTS)
+            return None
+        log.info(
+            "write_back_saved",
+            result=result.value,
+            changes=decided.changes,
+            **{"rotated": decided.rotated, "based_on": base_version},
+        )
+        self.events.write_back(result)
+        return result
+
+    async def _save(self, a: _Attempt) -> WriteBackResult | None:
+        """Compare-and-set; on a conflict, merge onto the newer version and try again."""
+        state, expected, merged = a.mine, a.base_version, False
+        for _ in range(MAX_CONFLICTS):
+            try:
+                await self._store.save(
+                    self._db,
+                    session_id=a.session.id,
+                    owner_id=a.session.owner_id,
+                    actor_id=a.actor_id,
+                    state=state,
+                    request_id=a.source_id,
+                    action=AuditAction.WRITE_BACK,
+                    saved=dataclasses.replace(a.info, expected_version=expected),
+                )
+            except VersionConflict:
+                theirs, expected = await self._store.load_versioned(
+                    self._db,
+                    session_id=a.session.id,
+                    owner_id=a.session.owner_id,
+                    actor_id=a.actor_id,
+                    task_id=a.task_id,
+                    request_id=a.source_id,
+                )
+                with secret_values(state_secret_values(theirs)):
+                    state = rebase(a.base, a.mine, theirs)
+                merged = True
+                continue
+            return WriteBackResult.CONFLICT_MERGED if merged else WriteBackResult.SAVED
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Attempt:
+    session: queries.SessionInfo
+    base: dict[str, Any]
+    base_version: int
+    mine: dict[str, Any]
+    info: SaveInfo
+    source_id: str
+    actor_id: str
+    task_id: str | None
