@@ -16,6 +16,7 @@ import asyncpg
 
 from producers.enqueue import Enqueuer
 from producers.validation import (
+    optional_login_glob,
     optional_text,
     require_http_url,
     require_id,
@@ -23,7 +24,7 @@ from producers.validation import (
     site_of,
 )
 from producers.waiter import ResultWaiter
-from schema import queries, versions
+from schema import liveview, queries, versions
 from schema.audit import AuditLog
 from schema.db import create_pool
 from schema.enums import AuditAction, AuditResult, CaptureSignal, CaptureState, SessionStatus
@@ -56,6 +57,7 @@ class SessionsClient:
         self._enqueuer = enqueuer
         self._audit = audit
         self._waiter = ResultWaiter(database_url=settings.database_url, db=db)
+        self._ticket_key: bytes | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -283,13 +285,13 @@ class SessionsClient:
 
     # -- captures ---------------------------------------------------------------------
 
-    async def capture_status(
-        self, capture_id: str, *, actor_id: str | None = None
-    ) -> queries.CaptureInfo:
-        capture = await queries.get_capture(self.db, require_id("capture", capture_id))
-        if actor_id is not None and capture.owner_id != actor_id:
-            raise NotOwner("this capture belongs to another user")
-        return capture
+    async def capture_status(self, capture_id: str, *, actor_id: str) -> queries.CaptureInfo:
+        """The capture's state; while it is open, with a fresh live-view URL for its owner.
+
+        Anyone else gets `NotOwner` (audited): the live view lets its holder drive a login.
+        """
+        capture = await self._owned_capture(capture_id, actor_id, "status", AuditAction.USE)
+        return await liveview.mint_ticket(self.db, self._liveview_key(), capture)
 
     async def save_capture(self, capture_id: str, *, actor_id: str) -> queries.CaptureInfo:
         return await self._signal(capture_id, actor_id, CaptureSignal.SAVE)
@@ -393,7 +395,7 @@ class SessionsClient:
         start_url = require_http_url("start_url", start_url)
         origins = [require_http_url("extra origin", o) for o in extra_origins]
         selector = optional_text("logged_in_selector", logged_in_selector)
-        pattern = optional_text("login_url_pattern", login_url_pattern)
+        pattern = optional_login_glob(login_url_pattern)
         if not selector and not pattern:
             raise InvalidInput(
                 "give a logged_in_selector or a login_url_pattern so expiry can be detected"
@@ -437,18 +439,28 @@ class SessionsClient:
         )
         return capture_id
 
+    def _liveview_key(self) -> bytes:
+        if self._ticket_key is None:
+            # The workers' copy: a key of the producers' own would mint tickets that open nothing.
+            self._ticket_key = liveview.load_liveview_key(self.settings.key_dir, create=False)
+        return self._ticket_key
+
+    async def _owned_capture(
+        self, capture_id: str, actor_id: str, what: str, action: AuditAction
+    ) -> queries.CaptureInfo:
+        actor_id = require_id("actor", actor_id)
+        capture = await queries.get_capture(self.db, require_id("capture", capture_id))
+        if capture.owner_id != actor_id:
+            await self._deny(actor_id, action, capture.session_id, f"capture {what} by non-owner")
+            raise NotOwner("this capture belongs to another user")
+        return capture
+
     async def _signal(
         self, capture_id: str, actor_id: str, signal: CaptureSignal
     ) -> queries.CaptureInfo:
-        capture = await self.capture_status(capture_id)
-        if capture.owner_id != actor_id:
-            await self._deny(
-                actor_id,
-                AuditAction.CAPTURE_CANCEL,
-                capture.session_id,
-                f"{signal.value} by non-owner",
-            )
-            raise NotOwner("this capture belongs to another user")
+        capture = await self._owned_capture(
+            capture_id, actor_id, signal.value, AuditAction.CAPTURE_CANCEL
+        )
         if capture.state.is_final:
             raise CaptureClosed(f"the capture is already {capture.state.value}")
         await self.db.execute(
@@ -458,7 +470,7 @@ class SessionsClient:
             signal.value,
         )
         await self.db.execute("SELECT pg_notify($1, $2)", CAPTURE_CHANNEL, capture.id)
-        return await self.capture_status(capture.id)
+        return await self.capture_status(capture.id, actor_id=actor_id)
 
     def is_admin(self, actor_id: str) -> bool:
         """Whether ``actor_id`` is a configured admin (``BROWSER_SESSIONS_ADMINS``)."""

@@ -71,8 +71,7 @@ def add_commands(sub: Any) -> None:
     c = sub.add_parser("capture", help="drive a capture").add_subparsers(
         dest="action", required=True
     )
-    c.add_parser("status").add_argument("capture")
-    for name in ("save", "cancel"):
+    for name in ("status", "save", "cancel"):
         cc = c.add_parser(name)
         cc.add_argument("capture")
         cc.add_argument("--actor", required=True)
@@ -189,7 +188,7 @@ async def _capture(args: argparse.Namespace, settings: Settings) -> Any:
 
     async with SessionsClient.open(settings) as client:
         if args.action == "status":
-            return (await client.capture_status(args.capture)).to_dict()
+            return (await client.capture_status(args.capture, actor_id=args.actor)).to_dict()
         if args.action == "save":
             return (await client.save_capture(args.capture, actor_id=args.actor)).to_dict()
         return (await client.cancel_capture(args.capture, actor_id=args.actor)).to_dict()

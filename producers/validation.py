@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from schema.errors import InvalidInput, UrlNotAllowed
+from schema.limits import LOGIN_GLOB_MAX_CHARS, LOGIN_GLOB_MAX_WILDCARDS
 
 MAX_ID = 200
 MAX_LABEL = 200
@@ -65,3 +66,13 @@ def optional_text(name: str, value: str | None, limit: int = 1000) -> str | None
     if len(value) > limit:
         raise InvalidInput(f"{name} is longer than {limit} characters")
     return require_text(name, value.strip())
+
+
+def optional_login_glob(value: str | None) -> str | None:
+    """A login-URL glob within the size and wildcard limits, or ``None``."""
+    pattern = optional_text("login_url_pattern", value, LOGIN_GLOB_MAX_CHARS)
+    if pattern is not None and pattern.count("*") > LOGIN_GLOB_MAX_WILDCARDS:
+        raise InvalidInput(
+            f"login_url_pattern has more than {LOGIN_GLOB_MAX_WILDCARDS} '*' characters"
+        )
+    return pattern

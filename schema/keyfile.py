@@ -1,7 +1,8 @@
 """Secure key files: created atomically with mode 0600, refused when others can read them.
 
-Used by the workers' key provider (root, sealing keys) and by producers (the audit HMAC
-key only). Key bytes are never logged, and errors name the file, never its contents.
+Used by the workers' key provider (root, sealing and audit signing keys) and by producers
+(their audit signing key only). Key bytes are never logged, and errors name the file, never
+its contents.
 """
 
 from __future__ import annotations

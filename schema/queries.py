@@ -21,7 +21,7 @@ SESSION_COLUMNS = (
 )
 CAPTURE_COLUMNS = (
     "id, session_id, owner_id, kind, state, signal, reason, error_code, liveview_url, "
-    "liveview_token, created_at, updated_at, opened_at, finished_at, expires_at"
+    "created_at, updated_at, opened_at, finished_at, expires_at"
 )
 
 Executor: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
@@ -108,12 +108,12 @@ class CaptureInfo:
     reason: str | None
     error_code: str | None
     liveview_url: str | None
-    liveview_token: str | None
     created_at: datetime
     updated_at: datetime
     opened_at: datetime | None
     finished_at: datetime | None
     expires_at: datetime | None
+    liveview_token: str | None = None  # minted for the owner only; never stored in plain text
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> CaptureInfo:

@@ -55,6 +55,8 @@ class Settings:
     enqueue_retry: timedelta = timedelta(seconds=30)
     infra_retry_budget: timedelta = timedelta(seconds=120)
     max_message_bytes: int = 64 * 1024
+    chromium_user: str = "bs-chromium"
+    liveview_peers: str = ""
     keep_versions: int = 5
     write_back: bool = True
     lease_ttl: timedelta = timedelta(seconds=90)
@@ -107,6 +109,8 @@ class Settings:
             enqueue_retry=r.seconds("ENQUEUE_RETRY", cls.enqueue_retry),
             infra_retry_budget=r.seconds("INFRA_RETRY_BUDGET", cls.infra_retry_budget),
             max_message_bytes=r.integer("MAX_MESSAGE_BYTES", cls.max_message_bytes, 1024),
+            chromium_user=r.text("CHROMIUM_USER", cls.chromium_user),
+            liveview_peers=r.text("LIVEVIEW_PEERS", cls.liveview_peers),
             keep_versions=r.integer("KEEP_VERSIONS", cls.keep_versions, minimum=1),
             write_back=r.boolean("WRITE_BACK", cls.write_back),
             lease_ttl=r.seconds("LEASE_TTL", cls.lease_ttl),

@@ -29,9 +29,9 @@ from schema.jobs import (
 )
 from schema.logs import configure_logging
 from schema.outages import describe, is_outage
-from schema.results import BrowseResult, store_result
+from schema.results import store_result
 from schema.settings import get_settings
-from workers.jobs.browse import BrowseService
+from workers.jobs.browse import BrowseService, failure_of
 from workers.jobs.capture import CaptureService
 from workers.jobs.expiry import ExpiryService
 from workers.jobs.imports import ImportService
@@ -166,15 +166,7 @@ async def _store_final_failure(job: BrowseJob, exc: BaseException, *, attempts: 
         code, text = ServiceUnavailable.code, describe(exc)
     else:
         code, text = INTERNAL_ERROR, f"internal error: {type(exc).__name__}"
-    failure = BrowseResult.failure(
-        job_id=job.job_id,
-        task_id=job.task_id,
-        owner_id=job.owner_id,
-        session_id=job.session_id,
-        code=code,
-        message=text,
-        attempts=attempts,
-    )
+    failure = failure_of(job, code, text, attempts=attempts)
     for delay in FINAL_WRITE_BACKOFF_S:
         try:
             await store_result(resources.get().db, failure)

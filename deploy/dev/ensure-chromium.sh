@@ -2,6 +2,14 @@
 # Make sure a Chromium is there: the configured path, a system one, Playwright's own;
 # else Debian's package (as root), else Playwright's download; else say what to do.
 set -euo pipefail
+# As root, the workers run Chromium as an unprivileged system user (Chromium's sandbox does not
+# run as root, and that user cannot read the key files): make sure it exists.
+CHROMIUM_USER="${BROWSER_SESSIONS_CHROMIUM_USER:-bs-chromium}"
+if [ "$(id -u)" = 0 ] && ! id -u "$CHROMIUM_USER" >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+    "$CHROMIUM_USER"
+  echo "chromium: created the unprivileged user $CHROMIUM_USER"
+fi
 found() { echo "chromium: $1"; exit 0; }
 if [ -n "${BROWSER_SESSIONS_CHROMIUM_PATH:-}" ]; then
   [ -x "$BROWSER_SESSIONS_CHROMIUM_PATH" ] && found "$BROWSER_SESSIONS_CHROMIUM_PATH"

@@ -16,7 +16,7 @@ from schema.settings import Settings
 from tests.support.api import API_ADMIN, API_TOKEN
 from tests.support.logins import PASSWORD, UNREACHABLE, LoginState
 from tests.support.services import new_database
-from workers.browser.chromium import HEADLESS_ARGS
+from workers.browser.chromium import browser_launch_options
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, run_api, run_worker
 
@@ -32,9 +32,7 @@ async def site() -> AsyncIterator[FixtureSite]:
 @pytest.fixture(scope="session")
 async def browser(chromium_path: str) -> AsyncIterator[Browser]:
     async with async_playwright() as pw:
-        b = await pw.chromium.launch(
-            executable_path=chromium_path, args=list(HEADLESS_ARGS), headless=True
-        )
+        b = await pw.chromium.launch(headless=True, **browser_launch_options(chromium_path))
         yield b
         await b.close()
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
@@ -14,6 +19,7 @@ from playwright.async_api import Browser
 
 from producers.api import SessionsClient
 from schema.enums import CaptureState
+from schema.errors import NotOwner
 from schema.results import BrowseResult
 from schema.settings import Settings
 from tests.support.logins import PASSWORD
@@ -69,6 +75,8 @@ async def open_capture(
         created["capture_id"], states=[CaptureState.OPEN], final_only=False, timeout=RESULT
     )
     assert capture.state is CaptureState.OPEN, capture
+    assert capture.to_dict()["liveview_url"] is None  # only the owner's status call mints one
+    capture = await client.capture_status(created["capture_id"], actor_id=owner)
     url = capture.to_dict()["liveview_url"]
     assert url and "token=" in url
     return created["session_id"], created["capture_id"], url
@@ -150,6 +158,7 @@ async def test_login_through_live_view_then_browse(
     capture = await capture_client.wait_capture(
         relogin["capture_id"], states=[CaptureState.OPEN], final_only=False, timeout=RESULT
     )
+    capture = await capture_client.capture_status(capture.id, actor_id=owner)
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         user = LiveViewUser(viewer=await context.new_page(), browser=browser)
@@ -187,7 +196,12 @@ async def test_cancel_and_token_checks(
                 assert "<canvas" not in await response.text()
         async with http.get(url) as response:
             assert response.status == 200
-        # Only the owner may signal a capture.
+            csp = response.headers["Content-Security-Policy"]
+            assert "frame-ancestors 'self'" in csp
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+        # Only the owner may read the status (and so get a viewer URL) or signal a capture.
+        with pytest.raises(NotOwner):
+            await capture_client.capture_status(capture_id, actor_id="heidi")
         with pytest.raises(Exception) as err:
             await capture_client.cancel_capture(capture_id, actor_id="heidi")
         assert getattr(err.value, "code", "") == "NOT_OWNER"
@@ -197,6 +211,80 @@ async def test_cancel_and_token_checks(
         async with http.get(url) as response:
             assert response.status == 403  # the token expired with the capture
     await capture_client.cancel_capture(other_capture, actor_id="heidi")
+
+
+async def test_no_working_token_is_readable_by_the_orchestrator_role(
+    capture_worker: WorkerProcess,
+    capture_client: SessionsClient,
+    capture_settings: Settings,
+    site: FixtureSite,
+) -> None:
+    import aiohttp
+
+    _, capture_id, url = await open_capture(capture_client, site, "ivy")
+    base, token = url.split("?token=")
+    conn = await asyncpg.connect(
+        capture_settings.database_url, user="browser_sessions_orchestrator"
+    )
+    try:
+        row = dict(await conn.fetchrow("SELECT * FROM captures WHERE id = $1", capture_id))
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch("SELECT * FROM liveview_tickets")
+        # It may add a ticket, but without the key file the ticket opens nothing.
+        forged = "forged-" + secrets.token_urlsafe(16)
+        await conn.execute(
+            """INSERT INTO liveview_tickets (token_hash, capture_id, expires_at, mac)
+               VALUES ($1, $2, now() + interval '1 hour', $3)""",
+            hashlib.sha256(forged.encode()).digest(),
+            capture_id,
+            secrets.token_bytes(32),
+        )
+    finally:
+        await conn.close()
+    candidates = {str(v) for v in row.values() if v is not None} | {forged}
+    assert token not in candidates
+    async with aiohttp.ClientSession() as http:
+        for value in candidates:  # nothing the orchestrator can read opens the view
+            async with http.get(base, params={"token": value}) as response:
+                assert response.status == 403, value
+        async with http.get(url) as response:
+            assert response.status == 200  # while the owner's token works
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "workers.cli", "capture", "status", capture_id, *args],
+            env={**os.environ, **capture_settings.to_env()},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert cli().returncode != 0  # --actor is required
+    other = cli("--actor", "mallory")
+    assert other.returncode != 0 and json.loads(other.stdout)["error"]["code"] == "NOT_OWNER"
+    owner = cli("--actor", "ivy")
+    assert owner.returncode == 0, owner.stderr
+    assert "?token=" in json.loads(owner.stdout)["liveview_url"]
+    await capture_client.cancel_capture(capture_id, actor_id="ivy")
+
+
+async def test_websocket_refuses_another_origin(
+    capture_worker: WorkerProcess, capture_client: SessionsClient, site: FixtureSite
+) -> None:
+    import aiohttp
+
+    _, capture_id, url = await open_capture(capture_client, site, "jack")
+    base, token = url.split("?token=")
+    ws_url = f"{base.replace('http', 'ws', 1)}/ws?token={token}"
+    own_origin = "/".join(base.split("/")[:3])
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(ws_url, origin="https://evil.example")
+        assert refused.value.status == 403
+        async with http.ws_connect(ws_url, origin=own_origin) as ws:
+            status = await ws.receive_json(timeout=30)
+            assert status["t"] == "status"
+    await capture_client.cancel_capture(capture_id, actor_id="jack")
 
 
 async def test_timeout(
@@ -256,7 +344,7 @@ async def test_worker_shutdown_interrupts_capture(
             browsers = worker.chromium_pids()
             assert browsers
             seconds = await asyncio.to_thread(worker.stop, group=group, timeout=30)
-        done = await client.capture_status(capture_id)
+        done = await client.capture_status(capture_id, actor_id="judy" if group else "karl")
     assert seconds < 10
     assert done.state is CaptureState.INTERRUPTED
     assert all(not _alive(pid) for pid in browsers)

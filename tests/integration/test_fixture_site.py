@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from workers.browser.chromium import HEADLESS_ARGS, find_chromium
+from workers.browser.chromium import browser_launch_options, find_chromium
 from workers.dev.fixture_site import COOKIE_NAME, FixtureSite
 from workers.dev.totp import new_secret, totp
 
@@ -39,10 +39,7 @@ async def site() -> AsyncIterator[FixtureSite]:
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
-            executable_path=find_chromium(),
-            args=list(HEADLESS_ARGS),
-            headless=True,
-            timeout=30_000,
+            headless=True, timeout=30_000, **browser_launch_options(find_chromium())
         )
         try:
             yield launched

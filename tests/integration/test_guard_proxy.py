@@ -20,7 +20,7 @@ from aiohttp.typedefs import Handler
 from playwright.async_api import Browser, Error, Page, Playwright, async_playwright
 
 from schema.errors import UrlNotAllowed
-from workers.browser.chromium import HEADLESS_ARGS
+from workers.browser.chromium import browser_launch_options
 from workers.guard.policy import UrlGuard
 from workers.guard.proxy import (
     GUARD_HEADER,
@@ -159,11 +159,11 @@ async def pw() -> AsyncIterator[Playwright]:
 
 @pytest.fixture(scope="module")
 async def browser(pw: Playwright, chromium_path: str, proxy: GuardProxy) -> AsyncIterator[Browser]:
+    options = browser_launch_options(chromium_path)
     launched = await pw.chromium.launch(
-        executable_path=chromium_path,
         headless=True,
         timeout=30_000,
-        **chromium_launch_options(proxy, args=HEADLESS_ARGS),
+        **{**options, **chromium_launch_options(proxy, args=options["args"])},
     )
     yield launched
     await launched.close()
@@ -381,7 +381,7 @@ async def test_overhead_of_the_proxy(
 ) -> None:
     """Times 30 page loads with and without the proxy, interleaved; reported, not asserted."""
     direct = await pw.chromium.launch(
-        executable_path=chromium_path, headless=True, args=list(HEADLESS_ARGS), timeout=30_000
+        headless=True, timeout=30_000, **browser_launch_options(chromium_path)
     )
     try:
         tabs = {}

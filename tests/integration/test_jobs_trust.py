@@ -111,3 +111,40 @@ async def test_import_job_must_match_the_import_its_producer_started(
     finally:
         await pool.close()
     assert await db.fetchval("SELECT state FROM captures WHERE id = $1", capture_id) == "queued"
+
+
+async def test_capture_job_must_match_the_capture_its_producer_started(
+    db: Any, database_url: str, base_settings: Any
+) -> None:
+    from schema.enums import CaptureState
+    from schema.jobs import CaptureJob
+    from workers.jobs.capture import CaptureService
+
+    victim = f"victim-{secrets.token_hex(3)}"
+    session_id = await active_session(db, victim)
+    capture_id = f"cap-{secrets.token_hex(5)}"
+    await db.execute(
+        "INSERT INTO captures (id, session_id, owner_id, state) VALUES ($1, $2, $3, 'open')",
+        capture_id,
+        session_id,
+        victim,
+    )
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        service = CaptureService(
+            settings=base_settings,
+            db=pool,
+            store=None,  # type: ignore[arg-type]  # never reached
+            liveview=None,  # type: ignore[arg-type]
+            launch_browser=None,
+        )
+        # A message naming the victim's open capture as someone else's (or as an import)
+        # would interrupt it if trusted; it touches nothing.
+        for owner, kind in (("mallory", "capture"), (victim, "import")):
+            if kind == "import":
+                await db.execute("UPDATE captures SET kind = 'import' WHERE id = $1", capture_id)
+            forged = CaptureJob(capture_id=capture_id, session_id=session_id, owner_id=owner)
+            assert await service.run(forged) is CaptureState.OPEN
+    finally:
+        await pool.close()
+    assert await db.fetchval("SELECT state FROM captures WHERE id = $1", capture_id) == "open"

@@ -17,7 +17,7 @@ from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
-from workers.browser.chromium import HEADLESS_ARGS
+from workers.browser.chromium import browser_launch_options
 from workers.browser.liveview import LiveViewServer
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,7 @@ async def pw() -> AsyncIterator[Playwright]:
 
 async def _launch(pw: Playwright, chromium_path: str) -> Browser:
     return await pw.chromium.launch(
-        executable_path=chromium_path, args=list(HEADLESS_ARGS), headless=True, timeout=30_000
+        headless=True, timeout=30_000, **browser_launch_options(chromium_path)
     )
 
 
@@ -328,13 +328,7 @@ async def test_wrong_and_foreign_tokens_get_403(
 ) -> None:
     other_context = await remote_browser.new_context()
     other_page = await other_context.new_page()
-    other_token = server.register(
-        capture_id="other",
-        owner_id="bob",
-        context=other_context,
-        page=other_page,
-        state_getter=lambda: "open",
-    )
+    other_token = _register_open(server, "other", other_context, other_page, owner="bob")
     base = f"{server.base_url}/live/{capture.capture_id}"
     try:
         async with aiohttp.ClientSession() as client:
@@ -507,3 +501,69 @@ async def test_cross_site_navigation_keeps_streaming(
     await capture.page.goto(other_site)
     await user.wait_for_function("(u) => window.liveview.status.url === u", arg=other_site)
     await _eventually(lambda: _shows_colour(user, POPUP_RGB))
+
+
+async def test_another_pod_forwards_to_the_pod_holding_the_capture(
+    remote_browser: Browser, site: str
+) -> None:
+    """One public host, two capture pods: the pod that gets the request forwards it to the
+    pod named in the path if it is one of the peers; the holder still makes every check."""
+    port = _free_port()
+    public = f"http://127.0.0.1:{port}"  # the "Ingress": here, the forwarding pod itself
+    async with (
+        LiveViewServer.start(
+            host="127.0.0.2", port=port, public_base_url=f"{public}/p/127.0.0.2"
+        ) as holder,
+        LiveViewServer.start(
+            host="127.0.0.1", port=port, public_base_url=f"{public}/p/127.0.0.1", peers="127.0.0.2"
+        ),
+    ):
+        context = await remote_browser.new_context()
+        try:
+            page = await context.new_page()
+            await page.goto(site + "/")
+            token = _register_open(holder, "held", context, page)
+            url = holder.url_for("held", token)
+            assert url.startswith(f"{public}/p/127.0.0.2/live/held?token=")
+            async with aiohttp.ClientSession() as client:
+                async with client.get(url) as response:
+                    assert response.status == 200
+                    assert "frame-ancestors" in response.headers["Content-Security-Policy"]
+                async with client.ws_connect(_ws_url(url), origin=public) as ws:
+                    status = await ws.receive_json(timeout=10)
+                    assert status["t"] == "status" and status["state"] == "open"
+                    async with asyncio.timeout(10):  # a screencast frame comes through
+                        while (await ws.receive()).type != aiohttp.WSMsgType.BINARY:
+                            pass
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await client.ws_connect(_ws_url(url), origin="https://evil.example")
+                assert refused.value.status == 403
+                assert await _status(client, url.replace("token=", "token=x")) == 403
+                # Only peers: no forwarding to any other address.
+                not_peer = url.replace("/p/127.0.0.2/", "/p/127.0.0.3/")
+                assert await _status(client, not_peer) == 403
+        finally:
+            await holder.unregister("held")
+            await context.close()
+
+
+def _register_open(
+    server: LiveViewServer,
+    capture_id: str,
+    context: BrowserContext,
+    page: Page,
+    owner: str = "alice",
+) -> str:
+    return server.register(
+        capture_id=capture_id,
+        owner_id=owner,
+        context=context,
+        page=page,
+        state_getter=lambda: "open",
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

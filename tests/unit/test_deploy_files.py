@@ -403,3 +403,109 @@ def test_the_liveview_service_selects_capture_pods() -> None:
         for p in _worker_container({"spec": {"template": pods}})["ports"]
     }
     assert container_ports[port["targetPort"]] == Settings().liveview_port
+
+
+def _container_env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def _secret_names(pod_spec: dict[str, Any]) -> set[str]:
+    """Every Secret a pod's containers read (envFrom, env valueFrom, volumes)."""
+    names = {v["secret"]["secretName"] for v in pod_spec.get("volumes", []) if "secret" in v}
+    for container in [*pod_spec.get("initContainers", []), *pod_spec["containers"]]:
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                names.add(source["secretRef"]["name"])
+        for value in _container_env(container).values():
+            if isinstance(value, dict) and "secretKeyRef" in value:
+                names.add(value["secretKeyRef"]["name"])
+    return names
+
+
+def test_the_schema_owner_url_reaches_only_the_migrate_job() -> None:
+    secrets = _by_kind("Secret")
+    holding = {n for n, s in secrets.items() if "MIGRATE_DATABASE_URL" in s.get("stringData", {})}
+    assert holding == {"browser-sessions-migrate"}
+    job = _by_kind("Job")["browser-sessions-migrate"]["spec"]["template"]["spec"]
+    assert _secret_names(job) == {"browser-sessions-migrate"}
+    for queue in WORKER_QUEUES:
+        spec = _by_kind("Deployment")[f"worker-{queue}"]["spec"]["template"]["spec"]
+        assert "browser-sessions-migrate" not in _secret_names(spec), queue
+        assert "MIGRATE_DATABASE_URL" not in json.dumps(spec), queue
+
+
+def test_browsing_pods_keep_chromium_sandboxed() -> None:
+    profile = json.loads((DEPLOY / "seccomp" / "chromium.json").read_text())
+    denied = {n for rule in profile["syscalls"] for n in rule["names"]}
+    assert not denied & {"clone", "clone3", "unshare", "chroot"}  # the sandbox's own calls
+    assert {"mount", "ptrace", "bpf", "kexec_load", "init_module"} <= denied
+    for queue in ("browse", "capture"):
+        container = _worker_container(_by_kind("Deployment")[f"worker-{queue}"])
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        seccomp = context["seccompProfile"]
+        assert seccomp == {
+            "type": "Localhost",
+            "localhostProfile": "profiles/browser-sessions-chromium.json",
+        }
+    compose = _compose()["services"]
+    for service in ("worker-browse", "worker-capture"):
+        (option,) = compose[service]["security_opt"]
+        assert (COMPOSE.parent / option.removeprefix("seccomp=")).resolve() == (
+            DEPLOY / "seccomp" / "chromium.json"
+        )
+    sources = [*DEPLOY.rglob("*"), *(ROOT / "workers").rglob("*.py")]
+    for path in sources:
+        if path.is_file():
+            assert "--no-sandbox" not in path.read_text(errors="replace"), path
+
+
+def _policies_for(component: str, kind: str) -> list[dict[str, Any]]:
+    found = []
+    for policy in _by_kind("NetworkPolicy").values():
+        spec = policy["spec"]
+        (expression,) = spec["podSelector"]["matchExpressions"]
+        assert expression["key"] == "app.kubernetes.io/component"
+        if component in expression["values"] and kind in spec["policyTypes"]:
+            found.append(spec)
+    return found
+
+
+def test_network_policies_limit_worker_egress() -> None:
+    private = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8"]
+    for component in WORKER_QUEUES:
+        rules = [rule for spec in _policies_for(component, "Egress") for rule in spec["egress"]]
+        assert rules, component
+        public = [
+            peer["ipBlock"]
+            for rule in rules
+            for peer in rule["to"]
+            if peer.get("ipBlock", {}).get("cidr") in ("0.0.0.0/0", "::/0")
+        ]
+        if component == "expiry":
+            assert not public  # it never browses
+            continue
+        v4 = [block for block in public if block["cidr"] == "0.0.0.0/0"]
+        assert v4 and all(set(private) <= set(block["except"]) for block in v4)
+        assert all("fc00::/7" in b["except"] for b in public if b["cidr"] == "::/0")
+        for rule in rules:
+            if any(peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for peer in rule["to"]):
+                assert {p["port"] for p in rule["ports"]} == {80, 443}
+
+
+def test_the_live_view_is_served_over_tls() -> None:
+    ingress = _by_kind("Ingress")["worker-capture-liveview"]["spec"]
+    (tls,) = ingress["tls"]
+    (rule,) = ingress["rules"]
+    assert rule["host"] in tls["hosts"] and tls["secretName"]
+    (path,) = rule["http"]["paths"]
+    assert path["backend"]["service"]["name"] in _by_kind("Service")
+    container = _worker_container(_by_kind("Deployment")["worker-capture"])
+    env = _container_env(container)
+    # The public URL names the pod; any capture pod forwards to the one named (its peers).
+    assert env["BROWSER_SESSIONS_LIVEVIEW_PUBLIC_URL"] == f"https://{rule['host']}/p/$(POD_IP)"
+    assert path["path"] == "/p/"
+    assert env["BROWSER_SESSIONS_LIVEVIEW_PEERS"] == "worker-capture-liveview"
+    assert "worker-capture-liveview" in _by_kind("Service")
+    assert env["BROWSER_SESSIONS_FRAME_ANCESTORS"].startswith("https://")

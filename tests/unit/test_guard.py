@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
+from publicsuffixlist import PublicSuffixList
 
 from schema.errors import InvalidInput, NavigationFailed, UrlNotAllowed
 from workers.guard.policy import (
@@ -49,6 +50,9 @@ BLOCKED_ADDRESSES = [
     "::ffff:127.0.0.1",
     "::ffff:169.254.169.254",
     "::ffff:10.0.0.1",
+    "::ffff:0:7f00:1",  # IPv4-translated 127.0.0.1
+    "::ffff:0:a9fe:a9fe",  # IPv4-translated 169.254.169.254
+    "::ffff:0:808:808",  # IPv4-translated, even of a public address
     "::127.0.0.1",
     "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
     "2002:7f00:1::",  # 6to4 of 127.0.0.1
@@ -134,6 +138,9 @@ def test_mapped_ipv6_is_judged_like_its_ipv4(number: int) -> None:
         ("[::ffff:7f00:1]", "::ffff:7f00:1"),
         ("EXAMPLE.Com", "example.com"),
         ("bücher.example", "xn--bcher-kva.example"),
+        ("straße.de", "xn--strae-oqa.de"),  # UTS 46 non-transitional, as Chromium
+        ("STRAßE.de", "xn--strae-oqa.de"),
+        ("faß.example", "xn--fa-hia.example"),
         ("\uff11\uff12\uff17.\uff10.\uff10.\uff11", "127.0.0.1"),  # full-width digits
         ("127\u30020\u30020\u30021", "127.0.0.1"),  # ideographic full stops
         ("\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54", "localhost"),
@@ -233,6 +240,7 @@ REFUSED_URLS = [
     "http://[::1]/",
     "http://[::ffff:127.0.0.1]/",
     "http://[::ffff:a9fe:a9fe]/",
+    "http://[::ffff:0:7f00:1]/",
     "http://169.254.169.254/latest/meta-data/",
     "http://[fd00:ec2::254]/",
     "http://metadata.google.internal/computeMetadata/v1/",
@@ -332,6 +340,9 @@ def test_bad_allow_list_entry_is_invalid_input(entry: str) -> None:
         ("me.github.io", "me.github.io"),
         ("docs.me.github.io", "me.github.io"),
         ("co.uk", "co.uk"),
+        ("evil.r2.dev", "evil.r2.dev"),
+        ("r2.dev", "r2.dev"),
+        ("a.b.example.pvt.k12.ma.us", "example.pvt.k12.ma.us"),
         ("com", "com"),
         ("Example.COM.", "example.com"),
         ("127.0.0.1", "127.0.0.1"),
@@ -343,12 +354,14 @@ def test_registrable_domain(host: str, site: str) -> None:
     assert registrable_domain(host) == site
 
 
+PSL = PublicSuffixList()
 LABEL = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True)
 
 
 @given(st.lists(LABEL, min_size=1, max_size=5), st.sampled_from(["com", "co.uk", "github.io"]))
 def test_registrable_domain_is_a_stable_suffix(labels: list[str], suffix: str) -> None:
     host = ".".join([*labels, suffix])
+    assume(PSL.publicsuffix(host) == suffix)  # e.g. us.com is a suffix too
     site = registrable_domain(host)
     assert site == f"{labels[-1]}.{suffix}"
     assert registrable_domain(site) == site
@@ -362,6 +375,15 @@ SITE_CASES = [
     ("https://notexample.com/", "https://example.com/", False),
     ("https://other.co.uk/", "https://www.bbc.co.uk/", False),
     ("https://alice.github.io/", "https://bob.github.io/", False),
+    ("https://evil.r2.dev/", "https://victim.r2.dev/", False),  # a private-section suffix
+    ("https://a.victim.r2.dev/", "https://victim.r2.dev/", True),
+    (
+        "https://evil.s3.dualstack.eu-west-1.amazonaws.com/",
+        "https://victim.s3.dualstack.eu-west-1.amazonaws.com/",
+        False,
+    ),
+    ("https://xn--strae-oqa.de/", "https://straße.de/", True),
+    ("https://strasse.de/", "https://straße.de/", False),
     ("https://co.uk/", "https://co.uk/", True),
     ("https://x.co.uk/", "https://co.uk/", False),
     ("http://127.0.0.1:54321/a", "http://127.0.0.1:54321/", True),

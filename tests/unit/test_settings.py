@@ -98,6 +98,8 @@ def test_to_env_round_trips_every_field() -> None:
         enqueue_retry=timedelta(seconds=2),
         infra_retry_budget=timedelta(seconds=61),
         max_message_bytes=2048,
+        chromium_user="chrome-sandbox",
+        liveview_peers="worker-capture-liveview",
     )
     defaults = Settings.from_env({})
     for f in dataclasses.fields(Settings):
@@ -105,3 +107,14 @@ def test_to_env_round_trips_every_field() -> None:
             assert getattr(changed, f.name) != getattr(defaults, f.name), f.name
     assert Settings.from_env(changed.to_env()) == changed
     assert Settings.from_env(defaults.to_env()) == defaults
+
+
+def test_the_live_view_may_be_framed_by_the_orchestrator_and_the_settings_page() -> None:
+    from workers.runtime.resources import liveview_frame_ancestors
+
+    settings = Settings(
+        frame_ancestors="https://platform.example",
+        api_public_url="https://sessions.example/base/",
+    )
+    assert liveview_frame_ancestors(settings) == "https://platform.example https://sessions.example"
+    assert liveview_frame_ancestors(Settings()) == ""  # the live view then says 'self'

@@ -16,20 +16,23 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import math
 import re
 import secrets
+import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+import aiohttp
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 from playwright.async_api import BrowserContext, CDPSession, Page
@@ -47,7 +50,17 @@ MAX_TEXT_CHARS = 10_000
 MAX_KEY_CHARS = 32
 CLOSE_ACCESS_ENDED = 4403  # the viewer's token no longer opens this capture
 _FORBIDDEN_BODY = "Forbidden"
-_DUMMY_TOKEN = secrets.token_urlsafe(32).encode()
+_FORWARDED_HEADERS = frozenset(
+    {
+        "Content-Type",
+        "Content-Security-Policy",
+        "Cache-Control",
+        "Referrer-Policy",
+        "X-Content-Type-Options",
+    }
+)
+DEFAULT_FRAME_ANCESTORS = "'self'"  # Settings.frame_ancestors (the orchestrator's origin) widens it
+_DUMMY_HASH = hashlib.sha256(secrets.token_bytes(32)).digest()
 _MOUSE_TYPES = {"move": "mouseMoved", "down": "mousePressed", "up": "mouseReleased"}
 _BUTTONS = {0: "left", 1: "middle", 2: "right", 3: "back", 4: "forward"}
 _KEY_TYPES = {"down", "up"}
@@ -76,7 +89,7 @@ class _Target:
     ) -> None:
         self.capture_id = capture_id
         self.owner_id = owner_id
-        self.token = token.encode()
+        self.token_hash = _digest(token)
         self.context = context
         self.pages: list[Page] = []
         self.state_getter = state_getter
@@ -91,10 +104,13 @@ class _Target:
     def current(self) -> Page | None:
         return self.pages[-1] if self.pages else None
 
-    def admits(self, token: bytes) -> bool:
-        """True when ``token`` is this capture's token and the capture is still open."""
-        matches = hmac.compare_digest(token, self.token)
-        return matches and not self.closed and not self.expired()
+    def admits(self, token: str) -> bool:
+        """True when ``token`` is the token `LiveViewServer.register` returned and the capture
+        is still open."""
+        return hmac.compare_digest(_digest(token), self.token_hash) and self.open()
+
+    def open(self) -> bool:
+        return not self.closed and not self.expired()
 
     def expired(self) -> bool:
         return self.expires_at is not None and datetime.now(UTC) >= self.expires_at
@@ -316,7 +332,7 @@ class _Viewer:
         last: dict[str, Any] | None = None
         sent_at = 0.0
         while True:
-            if not self.target.admits(self.target.token):
+            if not self.target.open():
                 await self.close(CLOSE_ACCESS_ENDED, b"access ended")
                 return
             page = self._page
@@ -479,7 +495,23 @@ def _text(value: Any, limit: int) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
-def _csp_for(page: str) -> str:
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_Forwarder = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+TicketCheck = Callable[[str, str], Awaitable[bool]]
+"""``(capture_id, token) -> bool``: whether a token minted for the capture's owner is live."""
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}{port}"
+
+
+def _csp_for(page: str, frame_ancestors: str) -> str:
     """A CSP that allows exactly the page's own inline script and style, nothing external."""
 
     def hashes(tag: str) -> str:
@@ -489,17 +521,34 @@ def _csp_for(page: str) -> str:
 
     return (
         f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
-        "img-src blob: data:; connect-src 'self'; base-uri 'none'; form-action 'none'"
+        "img-src blob: data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+        f"frame-ancestors {frame_ancestors or DEFAULT_FRAME_ANCESTORS}"
     )
 
 
 class LiveViewServer:
-    """Serves ``/live/{capture_id}?token=...`` (the page) and ``.../ws`` (its WebSocket)."""
+    """Serves ``/live/{capture_id}?token=...`` (the page) and ``.../ws`` (its WebSocket).
+
+    A token opens a capture when `register` returned it, or when ``ticket_check`` (the
+    database's owner tickets) accepts it. The WebSocket refuses an ``Origin`` other than the
+    public base URL's (the bound address's when none is set), so another site cannot drive
+    the view with a viewer's token; ``frame_ancestors`` says who may embed the page.
+
+    Behind one public host for several capture pods, each pod's public base URL ends in
+    ``/p/<its pod IP>``, and ``peers`` names the DNS name that resolves to every pod (the
+    headless Service): a request for ``/p/<address>/live/...`` that reaches another pod is
+    forwarded (page and WebSocket, ``Origin`` included) to ``<address>`` if, and only if, that
+    address is one of the peers; the holding pod makes every check.
+    """
 
     def __init__(
         self,
         *,
         public_base_url: str | None = None,
+        ticket_check: TicketCheck | None = None,
+        frame_ancestors: str = "",
+        peers: str = "",
+        peer_port: int = 9193,
         max_viewers_per_capture: int = 3,
         max_message_bytes: int = 64 * 1024,
         call_timeout: timedelta = timedelta(seconds=10),
@@ -508,6 +557,11 @@ class LiveViewServer:
         jpeg_quality: int = 70,
     ) -> None:
         self._public_base_url = public_base_url.rstrip("/") if public_base_url else None
+        self._ticket_check = ticket_check
+        self._own_address = _pod_address(self._public_base_url or "")
+        self._peers = _Peers(peers, call_timeout) if peers else None
+        self._peer_port = peer_port
+        self._client: aiohttp.ClientSession | None = None
         self._max_viewers = max_viewers_per_capture
         self._max_message_bytes = max_message_bytes
         self._call_timeout = call_timeout
@@ -517,7 +571,7 @@ class LiveViewServer:
         self._targets: dict[str, _Target] = {}
         self._page_html = PAGE_FILE.read_text(encoding="utf-8")
         self._headers = {
-            "Content-Security-Policy": _csp_for(self._page_html),
+            "Content-Security-Policy": _csp_for(self._page_html, frame_ancestors),
             "Cache-Control": "no-store",
             "Referrer-Policy": "no-referrer",
             "X-Content-Type-Options": "nosniff",
@@ -534,6 +588,9 @@ class LiveViewServer:
         host: str = "127.0.0.1",
         port: int = 0,
         public_base_url: str | None = None,
+        ticket_check: TicketCheck | None = None,
+        frame_ancestors: str = "",
+        peers: str = "",
         max_viewers_per_capture: int = 3,
         call_timeout: timedelta = timedelta(seconds=10),
         status_interval: timedelta = timedelta(seconds=1),
@@ -542,6 +599,10 @@ class LiveViewServer:
         """Listen on ``host:port`` (0 = any free port) until the block exits."""
         server = cls(
             public_base_url=public_base_url,
+            ticket_check=ticket_check,
+            frame_ancestors=frame_ancestors,
+            peers=peers,
+            peer_port=port,
             max_viewers_per_capture=max_viewers_per_capture,
             call_timeout=call_timeout,
             status_interval=status_interval,
@@ -550,6 +611,13 @@ class LiveViewServer:
         app = web.Application(client_max_size=server._max_message_bytes)
         app.router.add_get("/live/{capture_id}", server._page)
         app.router.add_get("/live/{capture_id}/ws", server._socket)
+        app.router.add_get(
+            "/p/{address}/live/{capture_id}", server._routed(server._page, server._forward_page)
+        )
+        app.router.add_get(
+            "/p/{address}/live/{capture_id}/ws",
+            server._routed(server._socket, server._forward_socket),
+        )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)  # URLs hold tokens
         await runner.setup()
         try:
@@ -562,6 +630,8 @@ class LiveViewServer:
             for capture_id in list(server._targets):
                 await server.unregister(capture_id)
             await runner.cleanup()
+            if server._client is not None:
+                await server._client.close()
 
     @property
     def base_url(self) -> str:
@@ -631,25 +701,49 @@ class LiveViewServer:
         """The URL a user opens to see and drive this capture."""
         return f"{self.base_url}/live/{quote(capture_id, safe='')}?token={quote(token, safe='')}"
 
-    def _authorize(self, request: web.Request) -> _Target | None:
+    async def _authorize(self, request: web.Request) -> _Target | None:
         target = self._targets.get(request.match_info["capture_id"])
-        token = request.query.get("token", "").encode()
+        token = request.query.get("token", "")
         if target is None:
-            hmac.compare_digest(token, _DUMMY_TOKEN)  # same work whether or not it exists
+            hmac.compare_digest(_digest(token), _DUMMY_HASH)  # same work whether or not it exists
             return None
-        return target if target.admits(token) else None
+        if target.admits(token):
+            return target
+        if not token or self._ticket_check is None or not target.open():
+            return None
+        try:
+            admitted = await self._ticket_check(target.capture_id, token)
+        except Exception as exc:
+            log.warning("liveview_ticket_check_failed", error=type(exc).__name__)
+            return None
+        return target if admitted and target.open() else None
+
+    def _origin_allowed(self, request: web.Request) -> bool:
+        """A browser always sends ``Origin`` on a WebSocket; it must be this server's own."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True  # not a browser: no ambient credentials to abuse
+        expected = (
+            _origin_of(self._public_base_url)
+            if self._public_base_url
+            else _origin_of(f"{request.scheme}://{request.host}")
+        )
+        return _origin_of(origin) == expected
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
-        if self._authorize(request) is None:
-            return web.Response(status=403, text=_FORBIDDEN_BODY)
+        if await self._authorize(request) is None:
+            return _forbidden()
         return web.Response(
             text=self._page_html, content_type="text/html", charset="utf-8", headers=self._headers
         )
 
     async def _socket(self, request: web.Request) -> web.StreamResponse:
-        target = self._authorize(request)
+        if not self._origin_allowed(request):
+            log.info("liveview_origin_refused", capture_id=request.match_info["capture_id"])
+            return _forbidden()
+        target = await self._authorize(request)
         if target is None:
-            return web.Response(status=403, text=_FORBIDDEN_BODY)
+            return _forbidden()
         if len(target.viewers) >= self._max_viewers:
             return web.Response(status=429, text="Too many viewers")
         ws = web.WebSocketResponse(
@@ -680,6 +774,129 @@ class LiveViewServer:
                 frames_dropped=viewer.frames_dropped,
             )
         return ws
+
+    # -- forwarding to the pod that holds the capture ------------------------------------
+
+    def _routed(self, local: _Handler, forward: _Forwarder) -> _Handler:
+        """Serve ``/p/<address>/...`` here when it names this pod, else forward it to a peer."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if request.match_info["address"] == self._own_address:
+                return await local(request)
+            upstream = await self._upstream(request)
+            if upstream is None:
+                return _forbidden()
+            return await forward(request, upstream)
+
+        return handler
+
+    async def _forward_page(self, request: web.Request, upstream: str) -> web.StreamResponse:
+        client = self._http()
+        try:
+            async with client.get(upstream, allow_redirects=False) as response:
+                body = await response.read()
+                kept = {k: v for k, v in response.headers.items() if k in _FORWARDED_HEADERS}
+                return web.Response(status=response.status, body=body, headers=kept)
+        except (aiohttp.ClientError, TimeoutError):
+            return web.Response(status=502, text="Bad Gateway")
+
+    async def _forward_socket(self, request: web.Request, upstream_url: str) -> web.StreamResponse:
+        headers = {"Origin": request.headers["Origin"]} if "Origin" in request.headers else {}
+        try:
+            upstream = await self._http().ws_connect(
+                upstream_url, headers=headers, max_msg_size=0, heartbeat=30.0
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            return web.Response(status=exc.status, text=_FORBIDDEN_BODY)
+        except (aiohttp.ClientError, TimeoutError):
+            return web.Response(status=502, text="Bad Gateway")
+        ws = web.WebSocketResponse(
+            max_msg_size=self._max_message_bytes, heartbeat=30.0, compress=False
+        )
+        try:
+            await ws.prepare(request)
+            pumps = [
+                asyncio.ensure_future(_pump(upstream, ws)),
+                asyncio.ensure_future(_pump(ws, upstream)),
+            ]
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+        finally:
+            code = upstream.close_code or WSCloseCode.GOING_AWAY
+            await upstream.close()
+            await ws.close(code=code)
+        return ws
+
+    async def _upstream(self, request: web.Request) -> str | None:
+        """The holding pod's URL for this request, if its address is one of the peers."""
+        address = request.match_info["address"]
+        if self._peers is None or not await self._peers.has(address):
+            return None
+        return f"http://{_url_host(address)}:{self._peer_port}{request.rel_url}"
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._client is None:
+            self._client = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self._call_timeout.total_seconds()
+                )
+            )
+        return self._client
+
+
+def _pod_address(public_base_url: str) -> str | None:
+    """``10.1.2.3`` from a public base URL ending in ``/p/10.1.2.3`` (see `LiveViewServer`)."""
+    match = re.search(r"/p/([^/]+)$", urlsplit(public_base_url).path)
+    return match[1] if match else None
+
+
+class _Peers:
+    """The live-view servers of the other capture pods: every address ``name`` resolves to
+    (the headless Service), re-resolved at most every few seconds."""
+
+    def __init__(self, name: str, timeout: timedelta) -> None:
+        self._name = name
+        self._timeout = timeout.total_seconds()
+        self._addresses: frozenset[str] = frozenset()
+        self._resolved_at = -math.inf
+
+    async def has(self, address: str) -> bool:
+        try:
+            wanted = str(ipaddress.ip_address(address))
+        except ValueError:
+            return False
+        if wanted not in self._addresses or time.monotonic() - self._resolved_at > 5:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    infos = await asyncio.get_running_loop().getaddrinfo(
+                        self._name, None, type=socket.SOCK_STREAM
+                    )
+            except (OSError, TimeoutError):
+                return False
+            self._addresses = frozenset(str(ipaddress.ip_address(i[4][0])) for i in infos)
+            self._resolved_at = time.monotonic()
+        return wanted in self._addresses
+
+
+async def _pump(
+    source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+) -> None:
+    async for msg in source:
+        if msg.type == WSMsgType.TEXT:
+            await sink.send_str(msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            await sink.send_bytes(msg.data)
+        else:
+            return
+
+
+def _forbidden() -> web.Response:
+    return web.Response(
+        status=403, text=_FORBIDDEN_BODY, headers={"X-Content-Type-Options": "nosniff"}
+    )
 
 
 def _url_host(host: str) -> str:

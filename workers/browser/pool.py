@@ -67,6 +67,8 @@ class _PooledBrowser:
     retiring: bool = False
     dead: bool = False
     launched_at: float = field(default_factory=time.monotonic)
+    jobs: set[asyncio.Task[Any]] = field(default_factory=set)  # tasks holding a context
+    crashed_jobs: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 class BrowserPool:
@@ -129,6 +131,7 @@ class BrowserPool:
         """A fresh context in a warm browser, closed (and its slot released) on exit."""
         pooled = await self._acquire()
         context: BrowserContext | None = None
+        task = asyncio.current_task()
         try:
             try:
                 context = await asyncio.wait_for(
@@ -137,14 +140,26 @@ class BrowserPool:
             except (PlaywrightError, TimeoutError) as exc:
                 self._check_alive(pooled)
                 raise BrowserCrashed(f"could not open a context: {type(exc).__name__}") from None
+            if task is not None:
+                pooled.jobs.add(task)  # only while the job runs: _mark_dead cancels those
             try:
                 yield context
+            except asyncio.CancelledError:
+                # Cancelled by _mark_dead: a call on a dead browser may never return.
+                if task is None or task not in pooled.crashed_jobs:
+                    raise
+                task.uncancel()
+                raise BrowserCrashed("the browser went away during the job") from None
             except Exception as exc:
                 # The job maps Playwright errors to its own codes (a dead browser fails the
                 # navigation too); a browser that is gone is the real cause, whatever the code.
                 if self._check_alive(pooled):
                     raise
                 raise BrowserCrashed("the browser went away during the job") from exc
+            finally:
+                if task is not None:
+                    pooled.jobs.discard(task)
+                    pooled.crashed_jobs.discard(task)
         finally:
             if context is not None:
                 with contextlib.suppress(Exception):
@@ -246,6 +261,11 @@ class BrowserPool:
         log.warning("browser_crashed", browser=pooled.number, in_use=pooled.in_use)
         if pooled in self._browsers:
             self._browsers.remove(pooled)
+        # Jobs still waiting on it would wait for their time limit: end them now.
+        current = asyncio.current_task()
+        for job in pooled.jobs - {current}:
+            pooled.crashed_jobs.add(job)
+            job.cancel()
         self._spawn(self._launch())
 
     def _spawn(self, coro: Any) -> None:

@@ -4,6 +4,12 @@ Cookies go to the context directly; localStorage and sessionStorage are written 
 script before the page's own scripts run (``new_context(storage_state=...)`` opens a page per
 origin to write localStorage, which measured ≈ +450 ms). IndexedDB has no synchronous API,
 so a state that carries IndexedDB falls back to Playwright's own restore for it.
+
+The script is installed on the page's own DevTools target (`install_restore_script`), not on
+the context: Playwright's context scripts also go to every out-of-process iframe, so every
+cross-site frame (an ad, a widget, another site's renderer process) would receive every
+origin's storage values. On the page target it runs only in the frames that share the top
+frame's renderer (the page's own site), and each of those takes only its own origin's entry.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from playwright.async_api import CDPSession, Page
 
 _INIT_SCRIPT = """(() => {
   const entry = (%s)[location.origin];
@@ -63,3 +71,12 @@ def plan_restore(state: dict[str, Any]) -> RestorePlan:
         options = {"storage_state": {"cookies": cookies, "origins": []}}
     script = _INIT_SCRIPT % json.dumps(by_origin) if by_origin else None
     return RestorePlan(context_options=options, init_script=script)
+
+
+async def install_restore_script(page: Page, script: str) -> CDPSession:
+    """Run ``script`` before any page script in the frames of ``page``'s own renderer, never in
+    a cross-site iframe; keep the returned session open as long as the page."""
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Page.enable")  # scripts of a session run only while its Page domain is on
+    await cdp.send("Page.addScriptToEvaluateOnNewDocument", {"source": script})
+    return cdp

@@ -33,7 +33,7 @@ from producers.api import SessionsClient
 from schema import queries
 from schema.audit import verify_configured
 from schema.settings import Settings
-from workers.browser.chromium import HEADLESS_ARGS, find_chromium
+from workers.browser.chromium import browser_launch_options, find_chromium
 from workers.dev import totp
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import log_in_to_fixture_site
@@ -147,7 +147,7 @@ async def _run(demo: Demo, settings: Settings, workdir: Path, *, serve: bool = F
             ):
                 api.http = http
                 browser = await pw.chromium.launch(
-                    executable_path=chromium, args=list(HEADLESS_ARGS), headless=True
+                    headless=True, **browser_launch_options(chromium, user=run.chromium_user)
                 )
                 try:
                     await _story(demo, client, api, site, browser, workdir, run)

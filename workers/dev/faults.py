@@ -85,6 +85,7 @@ class Rig:
     postgres: Any = None  # PrivatePostgres
     rabbit: Any = None  # PrivateRabbit
     _workers: int = 0
+    _sessions: dict[str, str] = field(default_factory=dict)
 
     def worker_settings(self, **changes: Any) -> Settings:
         return dataclasses.replace(
@@ -113,7 +114,10 @@ class Rig:
 
     async def session(self, client: SessionsClient, owner: str) -> str:
         """An active session for ``owner`` (an empty state: the fixture's public pages are
-        "logged in" for it; the login URL pattern still decides expiry)."""
+        "logged in" for it; the login URL pattern still decides expiry). Imported once per
+        owner, while a browse worker runs."""
+        if owner in self._sessions:
+            return self._sessions[owner]
         created = await client.import_session(
             owner_id=owner,
             label=f"faults {owner}",
@@ -121,7 +125,8 @@ class Rig:
             state=b'{"cookies": [], "origins": []}',
             login_url_pattern=self.site_url("/login") + "**",
         )
-        return str(created["session_id"])
+        self._sessions[owner] = str(created["session_id"])
+        return self._sessions[owner]
 
 
 def task_id() -> str:
@@ -246,12 +251,13 @@ def retries_by_code(worker: WorkerProcess) -> collections.Counter[str]:
 # -- scenarios: each returns its row; none takes longer than DEADLINE_S ---------------------
 
 
-async def actor_kill9(rig: Rig) -> Row:
-    """kill -9 of one of two actor processes with jobs in flight: the supervisor restarts
-    dramatiq; RabbitMQ redelivers the killed process's jobs."""
+async def actor_kill9(rig: Rig, *, processes: int = 2) -> Row:
+    """kill -9 of one actor process (of ``processes``) with jobs in flight: dramatiq stops
+    the others after their jobs, the supervisor starts it again, RabbitMQ redelivers the
+    killed process's jobs."""
     deadline = time.monotonic() + DEADLINE_S
-    with rig.worker(processes=2, browsers=1, contexts_per_browser=2) as worker:
-        worker.wait_ready(2)
+    with rig.worker(processes=processes, browsers=1, contexts_per_browser=2) as worker:
+        worker.wait_ready(processes)
         async with rig.client() as client:
             load = Load(client, "faults-kill", await rig.session(client, "faults-kill"))
             await load.send(rig.site_url(f"/slow?ms={SLOW_MS}"), 8)
@@ -265,7 +271,7 @@ async def actor_kill9(rig: Rig) -> Row:
                 deadline=deadline,
                 fault_end=fault_end,
             )
-        row.note = f"restarts: {max(worker.ready_count() - 2, 0) // 2}"
+        row.note = f"restarts: {max(worker.ready_count() - processes, 0) // processes}"
     return row
 
 
@@ -292,20 +298,29 @@ async def chromium_kill9(rig: Rig) -> Row:
     return row
 
 
-async def _drain_after_stop(
-    rig: Rig, load: Load, name: str, *, group: bool, deadline: float
-) -> Row:
-    with rig.worker(browsers=2, contexts_per_browser=2) as worker:
-        await load.send(rig.site_url(f"/slow?ms={SLOW_MS}"), 4)
-        await in_flight(load, rig.settings.database_url, 4)
-        shutdown = await asyncio.to_thread(worker.stop, group=group, timeout=60)
-        fault_end = time.time()
-        drained = await load.results(rig.settings.database_url)
-    # Whatever was not finished must still be in the queue: a new worker finishes it.
-    with rig.worker():
-        row = await load.row(
-            name, rig.settings.database_url, deadline=deadline, fault_end=fault_end
-        )
+SHARED_OWNER = "faults-shared"  # the SIGTERM and backlog scenarios share one session
+
+
+async def _drain_after_stop(rig: Rig, name: str, *, group: bool) -> Row:
+    deadline = time.monotonic() + DEADLINE_S
+    async with rig.client() as client:
+        with rig.worker(browsers=2, contexts_per_browser=2) as worker:
+            load = Load(client, SHARED_OWNER, await rig.session(client, SHARED_OWNER))
+            await load.send(rig.site_url(f"/slow?ms={SLOW_MS}"), 4)
+            await in_flight(load, rig.settings.database_url, 4)
+            shutdown = await asyncio.to_thread(worker.stop, group=group, timeout=60)
+            fault_end = time.time()
+            drained = await load.results(rig.settings.database_url)
+        if len(drained) < len(load.jobs):
+            # Whatever did not finish must still be queued: a new worker finishes it.
+            with rig.worker():
+                row = await load.row(
+                    name, rig.settings.database_url, deadline=deadline, fault_end=fault_end
+                )
+        else:
+            row = await load.row(
+                name, rig.settings.database_url, deadline=deadline, fault_end=fault_end
+            )
     row.shutdown_s = round(shutdown, 2)
     first_try = sum(1 for r in drained.values() if r["attempts"] == 1 and r["outcome"] == "ok")
     row.note = f"drained in flight: {first_try}/4"
@@ -314,20 +329,12 @@ async def _drain_after_stop(
 
 async def sigterm_main(rig: Rig) -> Row:
     """SIGTERM to the worker's main pid with 4 jobs in flight: they finish, then it exits."""
-    async with rig.client() as client:
-        load = Load(client, "faults-term", await _session_with_worker(rig, client, "faults-term"))
-        return await _drain_after_stop(
-            rig, load, "SIGTERM main pid", group=False, deadline=time.monotonic() + DEADLINE_S
-        )
+    return await _drain_after_stop(rig, "SIGTERM main pid", group=False)
 
 
 async def sigterm_group(rig: Rig) -> Row:
     """SIGTERM to the worker's whole process group: the same drain as the main pid."""
-    async with rig.client() as client:
-        load = Load(client, "faults-group", await _session_with_worker(rig, client, "faults-group"))
-        return await _drain_after_stop(
-            rig, load, "SIGTERM process group", group=True, deadline=time.monotonic() + DEADLINE_S
-        )
+    return await _drain_after_stop(rig, "SIGTERM process group", group=True)
 
 
 async def idle_exit(rig: Rig) -> Row:
@@ -343,6 +350,9 @@ async def idle_exit(rig: Rig) -> Row:
 
 
 async def _session_with_worker(rig: Rig, client: SessionsClient, owner: str) -> str:
+    """The owner's session, with a short-lived worker to import it if there is none yet."""
+    if owner in rig._sessions:
+        return rig._sessions[owner]
     with rig.worker(browsers=1, contexts_per_browser=1):
         return await rig.session(client, owner)
 
@@ -352,21 +362,18 @@ async def backlog_restart(rig: Rig) -> Row:
     on its first attempt (no job fails because the worker was not ready yet)."""
     deadline = time.monotonic() + DEADLINE_S
     async with rig.client() as client:
-        load = Load(
-            client, "faults-backlog", await _session_with_worker(rig, client, "faults-backlog")
-        )
+        load = Load(client, SHARED_OWNER, await _session_with_worker(rig, client, SHARED_OWNER))
         await load.send(rig.site_url("/public"), 12)
         fault_end = time.time()
-        with rig.worker(browsers=1, contexts_per_browser=2):
+        with rig.worker(browsers=1, contexts_per_browser=2) as worker:
             row = await load.row(
                 "restart with a backlog",
                 rig.settings.database_url,
                 deadline=deadline,
                 fault_end=fault_end,
             )
-            results = await load.results(rig.settings.database_url)
-    retried = sum(1 for r in results.values() if r["attempts"] > 1)
-    row.note = f"retried: {retried}"
+        retried = retries_by_code(worker)  # attempts that failed, of any kind
+    row.note = "retried: " + (", ".join(f"{k}x{v}" for k, v in retried.items()) or "0")
     return row
 
 

@@ -47,12 +47,21 @@ def process_tree(root: int) -> list[int]:
 
 
 def chromium_pids(root: int) -> list[int]:
-    """The Chromium browser (main) processes below ``root`` (not their helper processes)."""
+    """The Chromium browser (main) processes below ``root`` (not their helper processes).
+
+    Chromium's helpers rewrite their command line into one string (``chromium --type=...``),
+    so it is split on spaces as well as NULs before looking for ``--type=``.
+    """
     pids = []
     for pid in process_tree(root)[1:]:
         with contextlib.suppress(OSError):
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"chrom" in cmd[0] and not any(a.startswith(b"--type=") for a in cmd):
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
+            if (
+                args
+                and b"chrom" in args[0]
+                and not args[0].endswith(b"crashpad_handler")  # reparented to a subreaper
+                and not any(a.startswith(b"--type=") for a in args)
+            ):
                 pids.append(pid)
     return pids
 

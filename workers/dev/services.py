@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from schema.errors import ConfigError
 from workers.dev.processes import free_port
@@ -99,17 +100,12 @@ class PrivatePostgres:
     @classmethod
     @contextlib.contextmanager
     def running(cls) -> Iterator[PrivatePostgres]:
-        root = Path(tempfile.mkdtemp(prefix="bs-faults-pg-"))
-        root.chmod(0o755)
-        server = cls(root)
-        try:
+        with _temporary("bs-faults-pg-") as root:
+            root.chmod(0o755)
+            server = cls(root)
             server.init()
-            server.start()
-            yield server
-        finally:
-            with contextlib.suppress(Exception):
-                server.stop()
-            shutil.rmtree(root, ignore_errors=True)
+            with _started(server):
+                yield server
 
 
 def _rabbitmq_server() -> str:
@@ -181,12 +177,28 @@ class PrivateRabbit:
     @classmethod
     @contextlib.contextmanager
     def running(cls) -> Iterator[PrivateRabbit]:
-        root = Path(tempfile.mkdtemp(prefix="bs-faults-mq-"))
-        server = cls(root)
-        try:
-            server.start()
+        with _temporary("bs-faults-mq-") as root, _started(cls(root)) as server:
             yield server
-        finally:
-            with contextlib.suppress(Exception):
-                server.stop()
-            shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _temporary(prefix: str) -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+S = TypeVar("S", PrivatePostgres, PrivateRabbit)
+
+
+@contextlib.contextmanager
+def _started(server: S) -> Iterator[S]:
+    """Started on entry, stopped on exit whatever happened."""
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop()

@@ -22,6 +22,9 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
+import idna
+from publicsuffixlist import PublicSuffixList
+
 from schema.errors import InvalidInput, NavigationFailed, UrlNotAllowed
 from schema.events import NO_EVENTS, Events
 
@@ -57,6 +60,7 @@ _BLOCKED_V6: Final = tuple(
     IPv6Network(net)
     for net in (
         "::/96",  # unspecified, loopback, deprecated IPv4-compatible
+        "::ffff:0:0:0/96",  # IPv4-translated (SIIT): ::ffff:0:7f00:1 is 127.0.0.1
         "64:ff9b:1::/48",  # local-use NAT64
         "100::/64",  # discard
         "2001::/23",  # IETF protocol assignments, Teredo
@@ -77,24 +81,9 @@ _BLOCKED_NAMES: Final = frozenset(
 )
 _BLOCKED_SUFFIXES: Final = ("localhost", "localdomain", "local", "internal", "home.arpa")
 
-# Multi-label public suffixes (a compact subset of the Public Suffix List): a site is one
-# label below the longest match, or below the top-level label when nothing matches.
-_SUFFIX_LIST: Final = """
-    co.uk org.uk ac.uk gov.uk ltd.uk plc.uk me.uk net.uk sch.uk nhs.uk police.uk
-    com.au net.au org.au edu.au gov.au asn.au id.au co.nz net.nz org.nz govt.nz ac.nz
-    co.jp ne.jp or.jp ac.jp go.jp gr.jp ed.jp co.kr or.kr ac.kr go.kr
-    com.cn net.cn org.cn gov.cn edu.cn com.hk org.hk com.tw org.tw com.sg edu.sg gov.sg
-    com.my com.ph com.vn com.pk co.in net.in org.in gen.in firm.in ac.in gov.in co.id
-    or.id ac.id co.th in.th ac.th co.il org.il ac.il gov.il com.tr org.tr gov.tr com.sa
-    com.eg co.za org.za gov.za ac.za com.ng com.br net.br org.br gov.br com.ar com.mx
-    org.mx com.co com.pe com.ua org.ua com.pl net.pl org.pl co.at or.at com.es org.es
-    com.gr com.pt com.ru org.ru
-    github.io githubusercontent.com gitlab.io herokuapp.com appspot.com blogspot.com
-    cloudfront.net azurewebsites.net netlify.app vercel.app pages.dev workers.dev web.app
-    firebaseapp.com s3.amazonaws.com elasticbeanstalk.com fly.dev onrender.com glitch.me
-    readthedocs.io ngrok.io ngrok-free.app bitbucket.io myshopify.com surge.sh
-"""
-_PUBLIC_SUFFIXES: Final = frozenset(_SUFFIX_LIST.split())
+# The Public Suffix List (ICANN and private sections) shipped inside the `publicsuffixlist`
+# package: no network at run time; upgrading the package updates the list.
+_PSL: Final = PublicSuffixList()
 
 _C0_AND_SPACE: Final = "".join(map(chr, range(0x21)))
 _FORBIDDEN_HOST_CHARS: Final = re.compile(r"[\x00-\x20\x7f#%/:<>?@\[\\\]^|]")
@@ -194,8 +183,9 @@ def normalize_host(host: str) -> IPAddress | str:
         raise _refuse("malformed", "the URL has no host")
     if not host.isascii():
         try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
+            # UTS 46 non-transitional, as Chromium does: ``straße.de`` is ``xn--strae-oqa.de``.
+            host = idna.encode(host, uts46=True, transitional=False).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
             raise _refuse("malformed", "the host is not a valid domain name", raw) from None
     host = host.lower()
     if ":" in host:
@@ -278,9 +268,9 @@ def is_local_name(name: str) -> bool:
 
 
 def is_public_suffix(host: str) -> bool:
-    """Whether ``host`` is a public suffix (a TLD or one of the built-in multi-label ones)."""
+    """Whether ``host`` is a public suffix (a TLD, or a rule of the Public Suffix List)."""
     host = host.lower().removesuffix(".")
-    return "." not in host or host in _PUBLIC_SUFFIXES
+    return "." not in host or _PSL.is_public(host)
 
 
 def registrable_domain(host: str) -> str:
@@ -291,13 +281,8 @@ def registrable_domain(host: str) -> str:
     canonical = normalize_host(host)
     if not isinstance(canonical, str):
         return str(canonical)
-    labels = canonical.removesuffix(".").split(".")
-    suffix_labels = 1
-    for index in range(len(labels)):
-        if ".".join(labels[index:]) in _PUBLIC_SUFFIXES:
-            suffix_labels = len(labels) - index
-            break
-    return ".".join(labels[-(suffix_labels + 1) :])
+    name = canonical.removesuffix(".")
+    return _PSL.privatesuffix(name) or name
 
 
 def _origin(url: str) -> str:

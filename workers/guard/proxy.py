@@ -39,6 +39,7 @@ GUARD_HEADER: Final = "X-Browser-Sessions-Guard"
 GUARD_CHROMIUM_ARGS: Final = (
     "--proxy-bypass-list=<-loopback>",
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--force-webrtc-ip-handling-policy",  # a page or policy cannot widen it again
 )
 REFUSAL_ERRORS: Final = ("net::ERR_TUNNEL_CONNECTION_FAILED",)
 

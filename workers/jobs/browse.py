@@ -46,7 +46,7 @@ from schema.redact import secret_values, state_secret_values
 from schema.results import BrowseResult, result_exists, store_result
 from workers.browser.observe import observe_state
 from workers.browser.pool import BrowserPool
-from workers.browser.restore import plan_restore
+from workers.browser.restore import install_restore_script, plan_restore
 from workers.browser.verdict import Verdict, decide, url_matches
 from workers.crypto.store import StateStore
 from workers.guard.policy import UrlGuard
@@ -55,6 +55,11 @@ from workers.jobs.keepalive import WriteBack, WriteBackResult
 from workers.jobs.leases import Leases
 
 log = get_logger(__name__)
+
+BROWSE_CONTEXT_OPTIONS: dict[str, Any] = {
+    "service_workers": "block",
+    "accept_downloads": False,  # a page cannot drop files on the worker
+}
 
 SELECTOR_WAIT_S = 5.0
 EXTRACT_JS = "(max) => (document.body ? document.body.innerText : '').slice(0, max)"
@@ -261,17 +266,30 @@ class BrowseService:
             )
         await store_result(
             self._db,
-            BrowseResult.failure(
-                job_id=job.job_id,
-                task_id=job.task_id,
-                owner_id=job.owner_id,
-                session_id=job.session_id,
-                code=err.code,
-                message=err.message,
+            failure_of(
+                job,
+                err.code,
+                err.message,
                 attempts=attempt,
                 duration_ms=int((time.monotonic() - started) * 1000),
             ),
         )
+
+
+def failure_of(
+    job: BrowseJob, code: str, message: str, *, attempts: int, duration_ms: int | None = None
+) -> BrowseResult:
+    """The failed result of ``job``."""
+    return BrowseResult.failure(
+        job_id=job.job_id,
+        task_id=job.task_id,
+        owner_id=job.owner_id,
+        session_id=job.session_id,
+        code=code,
+        message=message,
+        attempts=attempts,
+        duration_ms=duration_ms,
+    )
 
 
 @dataclass(frozen=True)
@@ -337,10 +355,10 @@ async def open_and_visit(
 
     With ``observe``, a logged-in outcome carries the context's state at the end (secrets:
     for the write-back only)."""
-    async with pool.context(service_workers="block", **context_options) as context:
-        if init_script:
-            await context.add_init_script(init_script)
-        outcome = await visit(context, url=url, options=options, session=session)
+    async with pool.context(**BROWSE_CONTEXT_OPTIONS, **context_options) as context:
+        outcome = await visit(
+            context, url=url, options=options, session=session, init_script=init_script
+        )
         if observe and outcome.verdict is Verdict.LOGGED_IN:
             idb = any(o.get("indexedDB") for o in context_options["storage_state"]["origins"])
             final = await observe_state(context, indexed_db=idb)
@@ -349,12 +367,19 @@ async def open_and_visit(
 
 
 async def visit(
-    context: BrowserContext, *, url: str, options: BrowseOptions, session: queries.SessionInfo
+    context: BrowserContext,
+    *,
+    url: str,
+    options: BrowseOptions,
+    session: queries.SessionInfo,
+    init_script: str | None = None,
 ) -> PageOutcome:
     """Navigate, map failures to error codes, decide the login verdict, extract."""
     opts = options
     timeout_ms = opts.timeout_s * 1000
     page = await context.new_page()
+    if init_script:
+        await install_restore_script(page, init_script)
     page.set_default_timeout(timeout_ms)
     response: Response | None
     try:

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
 
-from schema import queries
+from schema import liveview, queries
 from schema.db import listening
 from schema.enums import CaptureSignal, CaptureState, SessionStatus
 from schema.errors import BrowserSessionsError, CaptureNotLoggedIn
@@ -31,13 +31,18 @@ from workers.browser.liveview import LiveViewServer
 from workers.browser.verdict import Verdict, decide
 from workers.crypto.store import StateStore
 from workers.guard.scope import scope_to_session
-from workers.jobs.imports import set_capture_state
+from workers.jobs.imports import names_its_capture, set_capture_state
 
 log = get_logger(__name__)
 
 CAPTURE_CHANNEL = "capture_signals"
 POLL_S = 1.0
 VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
+CAPTURE_CONTEXT_OPTIONS: dict[str, Any] = {
+    "viewport": VIEWPORT,
+    "service_workers": "block",
+    "accept_downloads": False,  # a site cannot drop files on the worker through the live view
+}
 SESSION_STORAGE_JS = "() => [location.origin, Object.entries(window.sessionStorage)]"
 
 
@@ -62,6 +67,8 @@ class CaptureService:
     async def run(self, job: CaptureJob) -> CaptureState:
         """Hold the browser until a final state; returns it."""
         capture = await queries.get_capture(self._db, job.capture_id)
+        if not names_its_capture(capture, "live", job.session_id, job.owner_id):
+            return capture.state
         if capture.state is not CaptureState.QUEUED:
             if not capture.state.is_final:
                 # Redelivered after the worker that held it died: its browser is gone.
@@ -87,7 +94,7 @@ class CaptureService:
             return CaptureState.FAILED
         browser: Browser = await self._launch_browser()
         try:
-            context = await browser.new_context(viewport=VIEWPORT, service_workers="block")
+            context = await browser.new_context(**CAPTURE_CONTEXT_OPTIONS)
             page = await context.new_page()
             return await self._hold(job, session, context, page)
         finally:
@@ -101,7 +108,7 @@ class CaptureService:
         state = {"value": CaptureState.OPEN}
         timeout = self._settings.capture_timeout
         expires_at = datetime.now(UTC) + timeout
-        token = self._liveview.register(
+        self._liveview.register(
             capture_id=job.capture_id,
             owner_id=job.owner_id,
             context=context,
@@ -118,12 +125,11 @@ class CaptureService:
         try:
             async with listening(self._settings.database_url, CAPTURE_CHANNEL, on_signal):
                 await self._db.execute(
-                    """UPDATE captures SET state = 'open', liveview_url = $2, liveview_token = $3,
-                           opened_at = now(), expires_at = $4, updated_at = now(), signal = NULL
+                    """UPDATE captures SET state = 'open', liveview_url = $2, opened_at = now(),
+                           expires_at = $3, updated_at = now(), signal = NULL
                        WHERE id = $1""",
                     job.capture_id,
                     f"{self._liveview.base_url}/live/{job.capture_id}",
-                    token,
                     expires_at,
                 )
                 with contextlib.suppress(Exception):
@@ -220,9 +226,7 @@ class CaptureService:
         await set_capture_state(
             self._db, job.capture_id, final, reason=reason, error_code=code, events=self._events
         )
-        await self._db.execute(
-            "UPDATE captures SET liveview_token = NULL WHERE id = $1", job.capture_id
-        )
+        await liveview.drop_tickets(self._db, job.capture_id)
         log.info("capture_finished", capture_state=final.value)
 
 

@@ -51,13 +51,7 @@ class ImportService:
         capture = await queries.get_capture(self._db, job.capture_id)
         if capture.state.is_final:
             return capture.state
-        if (capture.kind, capture.session_id, capture.owner_id) != (
-            "import",
-            job.session_id,
-            job.owner_id,
-        ):
-            # Not the import a producer started: a forged or misrouted message. Touch nothing.
-            log.warning("import_refused_mismatch")
+        if not names_its_capture(capture, "import", job.session_id, job.owner_id):
             return capture.state
         await set_capture_state(self._db, job.capture_id, CaptureState.SAVING, events=self._events)
         try:
@@ -121,6 +115,17 @@ class ImportService:
         if not isinstance(state, dict):
             raise InvalidInput("the state file is not a Playwright storageState")
         return state
+
+
+def names_its_capture(
+    capture: queries.CaptureInfo, kind: str, session_id: str, owner_id: str
+) -> bool:
+    """Whether a job names the capture a producer started (its kind, session and owner). A
+    forged or misrouted message does not, and must touch nothing (logged)."""
+    if (capture.kind, capture.session_id, capture.owner_id) == (kind, session_id, owner_id):
+        return True
+    log.warning("capture_job_refused_mismatch", capture_kind=capture.kind)
+    return False
 
 
 async def set_capture_state(

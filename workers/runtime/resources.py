@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 from playwright.async_api import Browser, Playwright, async_playwright
 
+from schema import liveview
 from schema.audit import AuditLog
 from schema.db import create_pool
 from schema.errors import ServiceUnavailable
@@ -24,7 +27,7 @@ from schema.logs import get_logger
 from schema.outages import is_outage
 from schema.sealing import publish_seal_key
 from schema.settings import Settings
-from workers.browser.chromium import HEADLESS_ARGS, find_chromium
+from workers.browser.chromium import browser_launch_options, find_chromium
 from workers.browser.liveview import LiveViewServer
 from workers.browser.pool import BrowserPool
 from workers.crypto.keys import LocalFileKeyProvider
@@ -61,10 +64,12 @@ class Resources:
         await self._background.aclose()
 
     def launch_options(self) -> dict[str, Any]:
-        """Chromium launch arguments with every request forced through the guard proxy."""
-        options = chromium_launch_options(self.proxy)
-        args = [*HEADLESS_ARGS, *options.pop("args", [])]
-        return {"executable_path": self.chromium_path, "args": args, **options}
+        """Chromium launch arguments: sandboxed, a minimal environment, every request forced
+        through the guard proxy."""
+        options = browser_launch_options(self.chromium_path, user=self.settings.chromium_user)
+        proxied = chromium_launch_options(self.proxy)
+        options["args"] += proxied.pop("args", [])
+        return {**options, **proxied}
 
     async def launch_browser(self) -> Browser:
         """A dedicated browser (for a capture), behind the guard proxy like the pool's."""
@@ -93,6 +98,7 @@ async def open_resources(
         audit = AuditLog.from_settings(
             settings, side="workers", signer=provider.audit_signer(), events=events
         )
+        liveview_key = liveview.load_liveview_key(settings.key_dir)  # every worker: one key set
         async with db.acquire() as conn:
             await publish_seal_key(conn, provider)
         guard = UrlGuard(allow_private_hosts=settings.allow_private_hosts, events=events)
@@ -145,6 +151,9 @@ async def open_resources(
                     host=settings.liveview_host,
                     port=settings.liveview_port,
                     public_base_url=settings.liveview_public_url or None,
+                    ticket_check=functools.partial(liveview.ticket_valid, db, liveview_key),
+                    frame_ancestors=liveview_frame_ancestors(settings),
+                    peers=settings.liveview_peers,
                 )
             )
         await stack.enter_async_context(
@@ -157,6 +166,16 @@ async def open_resources(
     except BaseException:
         await stack.aclose()
         raise
+
+
+def liveview_frame_ancestors(settings: Settings) -> str:
+    """Who may frame the live view: the orchestrator (``FRAME_ANCESTORS``) and the settings
+    page that embeds it (``API_PUBLIC_URL``'s origin); every ancestor must be listed."""
+    sources = settings.frame_ancestors.split()
+    if settings.api_public_url:
+        parts = urlsplit(settings.api_public_url)
+        sources.append(f"{parts.scheme}://{parts.netloc}")
+    return " ".join(dict.fromkeys(sources))
 
 
 class WorkerResources(Middleware):

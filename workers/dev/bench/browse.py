@@ -36,7 +36,7 @@ from playwright.async_api import Browser, Playwright, StorageState, async_playwr
 
 from producers.api import SessionsClient
 from schema.settings import Settings
-from workers.browser.chromium import HEADLESS_ARGS, find_chromium
+from workers.browser.chromium import browser_launch_options, find_chromium
 from workers.browser.pool import LEAN_CONTEXT_ARGS, LEAN_DISABLED_FEATURES
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, process_tree, processes, run_worker
@@ -276,11 +276,10 @@ async def visit_page(browser: Browser, state: dict[str, Any], url: str) -> str:
 
 async def launch(playwright: Playwright, chromium: str, *, tuned: bool = False) -> Browser:
     """Chromium as plain Playwright launches it (``tuned``: plus the pool's lean flags)."""
+    options = browser_launch_options(chromium)
+    options["args"] += LEAN_CONTEXT_ARGS if tuned else ()
     return await playwright.chromium.launch(
-        executable_path=chromium,
-        args=[*HEADLESS_ARGS, *(LEAN_CONTEXT_ARGS if tuned else ())],
-        headless=True,
-        timeout=_seconds(CALL_TIMEOUT) * 1000,
+        headless=True, timeout=_seconds(CALL_TIMEOUT) * 1000, **options
     )
 
 

@@ -29,7 +29,7 @@ import structlog
 from aiohttp import web
 from playwright.async_api import Browser, Playwright, async_playwright
 
-from workers.browser.chromium import HEADLESS_ARGS, find_chromium
+from workers.browser.chromium import browser_launch_options, find_chromium
 from workers.browser.liveview import LiveViewServer
 
 COLOURS = ((220, 40, 40), (30, 160, 60), (40, 80, 220), (230, 200, 30), (150, 40, 170))
@@ -95,7 +95,7 @@ async def _remote_site() -> AsyncIterator[str]:
 
 async def _launch(pw: Playwright, executable: str) -> Browser:
     return await pw.chromium.launch(
-        executable_path=executable, args=list(HEADLESS_ARGS), headless=True, timeout=30_000
+        headless=True, timeout=30_000, **browser_launch_options(executable)
     )
 
 
