@@ -186,7 +186,9 @@ class BrowseService:
     def _lease(
         self, session: queries.SessionInfo, job_id: str
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        if self._leases is None or not session.exclusive:
+        # Without write-back nothing learns whether the site rotates: only a forced mode counts.
+        exclusive = session.exclusive if self._write_back else session.lease_mode == "exclusive"
+        if self._leases is None or not exclusive:
             return contextlib.nullcontext()
         return self._leases.hold(
             session.id, f"{job_id}:{time.monotonic_ns()}", wait=self._lease_wait
