@@ -58,7 +58,7 @@ def chromium_pids(root: int) -> list[int]:
             args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
             if (
                 args
-                and b"chrom" in args[0]
+                and b"chrom" in args[0].rsplit(b"/", 1)[-1]  # the program, not its directory
                 and not args[0].endswith(b"crashpad_handler")  # reparented to a subreaper
                 and not any(a.startswith(b"--type=") for a in args)
             ):
