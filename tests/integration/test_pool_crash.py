@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +51,32 @@ async def test_a_job_waiting_on_a_killed_browser_ends_with_browser_crashed(
     deadline = time.monotonic() + 30
     while not pool.healthy:  # replaced by a fresh browser
         assert time.monotonic() < deadline, "the pool did not replace its browser"
+        await asyncio.sleep(0.1)
+    async with pool.context() as context:
+        page = await context.new_page()
+        assert await page.evaluate("1 + 1") == 2
+
+
+async def test_a_replacement_launch_that_fails_is_tried_again(
+    pool_and_pids: tuple[BrowserPool, list[int]], tmp_path: Path
+) -> None:
+    """The only browser dies and its first replacement cannot start: the pool keeps trying
+    (an empty pool would hold every job until its time limit)."""
+    pool, victims = pool_and_pids
+    failed = tmp_path / "failed-once"
+    flaky = tmp_path / "flaky-chromium"
+    flaky.write_text(
+        f'#!/bin/sh\nif [ ! -e "{failed}" ]; then touch "{failed}"; exit 1; fi\n'
+        f'exec "{pool._executable_path}" "$@"\n'  # as launched so far (as root: a wrapper)
+    )
+    flaky.chmod(0o700)
+    pool._executable_path = str(flaky)  # the next launches go through the wrapper
+    assert victims
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not (failed.exists() and pool.healthy):
+        assert time.monotonic() < deadline, f"not replaced (a launch failed: {failed.exists()})"
         await asyncio.sleep(0.1)
     async with pool.context() as context:
         page = await context.new_page()

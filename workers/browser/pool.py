@@ -104,7 +104,7 @@ class BrowserPool:
         self._background: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> BrowserPool:
-        await asyncio.gather(*(self._launch() for _ in range(self._size)))
+        await asyncio.gather(*(self._launch(initial=True) for _ in range(self._size)))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -213,7 +213,10 @@ class BrowserPool:
                 log.info("browser_retired", browser=pooled.number, contexts=pooled.contexts_opened)
             self._changed.notify_all()
 
-    async def _launch(self) -> None:
+    async def _launch(self, *, initial: bool = False) -> None:
+        """Launch one browser into the pool. Only the pool's first launches raise when none
+        succeeds; a replacement that fails is tried again until one starts (an empty pool
+        would otherwise hold every job until its time limit)."""
         self._launching += 1
         try:
             browser = await asyncio.wait_for(
@@ -228,7 +231,7 @@ class BrowserPool:
             )
         except Exception as exc:
             log.error("browser_launch_failed", error=f"{type(exc).__name__}: {exc}")
-            if not self._browsers and not self._closed:
+            if initial and not self._browsers and not self._closed:
                 raise ServiceUnavailable(f"cannot launch Chromium: {exc}") from None
             self._spawn(self._relaunch_later())
             return
