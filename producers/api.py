@@ -291,6 +291,8 @@ class SessionsClient:
         Anyone else gets `NotOwner` (audited): the live view lets its holder drive a login.
         """
         capture = await self._owned_capture(capture_id, actor_id, "status", AuditAction.USE)
+        if not liveview.viewable(capture):
+            return capture  # nothing to view yet (or any more): no key needed
         return await liveview.mint_ticket(self.db, self._liveview_key(), capture)
 
     async def save_capture(self, capture_id: str, *, actor_id: str) -> queries.CaptureInfo:

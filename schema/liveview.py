@@ -43,10 +43,15 @@ def ticket_mac(key: bytes, *, capture_id: str, digest: bytes, expires_at: dateti
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
+def viewable(capture: CaptureInfo) -> bool:
+    """Whether the capture has a live view to mint a ticket for (open, not yet final)."""
+    return not capture.state.is_final and bool(capture.liveview_url) and bool(capture.expires_at)
+
+
 async def mint_ticket(db: Executor, key: bytes, capture: CaptureInfo) -> CaptureInfo:
-    """``capture`` with a fresh viewer token while it is open (the caller has checked the
-    owner); nothing but the token's hash and MAC is stored."""
-    if capture.state.is_final or not capture.liveview_url or capture.expires_at is None:
+    """``capture`` with a fresh viewer token while it is `viewable` (the caller has checked
+    the owner); nothing but the token's hash and MAC is stored."""
+    if not viewable(capture) or capture.expires_at is None:
         return capture
     token = secrets.token_urlsafe(32)
     digest = token_hash(token)

@@ -111,8 +111,11 @@ def api_settings(worker_settings: Settings) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def api_url(api_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``browser-sessions api`` process; its base URL."""
+def api_url(
+    api_settings: Settings, browse_worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real ``browser-sessions api`` process; its base URL. After a worker has started, as
+    in production: the workers publish the keys a producer uses (sealing, live-view tickets)."""
     log_path = tmp_path_factory.mktemp("api") / "api.log"
     with run_api(api_settings, log_path):
         yield f"http://127.0.0.1:{api_settings.api_port}"

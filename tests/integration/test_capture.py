@@ -27,7 +27,7 @@ from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import LiveViewUser
 from workers.dev.processes import WorkerProcess, free_port, run_worker
-from workers.dev.scratch import scratch_queues
+from workers.dev.scratch import purge_queue, scratch_queues
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +51,8 @@ def capture_worker(
     capture_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     log_path = tmp_path_factory.mktemp("capture") / "worker.log"
+    # Sessions added by earlier tests (the HTTP API's) left captures nobody opened.
+    purge_queue(capture_settings.amqp_url, capture_settings.queue("capture"))
     with run_worker(capture_settings, ["capture"], log_path) as worker:
         yield worker
 

@@ -23,6 +23,7 @@ from schema.settings import Settings
 from workers.dev import faults
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import free_port
+from workers.dev.scratch import scratch_queues
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +41,20 @@ def rig(
     threaded_site: FixtureSite,
     chromium_path: str,
     tmp_path_factory: pytest.TempPathFactory,
-) -> faults.Rig:
+) -> Iterator[faults.Rig]:
+    """Queues of their own: the session's shared workers must not take these jobs."""
     settings = dataclasses.replace(
         base_settings,
         chromium_path=chromium_path,
         allow_private_hosts=frozenset({f"127.0.0.1:{threaded_site.port}"}),
+        queue_prefix=base_settings.queue_prefix + "faults.",
     )
-    return faults.Rig(
-        settings=settings, site_url=threaded_site.url, workdir=tmp_path_factory.mktemp("faults")
-    )
+    with scratch_queues(settings.amqp_url, settings.queue_prefix):
+        yield faults.Rig(
+            settings=settings,
+            site_url=threaded_site.url,
+            workdir=tmp_path_factory.mktemp("faults"),
+        )
 
 
 def assert_nothing_lost(row: faults.Row) -> None:
@@ -109,16 +115,17 @@ async def test_enqueue_with_the_broker_down_is_service_unavailable(
     dead = dataclasses.replace(
         base_settings,
         amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
-        enqueue_retry=timedelta(seconds=1.5),
+        enqueue_retry=timedelta(seconds=3),
     )
     enqueuer = Enqueuer(settings=dead)
     started = time.monotonic()
     try:
-        with pytest.raises(ServiceUnavailable, match=r"after [2-9] attempts"):
+        with pytest.raises(ServiceUnavailable, match=r"after ([2-9]|\d\d) attempts"):
             enqueuer.send("expire", {"kind": "expire"})
     finally:
         enqueuer.close()
-    assert 1.0 < time.monotonic() - started < 5  # retried for the budget, then gave up
+    # Retried with a backoff until the next wait would pass the budget, then gave up.
+    assert 1.0 < time.monotonic() - started < 15
 
 
 async def test_client_maps_a_database_outage_to_service_unavailable(

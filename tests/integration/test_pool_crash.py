@@ -10,10 +10,9 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import async_playwright
 
 from schema.errors import BrowserCrashed
-from workers.browser.chromium import browser_launch_options
+from tests.support.pools import local_pool
 from workers.browser.pool import BrowserPool
 from workers.dev.processes import chromium_pids
 
@@ -24,18 +23,7 @@ pytestmark = pytest.mark.integration
 async def pool_and_pids(chromium_path: str) -> AsyncIterator[tuple[BrowserPool, list[int]]]:
     """A one-browser pool, and the pids of its browser (not other tests' browsers)."""
     others = set(chromium_pids(os.getpid()))
-    options = browser_launch_options(chromium_path)
-    async with (
-        async_playwright() as playwright,
-        BrowserPool(
-            playwright=playwright,
-            executable_path=options.pop("executable_path"),
-            launch_args=options.pop("args"),
-            launch_options=options,
-            size=1,
-            contexts_per_browser=2,
-        ) as browsers,
-    ):
+    async with local_pool(chromium_path, size=1, contexts_per_browser=2) as browsers:
         yield browsers, [p for p in chromium_pids(os.getpid()) if p not in others]
 
 

@@ -7,12 +7,9 @@ import os
 import signal
 from pathlib import Path
 
-from playwright.async_api import async_playwright
-
 from tests.support.events import RecordingEvents
+from tests.support.pools import local_pool
 from tests.support.waiting import wait_for
-from workers.browser.chromium import browser_launch_options
-from workers.browser.pool import BrowserPool
 from workers.dev.processes import chromium_pids
 
 
@@ -29,20 +26,13 @@ def _pooled_browser_pids() -> list[int]:
 async def test_pool_reports_launch_retire_and_crash(chromium_path: str) -> None:
     events = RecordingEvents()
     others = set(_pooled_browser_pids())  # another test's browser, left alone
-    options = browser_launch_options(chromium_path)
-    async with (
-        async_playwright() as playwright,
-        BrowserPool(
-            playwright=playwright,
-            executable_path=options.pop("executable_path"),
-            launch_args=options.pop("args"),
-            launch_options=options,
-            size=1,
-            contexts_per_browser=1,
-            max_contexts_per_browser=1,
-            events=events,
-        ) as pool,
-    ):
+    async with local_pool(
+        chromium_path,
+        size=1,
+        contexts_per_browser=1,
+        max_contexts_per_browser=1,
+        events=events,
+    ) as pool:
         assert events.seen["browser_launched"] == 1
         async with pool.context():  # its browser's last context: retired after, one launched
             pass

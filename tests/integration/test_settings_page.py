@@ -25,6 +25,7 @@ from tests.support.logins import PASSWORD
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import log_in_to_fixture_site
 from workers.dev.processes import WorkerProcess, free_port, run_worker
+from workers.dev.scratch import purge_queue
 from workers.dev.settings_page import SettingsPageUser
 
 pytestmark = pytest.mark.integration
@@ -54,6 +55,7 @@ def page_capture_worker(
         frame_ancestors=f"http://127.0.0.1:{api_settings.api_port}",
     )
     log_path = tmp_path_factory.mktemp("page-capture") / "worker.log"
+    purge_queue(settings.amqp_url, settings.queue("capture"))  # captures earlier tests left
     with run_worker(settings, ["capture"], log_path) as worker:
         yield worker
 

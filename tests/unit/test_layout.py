@@ -58,3 +58,20 @@ def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from workers.dev.demo import run_demo\n")
     assert "workers.dev.demo" in imported_modules(module)
+
+
+def test_the_readme_tree_names_every_folder_and_module() -> None:
+    """The README's package table matches the tree: a new module or folder is named there."""
+    section = (ROOT / "README.md").read_text().split("### The tree", 1)[1].split("\n## ", 1)[0]
+    unnamed = []
+    for package in ("schema", "producers", "workers"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT)
+            if f"{rel.parent.name}/" not in section:
+                unnamed.append(f"{rel.parent.as_posix()}/")
+            if path.name != "__init__.py" and path.name not in section:
+                unnamed.append(rel.as_posix())
+    for folder in sorted(p for p in (ROOT / "deploy").iterdir() if p.is_dir()):
+        if f"{folder.name}/" not in section:
+            unnamed.append(f"deploy/{folder.name}/")
+    assert sorted(set(unnamed)) == []

@@ -85,3 +85,17 @@ def delete_queues(amqp_url: str, prefix: str) -> None:
                     channel.queue_delete(f"{prefix}{queue}{suffix}")
         finally:
             conn.close()
+
+
+def purge_queue(amqp_url: str, name: str) -> None:
+    """Drop the messages waiting on queue ``name`` (a test's worker starts on a clean
+    queue, not on jobs that earlier tests left for a worker they never started). Best
+    effort, like :func:`delete_queues`."""
+    import pika
+
+    with contextlib.suppress(Exception):
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            conn.channel().queue_purge(name)
+        finally:
+            conn.close()
