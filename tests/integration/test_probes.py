@@ -24,7 +24,7 @@ from schema.db import create_pool
 from schema.jobs import ProbeJob
 from schema.settings import Settings
 from tests.support.keepalive import new_task, store_for
-from tests.support.logins import PASSWORD
+from tests.support.logins import PASSWORD, log_in
 from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, run_worker
@@ -114,17 +114,7 @@ async def new_session(
     """A user logged in on ``site`` with a real browser, imported as a session."""
     user = f"probe-{secrets.token_hex(3)}"
     site.add_user(user, PASSWORD)
-    context = await browser.new_context()
-    try:
-        page = await context.new_page()
-        await page.goto(site.url("/login?next=/app"))
-        await page.fill("#username", user)
-        await page.fill("#password", PASSWORD)
-        await page.click("#submit")
-        await page.wait_for_selector("#whoami", timeout=10_000)
-        state = await context.storage_state()
-    finally:
-        await context.close()
+    state = await log_in(browser, site, user)
     created = await client.import_session(
         owner_id=user,
         label="Probed",
