@@ -19,6 +19,7 @@ from producers.api import SessionsClient
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.results import BrowseResult
 from tests.support.logins import UNREACHABLE, LoginState
+from tests.support.sessions import import_on_site
 from tests.support.tasks import comments
 from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
@@ -46,15 +47,7 @@ async def import_session(
     *,
     selector: str | None = "#whoami",
 ) -> str:
-    state = await login_state(user)
-    created = await client.import_session(
-        owner_id=user,
-        label=f"{user}'s fixture",
-        start_url=site.url("/app"),
-        state=json.dumps(state).encode(),
-        logged_in_selector=selector,
-        login_url_pattern=site.url("/login") + "**",
-    )
+    created = await import_on_site(client, site, user, await login_state(user), selector=selector)
     assert created["status"] == "active"
     return str(created["session_id"])
 
@@ -466,14 +459,7 @@ async def test_session_storage_and_indexeddb_are_restored(
     paths = ("/app-session-storage", "/app-indexeddb")
 
     async def import_and_browse(state: dict[str, Any], label: str) -> list[BrowseResult]:
-        created = await client.import_session(
-            owner_id="alice",
-            label=label,
-            start_url=site.url("/app"),
-            state=json.dumps(state).encode(),
-            logged_in_selector="#whoami",
-            login_url_pattern=site.url("/login") + "**",
-        )
+        created = await import_on_site(client, site, "alice", state, label=label)
         return [
             await client.browse(
                 task_id=await task(client, "alice"),
@@ -528,12 +514,8 @@ async def test_canary_secret_never_in_logs_or_plain_columns(
     )
     origin = next(o for o in state["origins"] if o["origin"] == site.base_url)
     origin["localStorage"].append({"name": "canary", "value": canary})
-    created = await client.import_session(
-        owner_id="alice",
-        label="canary",
-        start_url=site.url("/app"),
-        state=json.dumps(state).encode(),
-        logged_in_selector="#whoami",
+    created = await import_on_site(
+        client, site, "alice", state, label="canary", login_pattern=False
     )
     result = await client.browse(
         task_id=await task(client, "alice"),
@@ -573,12 +555,8 @@ async def test_import_keeps_only_the_sessions_site(
     state["origins"].append(
         {"origin": "https://elsewhere.example", "localStorage": [{"name": "k", "value": "v"}]}
     )
-    created = await client.import_session(
-        owner_id="alice",
-        label="scoped",
-        start_url=site.url("/app"),
-        state=json.dumps(state).encode(),
-        logged_in_selector="#whoami",
+    created = await import_on_site(
+        client, site, "alice", state, label="scoped", login_pattern=False
     )
     provider = provider_from_settings(worker_settings)
     store = StateStore(provider=provider, audit=AuditLog(signer=provider.audit_signer()))

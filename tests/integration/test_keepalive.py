@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import secrets
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,6 +19,7 @@ from schema.errors import NotOwner, VersionNotFound
 from schema.settings import Settings
 from tests.support.keepalive import new_task, store_for
 from tests.support.logins import PASSWORD, LoginState
+from tests.support.sessions import import_on_site
 from tests.support.waiting import wait_for
 from workers.crypto.admin import shred_user
 from workers.dev.fixture_site import FixtureSite
@@ -51,13 +51,8 @@ def reset_site(site: FixtureSite) -> Iterator[None]:
 
 async def add_session(client: SessionsClient, site: FixtureSite, state: dict[str, Any]) -> str:
     user = state["__user"]
-    created = await client.import_session(
-        owner_id=user,
-        label=f"{user}'s fixture",
-        start_url=site.url("/app"),
-        state=json.dumps({k: v for k, v in state.items() if k != "__user"}).encode(),
-        logged_in_selector="#whoami",
-        login_url_pattern=site.url("/login") + "**",
+    created = await import_on_site(
+        client, site, user, {k: v for k, v in state.items() if k != "__user"}
     )
     return str(created["session_id"])
 

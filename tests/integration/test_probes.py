@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import secrets
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +24,7 @@ from schema.jobs import ProbeJob
 from schema.settings import Settings
 from tests.support.keepalive import new_task, store_for
 from tests.support.logins import PASSWORD, log_in
+from tests.support.sessions import import_on_site
 from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, run_worker
@@ -115,14 +115,7 @@ async def new_session(
     user = f"probe-{secrets.token_hex(3)}"
     site.add_user(user, PASSWORD)
     state = await log_in(browser, site, user)
-    created = await client.import_session(
-        owner_id=user,
-        label="Probed",
-        start_url=site.url("/app"),
-        state=json.dumps(state).encode(),
-        logged_in_selector="#whoami",
-        login_url_pattern=site.url("/login") + "**",
-    )
+    created = await import_on_site(client, site, user, state, label="Probed")
     return user, str(created["session_id"])
 
 
