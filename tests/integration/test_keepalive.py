@@ -17,7 +17,7 @@ import pytest
 from producers.api import SessionsClient
 from schema.errors import NotOwner, VersionNotFound
 from schema.settings import Settings
-from tests.support.keepalive import new_task, store_for
+from tests.support.keepalive import browse_in_new_task, new_task, store_for
 from tests.support.logins import PASSWORD, LoginState
 from tests.support.sessions import import_on_site
 from tests.support.waiting import wait_for
@@ -67,13 +67,7 @@ async def imported(
 async def browse_ok(
     client: SessionsClient, site: FixtureSite, user: str, session_id: str, path: str = "/app"
 ) -> None:
-    result = await client.browse(
-        task_id=await new_task(client, user),
-        owner_id=user,
-        session_id=session_id,
-        url=site.url(path),
-        timeout=RESULT,
-    )
+    result = await browse_in_new_task(client, user, session_id, site.url(path), timeout=RESULT)
     assert result.ok, f"{result.error_code}: {result.error_message}"
     assert f"logged in as {user}" in (result.text or "")
 
@@ -193,12 +187,8 @@ async def test_a_5xx_page_never_expires_nor_writes_back(
 ) -> None:
     session_id = await imported(client, site, login_state, fresh_user)
     site.set_switches(rotate_cookie=True)
-    result = await client.browse(
-        task_id=await new_task(client, fresh_user),
-        owner_id=fresh_user,
-        session_id=session_id,
-        url=site.url("/status/503"),
-        timeout=RESULT,
+    result = await browse_in_new_task(
+        client, fresh_user, session_id, site.url("/status/503"), timeout=RESULT
     )
     assert result.error_code == "NAVIGATION_FAILED"
     row = await session_row(db, session_id)
@@ -279,12 +269,8 @@ async def test_rollback_restores_a_working_older_version(
         actor_id=fresh_user,
         state={"cookies": [], "origins": []},
     )
-    result = await client.browse(
-        task_id=await new_task(client, fresh_user),
-        owner_id=fresh_user,
-        session_id=session_id,
-        url=site.url("/app"),
-        timeout=RESULT,
+    result = await browse_in_new_task(
+        client, fresh_user, session_id, site.url("/app"), timeout=RESULT
     )
     assert result.error_code == "AUTH_SESSION_EXPIRED"
     await wait_for(lambda: _status_is(db, session_id, "expired"), what="session expired")

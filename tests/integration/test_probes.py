@@ -22,7 +22,7 @@ from producers.api import SessionsClient
 from schema.db import create_pool
 from schema.jobs import ProbeJob
 from schema.settings import Settings
-from tests.support.keepalive import new_task, store_for
+from tests.support.keepalive import browse_in_new_task, new_task, store_for
 from tests.support.logins import PASSWORD, log_in
 from tests.support.sessions import import_on_site
 from tests.support.waiting import wait_for
@@ -157,12 +157,8 @@ async def test_probes_alone_keep_an_idle_session_alive(
             lambda: _at_least(probes_of(db, session_id), 6), timeout=30, what="six probes"
         )
         assert own_site.session_count(user) == 1
-        result = await probe_client.browse(
-            task_id=await new_task(probe_client, user),
-            owner_id=user,
-            session_id=session_id,
-            url=own_site.url("/app"),
-            timeout=timedelta(seconds=60),
+        result = await browse_in_new_task(
+            probe_client, user, session_id, own_site.url("/app"), timeout=timedelta(seconds=60)
         )
         assert result.ok, result.error_message
         probed = await row(db, session_id)
@@ -218,12 +214,8 @@ async def test_a_site_that_is_down_never_expires_nor_writes_back(
         user, session_id = await new_session(probe_client, down, browser)
         app = down.url("/app")
     # The site is gone: connections are refused.
-    result = await probe_client.browse(
-        task_id=await new_task(probe_client, user),
-        owner_id=user,
-        session_id=session_id,
-        url=app,
-        timeout=timedelta(seconds=60),
+    result = await browse_in_new_task(
+        probe_client, user, session_id, app, timeout=timedelta(seconds=60)
     )
     assert result.error_code == "NAVIGATION_FAILED"
     await probe_now(db, session_id)
