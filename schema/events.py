@@ -46,6 +46,16 @@ class Events(Protocol):
     def result_delivered(self, enqueued_at_ms: float) -> None:
         """A browse result was stored; ``enqueued_at_ms`` is when its job was enqueued."""
 
+    def write_back(self, result: str) -> None:
+        """A job's end state was weighed for write-back: ``saved``, ``unchanged``,
+        ``refused_logged_out`` or ``conflict_merged``."""
+
+    def lease_waited(self, seconds: float) -> None:
+        """A job waited ``seconds`` for its session's lease."""
+
+    def probe_finished(self, verdict: str) -> None:
+        """A health probe ended with ``verdict``."""
+
 
 class NoEvents:
     """Reports nothing: the default hook."""
@@ -78,6 +88,15 @@ class NoEvents:
         pass
 
     def result_delivered(self, enqueued_at_ms: float) -> None:
+        pass
+
+    def write_back(self, result: str) -> None:
+        pass
+
+    def lease_waited(self, seconds: float) -> None:
+        pass
+
+    def probe_finished(self, verdict: str) -> None:
         pass
 
 

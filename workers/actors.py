@@ -47,7 +47,6 @@ from workers.runtime.retries import RequeueLater, will_retry
 
 settings = get_settings()
 configure_logging(level=settings.log_level, fmt=settings.log_format)
-ALIVE_EVENTS = metrics.AliveMetrics()
 
 
 def _probe_scheduler(res: Resources) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -107,8 +106,8 @@ async def _enqueue_probe(job: ProbeJob) -> None:
 
 
 def _keepalive(res: Resources) -> tuple[Leases, WriteBack]:
-    leases = Leases(res.db, ttl=settings.lease_ttl, on_wait=ALIVE_EVENTS.lease_wait)
-    return leases, WriteBack(db=res.db, store=res.store, events=ALIVE_EVENTS)
+    leases = Leases(res.db, ttl=settings.lease_ttl, on_wait=res.events.lease_waited)
+    return leases, WriteBack(db=res.db, store=res.store, events=res.events)
 
 
 @dramatiq.actor(
@@ -260,7 +259,7 @@ async def probe(payload: dict[str, Any]) -> None:
         leases=leases,
         write_back=write_back,
         interval=settings.probe_interval,
-        events=ALIVE_EVENTS,
+        events=res.events,
         on_expired=res.events.session_expired,
     ).run(job)
 

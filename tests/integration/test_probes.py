@@ -24,6 +24,7 @@ from schema.jobs import ProbeJob
 from schema.settings import Settings
 from tests.support.keepalive import browse_in_new_task, new_task, store_for
 from tests.support.logins import PASSWORD, log_in
+from tests.support.services import new_database
 from tests.support.sessions import import_on_site
 from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
@@ -272,6 +273,19 @@ async def _status(db: asyncpg.Connection, session_id: str, status: str) -> bool:
 
 
 async def test_scheduler_replicas_claim_each_due_session_once_and_warn_expiring_soon(
+    base_settings: Settings,
+) -> None:
+    # A database of its own: workers of other tests run schedulers on the shared one.
+    async with new_database(f"bs_test_sched_{secrets.token_hex(4)}") as url:
+        settings = dataclasses.replace(base_settings, database_url=url)
+        db = await asyncpg.connect(url)
+        try:
+            await _claims_and_notices(url, db, settings)
+        finally:
+            await db.close()
+
+
+async def _claims_and_notices(
     database_url: str, db: asyncpg.Connection, base_settings: Settings
 ) -> None:
     owner = f"sched-{secrets.token_hex(3)}"

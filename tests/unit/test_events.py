@@ -18,6 +18,9 @@ from workers.runtime import metrics
 ARGS: dict[str, tuple[object, ...]] = {
     "capture_finished": (CaptureState.SAVED,),
     "result_delivered": (time.time() * 1000 - 1500,),
+    "write_back": ("saved",),
+    "lease_waited": (0.25,),
+    "probe_finished": ("logged_in",),
 }
 
 
@@ -41,6 +44,9 @@ def test_the_hook_has_the_events_the_services_report() -> None:
         "session_expired",
         "capture_finished",
         "result_delivered",
+        "write_back",
+        "lease_waited",
+        "probe_finished",
     }
     for name in EVENT_NAMES:
         getattr(NO_EVENTS, name)(*ARGS.get(name, ()))

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
 from schema import queries
 from schema.enums import AuditAction
 from schema.errors import BrowserSessionsError, VersionConflict
+from schema.events import NO_EVENTS, Events
 from schema.logs import get_logger
 from schema.redact import secret_values, state_secret_values
 from workers.crypto.store import SaveInfo, StateStore
@@ -34,34 +35,11 @@ class WriteBackResult(StrEnum):
     CONFLICT_MERGED = "conflict_merged"
 
 
-class AliveEvents(Protocol):
-    """What write-backs, leases and probes report (metrics implement it)."""
-
-    def write_back(self, result: WriteBackResult) -> None: ...
-
-    def lease_wait(self, seconds: float) -> None: ...
-
-    def probe(self, verdict: str) -> None: ...
-
-
-class NoEvents:
-    def write_back(self, result: WriteBackResult) -> None:
-        pass
-
-    def lease_wait(self, seconds: float) -> None:
-        pass
-
-    def probe(self, verdict: str) -> None:
-        pass
-
-
 class WriteBack:
-    def __init__(
-        self, *, db: asyncpg.Pool, store: StateStore, events: AliveEvents | None = None
-    ) -> None:
+    def __init__(self, *, db: asyncpg.Pool, store: StateStore, events: Events = NO_EVENTS) -> None:
         self._db = db
         self._store = store
-        self.events: AliveEvents = events or NoEvents()
+        self.events = events
 
     async def apply(
         self,

@@ -28,13 +28,14 @@ from schema import queries
 from schema.audit import AuditLog
 from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import SessionNotFound
+from schema.events import NO_EVENTS, Events
 from schema.jobs import BrowseOptions, ProbeJob
 from schema.logs import get_logger
 from workers.browser.pool import BrowserPool
 from workers.browser.verdict import Verdict
 from workers.crypto.store import StateStore, next_probe_at
 from workers.jobs.browse import restored_visit
-from workers.jobs.keepalive import AliveEvents, NoEvents, WriteBack
+from workers.jobs.keepalive import WriteBack
 from workers.jobs.leases import Leases
 
 log = get_logger(__name__)
@@ -81,7 +82,7 @@ class ProbeService:
         leases: Leases,
         write_back: WriteBack,
         interval: timedelta,
-        events: AliveEvents | None = None,
+        events: Events = NO_EVENTS,
         on_expired: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
@@ -91,7 +92,7 @@ class ProbeService:
         self._leases = leases
         self._write_back = write_back
         self._interval = interval
-        self._events = events or NoEvents()
+        self._events = events
         self._on_expired = on_expired
 
     async def run(self, job: ProbeJob) -> str:
@@ -105,13 +106,13 @@ class ProbeService:
         holder = f"probe:{job.probe_id}:{time.monotonic_ns()}"
         if not await self._leases.try_acquire(session.id, holder):
             await self._schedule(session.id, datetime.now(UTC) + BUSY_RETRY, None, None)
-            self._events.probe(BUSY)
+            self._events.probe_finished(BUSY)
             return BUSY
         try:
             verdict = await self._probe(job, session)
         finally:
             await asyncio.shield(self._leases.release(session.id, holder))
-        self._events.probe(verdict)
+        self._events.probe_finished(verdict)
         log.info("probe_finished", verdict=verdict)
         return verdict
 

@@ -230,6 +230,17 @@ class MetricEvents:
         seconds = (time.time() if now is None else now) - enqueued_at_ms / 1000
         RESULT_DELIVERY.observe(max(seconds, 0.0))
 
+    def write_back(self, result: str) -> None:
+        if result in WRITE_BACK_RESULTS:
+            WRITE_BACKS.labels(result).inc()
+
+    def lease_waited(self, seconds: float) -> None:
+        LEASE_WAIT.observe(max(seconds, 0.0))
+
+    def probe_finished(self, verdict: str) -> None:
+        if verdict in PROBE_VERDICTS:
+            PROBES.labels(verdict).inc()
+
 
 class _HasStats(Protocol):
     def stats(self) -> Mapping[str, int]: ...
@@ -306,21 +317,6 @@ for _verdict in PROBE_VERDICTS:
     PROBES.labels(_verdict)
 for _status in SESSION_STATUSES:
     SESSIONS.labels(_status)
-
-
-class AliveMetrics:
-    """The write-back, lease and probe events (``workers.jobs.keepalive.AliveEvents``)."""
-
-    def write_back(self, result: str) -> None:
-        if result in WRITE_BACK_RESULTS:
-            WRITE_BACKS.labels(result).inc()
-
-    def lease_wait(self, seconds: float) -> None:
-        LEASE_WAIT.observe(max(seconds, 0.0))
-
-    def probe(self, verdict: str) -> None:
-        if verdict in PROBE_VERDICTS:
-            PROBES.labels(verdict).inc()
 
 
 def set_sessions_by_status(counts: Mapping[str, int]) -> None:
