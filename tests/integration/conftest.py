@@ -14,7 +14,7 @@ from playwright.async_api import Browser, async_playwright
 from producers.api import SessionsClient
 from schema.settings import Settings
 from tests.support.api import API_ADMIN, API_TOKEN
-from tests.support.logins import PASSWORD, UNREACHABLE, LoginState
+from tests.support.logins import PASSWORD, UNREACHABLE, LoginState, log_in
 from tests.support.services import new_database
 from workers.browser.chromium import browser_launch_options
 from workers.dev.fixture_site import FixtureSite
@@ -44,23 +44,9 @@ def login_state(browser: Browser, site: FixtureSite) -> LoginState:
     async def login(
         user: str, *, indexed_db: bool = False, session_storage: bool = False
     ) -> dict[str, Any]:
-        context = await browser.new_context()
-        try:
-            page = await context.new_page()
-            await page.goto(site.url("/login?next=/app"))
-            await page.fill("#username", user)
-            await page.fill("#password", PASSWORD)
-            await page.click("#submit")
-            await page.wait_for_selector("#whoami", timeout=10_000)
-            state = dict(await context.storage_state(indexed_db=indexed_db))
-            if session_storage:  # Playwright leaves it out; the capture worker adds it
-                items = await page.evaluate("() => Object.entries(sessionStorage)")
-                for origin in state["origins"]:
-                    if origin["origin"] == site.base_url:
-                        origin["sessionStorage"] = [{"name": k, "value": v} for k, v in items]
-            return state
-        finally:
-            await context.close()
+        return await log_in(
+            browser, site, user, indexed_db=indexed_db, session_storage=session_storage
+        )
 
     return login
 

@@ -18,7 +18,9 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from producers.api import SessionsClient
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.results import BrowseResult
+from tests.support.keepalive import browse_in_new_task, new_task
 from tests.support.logins import UNREACHABLE, LoginState
+from tests.support.sessions import import_on_site
 from tests.support.tasks import comments
 from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
@@ -33,11 +35,6 @@ def task_id() -> str:
     return f"task-{secrets.token_hex(4)}"
 
 
-async def task(client: SessionsClient, owner: str) -> str:
-    """A new task of ``owner``, inserted as the orchestrator would before a browse."""
-    return (await client.add_task(task_id(), owner_id=owner))["task_id"]
-
-
 async def import_session(
     client: SessionsClient,
     site: FixtureSite,
@@ -46,15 +43,7 @@ async def import_session(
     *,
     selector: str | None = "#whoami",
 ) -> str:
-    state = await login_state(user)
-    created = await client.import_session(
-        owner_id=user,
-        label=f"{user}'s fixture",
-        start_url=site.url("/app"),
-        state=json.dumps(state).encode(),
-        logged_in_selector=selector,
-        login_url_pattern=site.url("/login") + "**",
-    )
+    created = await import_on_site(client, site, user, await login_state(user), selector=selector)
     assert created["status"] == "active"
     return str(created["session_id"])
 
@@ -67,13 +56,7 @@ async def test_logged_in_browse_returns_protected_text(
     db: asyncpg.Connection,
 ) -> None:
     session_id = await import_session(client, site, login_state, "alice")
-    result = await client.browse(
-        task_id=await task(client, "alice"),
-        owner_id="alice",
-        session_id=session_id,
-        url=site.url("/app"),
-        timeout=RESULT,
-    )
+    result = await browse_in_new_task(client, "alice", session_id, site.url("/app"), timeout=RESULT)
     assert result.ok, result.error_message
     assert "logged in as alice" in (result.text or "")
     assert result.final_url == site.url("/app")
@@ -93,7 +76,7 @@ async def test_expiry_marks_session_fails_task_and_comments_once(
 ) -> None:
     session_id = await import_session(client, site, login_state, "bob")
     assert site.revoke("bob") >= 1
-    first = await task(client, "bob")
+    first = await new_task(client, "bob")
     result = await client.browse(
         task_id=first,
         owner_id="bob",
@@ -116,7 +99,7 @@ async def test_expiry_marks_session_fails_task_and_comments_once(
     assert f"127.0.0.1:{site.port}" in bodies[0]
 
     # A later task fails fast with the same code and gets its own comment.
-    second = await task(client, "bob")
+    second = await new_task(client, "bob")
     again = await client.browse(
         task_id=second,
         owner_id="bob",
@@ -147,12 +130,8 @@ async def test_owner_mismatch_is_refused_and_audited(
     db: asyncpg.Connection,
 ) -> None:
     session_id = await import_session(client, site, login_state, "carol")
-    result = await client.browse(
-        task_id=await task(client, "mallory"),
-        owner_id="mallory",
-        session_id=session_id,
-        url=site.url("/app"),
-        timeout=RESULT,
+    result = await browse_in_new_task(
+        client, "mallory", session_id, site.url("/app"), timeout=RESULT
     )
     assert result.error_code == "NOT_OWNER"
     # A task owned by someone else, named by the session's owner, is refused too.
@@ -190,20 +169,10 @@ async def test_revoked_session_fails_fast(
 ) -> None:
     session_id = await import_session(client, site, login_state, "dave")
     await client.revoke(session_id, actor_id="dave")
-    result = await client.browse(
-        task_id=await task(client, "dave"),
-        owner_id="dave",
-        session_id=session_id,
-        url=site.url("/app"),
-        timeout=RESULT,
-    )
+    result = await browse_in_new_task(client, "dave", session_id, site.url("/app"), timeout=RESULT)
     assert result.error_code == "SESSION_REVOKED"
-    missing = await client.browse(
-        task_id=await task(client, "dave"),
-        owner_id="dave",
-        session_id="ses_missing",
-        url=site.url("/app"),
-        timeout=RESULT,
+    missing = await browse_in_new_task(
+        client, "dave", "ses_missing", site.url("/app"), timeout=RESULT
     )
     assert missing.error_code == "SESSION_NOT_FOUND"
 
@@ -239,13 +208,7 @@ async def test_guard_refuses(
         url = site.url(f"/redirect?to=http://127.0.0.1:{other}/")
     url = url.format(port=site.port, other=other)
     try:
-        result = await client.browse(
-            task_id=await task(client, "erin"),
-            owner_id="erin",
-            session_id=erin_session,
-            url=url,
-            timeout=RESULT,
-        )
+        result = await browse_in_new_task(client, "erin", erin_session, url, timeout=RESULT)
         code = result.error_code
     except Exception as err:  # refused on the producer side already
         code = getattr(err, "code", repr(err))
@@ -258,7 +221,7 @@ async def test_killed_browser_mid_job_is_replaced_and_job_completes(
     import asyncio
 
     job = await client.enqueue_browse(
-        task_id=await task(client, "erin"),
+        task_id=await new_task(client, "erin"),
         owner_id="erin",
         session_id=erin_session,
         url=site.url("/slow?ms=4000"),
@@ -289,7 +252,7 @@ async def test_a_redelivered_message_runs_again_and_stores_one_result(
     after it succeeded: two executions (decrypt audit rows), one result, one use row."""
     job = BrowseJob(
         job_id=f"job_{secrets.token_hex(6)}",
-        task_id=await task(client, "erin"),
+        task_id=await new_task(client, "erin"),
         owner_id="erin",
         session_id=erin_session,
         url=site.url("/slow?ms=3000"),
@@ -328,7 +291,7 @@ async def test_a_redelivered_expiry_posts_one_comment(
     worker_settings: Any,
 ) -> None:
     session_id = await import_session(client, site, login_state, "alice")
-    task_id = await task(client, "alice")
+    task_id = await new_task(client, "alice")
     expire = ExpireJob(session_id=session_id, task_id=task_id, job_id=f"job_{task_id}")
     message = _message(worker_settings, "expire", expire.to_message())
     broker = RabbitmqBroker(url=worker_settings.amqp_url, middleware=[], confirm_delivery=True)
@@ -400,7 +363,7 @@ async def test_site_failures_never_expire_the_session_or_comment(
     a logged-out verdict."""
     session_id = await import_session(client, site, login_state, "alice")
     url = site.url("/status/503") if where == "http-503" else f"http://{UNREACHABLE}/app"
-    task_id = await task(client, "alice")
+    task_id = await new_task(client, "alice")
     result = await client.browse(
         task_id=task_id,
         owner_id="alice",
@@ -445,7 +408,7 @@ async def test_result_is_only_readable_by_its_owner(
     client: SessionsClient, erin_session: str, site: FixtureSite
 ) -> None:
     job = await client.enqueue_browse(
-        task_id=await task(client, "erin"),
+        task_id=await new_task(client, "erin"),
         owner_id="erin",
         session_id=erin_session,
         url=site.url("/public"),
@@ -466,21 +429,10 @@ async def test_session_storage_and_indexeddb_are_restored(
     paths = ("/app-session-storage", "/app-indexeddb")
 
     async def import_and_browse(state: dict[str, Any], label: str) -> list[BrowseResult]:
-        created = await client.import_session(
-            owner_id="alice",
-            label=label,
-            start_url=site.url("/app"),
-            state=json.dumps(state).encode(),
-            logged_in_selector="#whoami",
-            login_url_pattern=site.url("/login") + "**",
-        )
+        created = await import_on_site(client, site, "alice", state, label=label)
         return [
-            await client.browse(
-                task_id=await task(client, "alice"),
-                owner_id="alice",
-                session_id=created["session_id"],
-                url=site.url(path),
-                timeout=RESULT,
+            await browse_in_new_task(
+                client, "alice", created["session_id"], site.url(path), timeout=RESULT
             )
             for path in paths
         ]
@@ -528,18 +480,14 @@ async def test_canary_secret_never_in_logs_or_plain_columns(
     )
     origin = next(o for o in state["origins"] if o["origin"] == site.base_url)
     origin["localStorage"].append({"name": "canary", "value": canary})
-    created = await client.import_session(
-        owner_id="alice",
-        label="canary",
-        start_url=site.url("/app"),
-        state=json.dumps(state).encode(),
-        logged_in_selector="#whoami",
+    created = await import_on_site(
+        client, site, "alice", state, label="canary", login_pattern=False
     )
-    result = await client.browse(
-        task_id=await task(client, "alice"),
-        owner_id="alice",
-        session_id=created["session_id"],
-        url=site.url("/app"),
+    result = await browse_in_new_task(
+        client,
+        "alice",
+        created["session_id"],
+        site.url("/app"),
         options=BrowseOptions(extract_html=True),
         timeout=RESULT,
     )
@@ -573,12 +521,8 @@ async def test_import_keeps_only_the_sessions_site(
     state["origins"].append(
         {"origin": "https://elsewhere.example", "localStorage": [{"name": "k", "value": "v"}]}
     )
-    created = await client.import_session(
-        owner_id="alice",
-        label="scoped",
-        start_url=site.url("/app"),
-        state=json.dumps(state).encode(),
-        logged_in_selector="#whoami",
+    created = await import_on_site(
+        client, site, "alice", state, label="scoped", login_pattern=False
     )
     provider = provider_from_settings(worker_settings)
     store = StateStore(provider=provider, audit=AuditLog(signer=provider.audit_signer()))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import secrets
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,8 +17,9 @@ import pytest
 from producers.api import SessionsClient
 from schema.errors import NotOwner, VersionNotFound
 from schema.settings import Settings
-from tests.support.keepalive import new_task, store_for
+from tests.support.keepalive import browse_in_new_task, new_task, store_for
 from tests.support.logins import PASSWORD, LoginState
+from tests.support.sessions import import_on_site
 from tests.support.waiting import wait_for
 from workers.crypto.admin import shred_user
 from workers.dev.fixture_site import FixtureSite
@@ -51,13 +51,8 @@ def reset_site(site: FixtureSite) -> Iterator[None]:
 
 async def add_session(client: SessionsClient, site: FixtureSite, state: dict[str, Any]) -> str:
     user = state["__user"]
-    created = await client.import_session(
-        owner_id=user,
-        label=f"{user}'s fixture",
-        start_url=site.url("/app"),
-        state=json.dumps({k: v for k, v in state.items() if k != "__user"}).encode(),
-        logged_in_selector="#whoami",
-        login_url_pattern=site.url("/login") + "**",
+    created = await import_on_site(
+        client, site, user, {k: v for k, v in state.items() if k != "__user"}
     )
     return str(created["session_id"])
 
@@ -72,13 +67,7 @@ async def imported(
 async def browse_ok(
     client: SessionsClient, site: FixtureSite, user: str, session_id: str, path: str = "/app"
 ) -> None:
-    result = await client.browse(
-        task_id=await new_task(client, user),
-        owner_id=user,
-        session_id=session_id,
-        url=site.url(path),
-        timeout=RESULT,
-    )
+    result = await browse_in_new_task(client, user, session_id, site.url(path), timeout=RESULT)
     assert result.ok, f"{result.error_code}: {result.error_message}"
     assert f"logged in as {user}" in (result.text or "")
 
@@ -198,12 +187,8 @@ async def test_a_5xx_page_never_expires_nor_writes_back(
 ) -> None:
     session_id = await imported(client, site, login_state, fresh_user)
     site.set_switches(rotate_cookie=True)
-    result = await client.browse(
-        task_id=await new_task(client, fresh_user),
-        owner_id=fresh_user,
-        session_id=session_id,
-        url=site.url("/status/503"),
-        timeout=RESULT,
+    result = await browse_in_new_task(
+        client, fresh_user, session_id, site.url("/status/503"), timeout=RESULT
     )
     assert result.error_code == "NAVIGATION_FAILED"
     row = await session_row(db, session_id)
@@ -284,12 +269,8 @@ async def test_rollback_restores_a_working_older_version(
         actor_id=fresh_user,
         state={"cookies": [], "origins": []},
     )
-    result = await client.browse(
-        task_id=await new_task(client, fresh_user),
-        owner_id=fresh_user,
-        session_id=session_id,
-        url=site.url("/app"),
-        timeout=RESULT,
+    result = await browse_in_new_task(
+        client, fresh_user, session_id, site.url("/app"), timeout=RESULT
     )
     assert result.error_code == "AUTH_SESSION_EXPIRED"
     await wait_for(lambda: _status_is(db, session_id, "expired"), what="session expired")

@@ -24,6 +24,7 @@ from schema.settings import Settings
 from tests.support.deploy_files import dramatiq_sample_names, used_metric_names
 from tests.support.logins import LoginState
 from tests.support.services import AMQP_URL
+from tests.support.sessions import import_on_site
 from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, run_worker
@@ -215,14 +216,7 @@ async def test_browse_moves_pool_decrypt_and_delivery_metrics_and_logs_no_secret
     login_state: LoginState,
 ) -> None:
     state = await login_state("erin")
-    created = await ops_client.import_session(
-        owner_id="erin",
-        label="erin's fixture",
-        start_url=site.url("/app"),
-        state=json.dumps(state).encode(),
-        logged_in_selector="#whoami",
-        login_url_pattern=site.url("/login") + "**",
-    )
+    created = await import_on_site(ops_client, site, "erin", state)
     session_id = str(created["session_id"])
     task_id = f"task-{secrets.token_hex(4)}"
     await ops_client.add_task(task_id, owner_id="erin")

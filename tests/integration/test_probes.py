@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import secrets
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -23,9 +22,10 @@ from producers.api import SessionsClient
 from schema.db import create_pool
 from schema.jobs import ProbeJob
 from schema.settings import Settings
-from tests.support.keepalive import new_task, store_for
-from tests.support.logins import PASSWORD
+from tests.support.keepalive import browse_in_new_task, new_task, store_for
+from tests.support.logins import PASSWORD, log_in
 from tests.support.services import new_database
+from tests.support.sessions import import_on_site
 from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, run_worker
@@ -115,25 +115,8 @@ async def new_session(
     """A user logged in on ``site`` with a real browser, imported as a session."""
     user = f"probe-{secrets.token_hex(3)}"
     site.add_user(user, PASSWORD)
-    context = await browser.new_context()
-    try:
-        page = await context.new_page()
-        await page.goto(site.url("/login?next=/app"))
-        await page.fill("#username", user)
-        await page.fill("#password", PASSWORD)
-        await page.click("#submit")
-        await page.wait_for_selector("#whoami", timeout=10_000)
-        state = await context.storage_state()
-    finally:
-        await context.close()
-    created = await client.import_session(
-        owner_id=user,
-        label="Probed",
-        start_url=site.url("/app"),
-        state=json.dumps(state).encode(),
-        logged_in_selector="#whoami",
-        login_url_pattern=site.url("/login") + "**",
-    )
+    state = await log_in(browser, site, user)
+    created = await import_on_site(client, site, user, state, label="Probed")
     return user, str(created["session_id"])
 
 
@@ -175,12 +158,8 @@ async def test_probes_alone_keep_an_idle_session_alive(
             lambda: _at_least(probes_of(db, session_id), 6), timeout=30, what="six probes"
         )
         assert own_site.session_count(user) == 1
-        result = await probe_client.browse(
-            task_id=await new_task(probe_client, user),
-            owner_id=user,
-            session_id=session_id,
-            url=own_site.url("/app"),
-            timeout=timedelta(seconds=60),
+        result = await browse_in_new_task(
+            probe_client, user, session_id, own_site.url("/app"), timeout=timedelta(seconds=60)
         )
         assert result.ok, result.error_message
         probed = await row(db, session_id)
@@ -236,12 +215,8 @@ async def test_a_site_that_is_down_never_expires_nor_writes_back(
         user, session_id = await new_session(probe_client, down, browser)
         app = down.url("/app")
     # The site is gone: connections are refused.
-    result = await probe_client.browse(
-        task_id=await new_task(probe_client, user),
-        owner_id=user,
-        session_id=session_id,
-        url=app,
-        timeout=timedelta(seconds=60),
+    result = await browse_in_new_task(
+        probe_client, user, session_id, app, timeout=timedelta(seconds=60)
     )
     assert result.error_code == "NAVIGATION_FAILED"
     await probe_now(db, session_id)

@@ -40,7 +40,13 @@ from schema.sealing import (
 )
 from schema.settings import Settings
 from tests.support.events import RecordingEvents
-from workers.crypto.envelope import FORMAT_V1, FORMAT_V2, canonical_state, encrypt_bytes
+from workers.crypto.envelope import (
+    FORMAT_V1,
+    FORMAT_V2,
+    EncryptedState,
+    canonical_state,
+    encrypt_bytes,
+)
 from workers.crypto.keys import LocalFileKeyProvider
 from workers.crypto.store import StateStore
 from workers.crypto.user_keys import shred_user, user_key, user_key_aad
@@ -107,6 +113,13 @@ async def new_session(conn: Any, owner_id: str, label: str = "Test") -> str:
         owner_id,
         label,
     )
+    return session_id
+
+
+async def saved_session(db: Any, store: StateStore, owner: str) -> str:
+    """A new session of ``owner`` with one saved state."""
+    session_id = await new_session(db, owner)
+    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=make_state())
     return session_id
 
 
@@ -209,8 +222,7 @@ async def test_one_changed_byte_fails_and_is_audited(
     db: Any, store: StateStore, column: str
 ) -> None:
     owner = uid("user")
-    session_id = await new_session(db, owner)
-    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=make_state())
+    session_id = await saved_session(db, store, owner)
     # Flip the lowest bit of one byte in the middle of the column.
     await db.execute(
         f"""UPDATE browser_sessions SET {column} = set_byte({column}, length({column}) / 2,
@@ -242,8 +254,7 @@ async def test_bound_fields_and_user_key_tampering_fail(
     db: Any, store: StateStore, provider: CountingProvider, tamper: str
 ) -> None:
     owner = uid("user")
-    session_id = await new_session(db, owner)
-    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=make_state())
+    session_id = await saved_session(db, store, owner)
     if tamper.endswith("key_version = 2 WHERE id = $1"):
         # A valid version 2 holding the same key material: only the payload binding refuses.
         material = await user_key(db, provider, owner, 1)
@@ -296,8 +307,7 @@ async def test_swapped_payloads_fail_to_decrypt(
 
 async def test_row_moved_to_another_owner_fails(db: Any, store: StateStore) -> None:
     owner, thief = uid("user"), uid("user")
-    session_id = await new_session(db, owner)
-    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=make_state())
+    session_id = await saved_session(db, store, owner)
     theirs = await new_session(db, thief)
     await store.save(db, session_id=theirs, owner_id=thief, actor_id=thief, state=make_state())
     await db.execute("UPDATE browser_sessions SET owner_id = $2 WHERE id = $1", session_id, thief)
@@ -309,8 +319,7 @@ async def test_no_audit_row_no_decryption(
     database_url: str, db: Any, store: StateStore, provider: CountingProvider
 ) -> None:
     owner = uid("user")
-    session_id = await new_session(db, owner)
-    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=make_state())
+    session_id = await saved_session(db, store, owner)
     conn = await asyncpg.connect(database_url)
     try:
         # Reads still work, but the audit insert cannot happen.
@@ -326,8 +335,7 @@ async def test_no_audit_row_no_decryption(
 
 async def test_load_refuses_to_run_inside_a_transaction(db: Any, store: StateStore) -> None:
     owner = uid("user")
-    session_id = await new_session(db, owner)
-    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=make_state())
+    session_id = await saved_session(db, store, owner)
     async with db.transaction():
         with pytest.raises(BrowserSessionsError, match="outside a transaction"):
             await load(store, db, session_id, owner)
@@ -382,8 +390,7 @@ async def test_orchestrator_role_cannot_read_encrypted_columns_or_keys(
     db: Any, store: StateStore, as_role: Any
 ) -> None:
     owner = uid("user")
-    session_id = await new_session(db, owner)
-    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=make_state())
+    session_id = await saved_session(db, store, owner)
     conn = await as_role(ORCHESTRATOR)
     for query in [
         *(f"SELECT {c} FROM browser_sessions" for c in ENC_COLUMNS),
@@ -562,8 +569,7 @@ async def test_decryptions_are_reported_and_denials_are_not(
         provider=provider, audit=AuditLog(signer=provider.audit_signer()), events=events
     )
     owner = uid("user")
-    session_id = await new_session(db, owner)
-    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=make_state())
+    session_id = await saved_session(db, store, owner)
     await load(store, db, session_id, owner)
     with pytest.raises(NotOwner):
         await load(store, db, session_id, uid("someone"))
@@ -596,12 +602,6 @@ async def orchestrator(base_settings: Settings) -> AsyncIterator[SessionsClient]
     )
     async with SessionsClient.open(settings) as client:
         yield client
-
-
-async def saved_session(db: Any, store: StateStore, owner: str) -> str:
-    session_id = await new_session(db, owner)
-    await store.save(db, session_id=session_id, owner_id=owner, actor_id=owner, state=make_state())
-    return session_id
 
 
 @pytest.mark.parametrize("revoker", ["owner", "admin"])
@@ -704,6 +704,18 @@ async def test_an_older_ciphertext_put_back_over_a_newer_one_fails(
         await worker.execute("UPDATE browser_sessions SET version = 1 WHERE id = $1", session_id)
 
 
+async def write_format_1(conn: Any, session_id: str, legacy: EncryptedState) -> None:
+    """Put ``legacy`` (an envelope of format 1) in the session's encrypted columns."""
+    await conn.execute(
+        "UPDATE browser_sessions SET enc_format = 1, enc_wrapped_key = $2, enc_nonce = $3, "
+        "enc_ciphertext = $4 WHERE id = $1",
+        session_id,
+        legacy.wrapped_key,
+        legacy.nonce,
+        legacy.ciphertext,
+    )
+
+
 async def test_format_1_rows_still_decrypt_and_are_re_encrypted_on_save(
     db: Any, store: StateStore, provider: CountingProvider, as_role: Any
 ) -> None:
@@ -723,14 +735,7 @@ async def test_format_1_rows_still_decrypt_and_are_re_encrypted_on_save(
     )
     await db.execute("ALTER TABLE browser_sessions DISABLE TRIGGER browser_sessions_no_rollback")
     try:
-        await db.execute(
-            "UPDATE browser_sessions SET enc_format = 1, enc_wrapped_key = $2, enc_nonce = $3, "
-            "enc_ciphertext = $4 WHERE id = $1",
-            session_id,
-            legacy.wrapped_key,
-            legacy.nonce,
-            legacy.ciphertext,
-        )
+        await write_format_1(db, session_id, legacy)
     finally:
         await db.execute("ALTER TABLE browser_sessions ENABLE TRIGGER browser_sessions_no_rollback")
     assert await load(store, db, session_id, owner) == state
@@ -742,11 +747,4 @@ async def test_format_1_rows_still_decrypt_and_are_re_encrypted_on_save(
     assert await load(store, db, session_id, owner) == state
     # The old format-1 copy cannot be put back once the row is format 2.
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="cannot go back"):
-        await (await as_role(WORKER)).execute(
-            "UPDATE browser_sessions SET enc_format = 1, enc_wrapped_key = $2, enc_nonce = $3, "
-            "enc_ciphertext = $4 WHERE id = $1",
-            session_id,
-            legacy.wrapped_key,
-            legacy.nonce,
-            legacy.ciphertext,
-        )
+        await write_format_1(await as_role(WORKER), session_id, legacy)

@@ -51,15 +51,12 @@ class ExpiryService:
                 return False
             owner = await queries.task_owner(conn, job.task_id)
             if owner != session.owner_id:
-                await self._audit.write(
+                await self._write_audit(
                     conn,
-                    actor_id="system",
-                    action=AuditAction.EXPIRE,
-                    result=AuditResult.DENIED,
-                    session_id=session.id,
-                    task_id=job.task_id,
-                    request_id=job.job_id,
-                    detail=TaskNotFound.code if owner is None else NotOwner.code,
+                    job,
+                    session.id,
+                    AuditResult.DENIED,
+                    TaskNotFound.code if owner is None else NotOwner.code,
                 )
                 log.info("expiry_refused", reason="no task" if owner is None else "not owner")
                 return False
@@ -67,15 +64,8 @@ class ExpiryService:
                 conn, session.id, SessionStatus.EXPIRED, only_from=(SessionStatus.ACTIVE,)
             )
             if changed:
-                await self._audit.write(
-                    conn,
-                    actor_id="system",
-                    action=AuditAction.EXPIRE,
-                    result=AuditResult.OK,
-                    session_id=session.id,
-                    task_id=job.task_id,
-                    request_id=job.job_id,
-                    detail="login check failed during a browse",
+                await self._write_audit(
+                    conn, job, session.id, AuditResult.OK, "login check failed during a browse"
                 )
             await conn.execute(
                 """UPDATE tasks SET status = 'failed', error_code = $2, updated_at = now()
@@ -95,3 +85,23 @@ class ExpiryService:
             self._events.session_expired()
         log.info("session_expired", newly_expired=changed, comment_posted=posted is not None)
         return posted is not None
+
+    async def _write_audit(
+        self,
+        conn: asyncpg.Connection,
+        job: ExpireJob,
+        session_id: str,
+        result: AuditResult,
+        detail: str,
+    ) -> None:
+        """The expiry's audit row: by the system, for the job's task and request."""
+        await self._audit.write(
+            conn,
+            actor_id="system",
+            action=AuditAction.EXPIRE,
+            result=result,
+            session_id=session_id,
+            task_id=job.task_id,
+            request_id=job.job_id,
+            detail=detail,
+        )
