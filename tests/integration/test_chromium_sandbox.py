@@ -97,6 +97,15 @@ async def test_chromium_runs_in_its_sandbox(worker: WorkerProcess) -> None:
         assert sandboxed, "no zygote in a sandbox namespace"
 
 
+async def test_chromium_may_not_widen_its_webrtc_policy(worker: WorkerProcess) -> None:
+    """WebRTC UDP goes through the guard proxy only, and a page or a policy cannot widen it
+    (the force flag); both flags are on a real pool browser's command line."""
+    for pid in await _launched(worker):
+        cmdline = _cmdline(pid)
+        assert b"--webrtc-ip-handling-policy=disable_non_proxied_udp" in cmdline
+        assert b"--force-webrtc-ip-handling-policy" in cmdline
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the worker is not root: Chromium runs as its user")
 async def test_root_worker_runs_chromium_as_an_unprivileged_user(
     worker: WorkerProcess, worker_settings: Settings
