@@ -222,6 +222,13 @@ async def get_capture(db: Executor, capture_id: str) -> CaptureInfo:
     return CaptureInfo.from_row(row)
 
 
+async def session_version(db: Executor, session_id: str) -> int | None:
+    """The session's current version, or None when it is gone. A job whose logged-out
+    verdict came from an older version lost a race to a write-back: not an expiry."""
+    version = await db.fetchval("SELECT version FROM browser_sessions WHERE id = $1", session_id)
+    return None if version is None else int(version)
+
+
 async def task_owner(db: Executor, task_id: str) -> str | None:
     """The task's owner, or None when the orchestrator has no such task."""
     owner = await db.fetchval("SELECT owner_id FROM tasks WHERE id = $1", task_id)

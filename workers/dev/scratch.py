@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from schema.db import connect, other_database
 from schema.jobs import QUEUES
@@ -74,28 +75,27 @@ def scratch_queues(amqp_url: str, prefix: str) -> Iterator[str]:
 def delete_queues(amqp_url: str, prefix: str) -> None:
     """Remove the queues of one queue prefix (every logical queue, with dramatiq's delay and
     dead-letter queues) from RabbitMQ. Best effort: an unreachable broker is left alone."""
-    import pika
-
-    with contextlib.suppress(Exception):
-        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        try:
-            channel = conn.channel()
-            for queue in QUEUES:
-                for suffix in DRAMATIQ_QUEUE_SUFFIXES:
-                    channel.queue_delete(f"{prefix}{queue}{suffix}")
-        finally:
-            conn.close()
+    with contextlib.suppress(Exception), _channel(amqp_url) as channel:
+        for queue in QUEUES:
+            for suffix in DRAMATIQ_QUEUE_SUFFIXES:
+                channel.queue_delete(f"{prefix}{queue}{suffix}")
 
 
 def purge_queue(amqp_url: str, name: str) -> None:
     """Drop the messages waiting on queue ``name`` (a test's worker starts on a clean
     queue, not on jobs that earlier tests left for a worker they never started). Best
     effort, like :func:`delete_queues`."""
+    with contextlib.suppress(Exception), _channel(amqp_url) as channel:
+        channel.queue_purge(name)
+
+
+@contextlib.contextmanager
+def _channel(amqp_url: str) -> Iterator[Any]:
+    """A channel on a connection of its own, closed on exit."""
     import pika
 
-    with contextlib.suppress(Exception):
-        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        try:
-            conn.channel().queue_purge(name)
-        finally:
-            conn.close()
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        yield conn.channel()
+    finally:
+        conn.close()

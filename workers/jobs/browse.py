@@ -202,9 +202,7 @@ class BrowseService:
         outcome = seen.outcome
         if outcome.verdict is Verdict.LOGGED_OUT:
             self._write_back.events.write_back(WriteBackResult.REFUSED_LOGGED_OUT)
-            current = await self._db.fetchval(
-                "SELECT version FROM browser_sessions WHERE id = $1", session.id
-            )
+            current = await queries.session_version(self._db, session.id)
             if current is not None and current != seen.version:
                 raise VersionConflict(
                     "a newer version of the session was saved while this job ran; retrying"

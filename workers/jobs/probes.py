@@ -155,9 +155,7 @@ class ProbeService:
                 session.id, next_probe_at(self._interval), Verdict.LOGGED_IN.value, 0
             )
             return Verdict.LOGGED_IN.value
-        current = await self._db.fetchval(
-            "SELECT version FROM browser_sessions WHERE id = $1", session.id
-        )
+        current = await queries.session_version(self._db, session.id)
         if current != seen.version:  # a job saved a newer version meanwhile: not an expiry
             await self._schedule(session.id, datetime.now(UTC), INCONCLUSIVE, None)
             return INCONCLUSIVE
