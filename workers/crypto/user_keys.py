@@ -23,7 +23,7 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from schema.audit import AuditLog
 from schema.db import connection
@@ -124,17 +124,46 @@ def _version(key_id: str) -> int:
     return int(number) if number.isdigit() else 0
 
 
+class Operator(TypedDict, total=False):
+    """Who runs a root key operation (``actor_id``, default ``system``) and the audit log
+    it writes to (``audit``, default: one signed with the provider's audit key)."""
+
+    actor_id: str
+    audit: AuditLog | None
+
+
+@dataclass(frozen=True)
+class _Rotation:
+    """One root key operation's operator and audit log, which gets its ``rotate`` rows."""
+
+    actor_id: str
+    audit: AuditLog
+
+    @classmethod
+    def of(cls, provider: KeyProvider, operator: Operator) -> _Rotation:
+        audit = operator.get("audit") or AuditLog(signer=provider.audit_signer())
+        return cls(operator.get("actor_id", "system"), audit)
+
+    async def audited(self, conn: Any, detail: str, *, ok: bool = True) -> None:
+        await self.audit.write(
+            conn,
+            actor_id=self.actor_id,
+            action=AuditAction.ROTATE,
+            result=AuditResult.OK if ok else AuditResult.ERROR,
+            detail=detail,
+        )
+
+
 async def prepare_root(
     conn_or_pool: Any,
     provider: KeyProvider,
     *,
     directory: Path | None = None,
-    actor_id: str = "system",
-    audit: AuditLog | None = None,
+    **operator: Unpack[Operator],
 ) -> dict[str, Any]:
     """Phase 1: create a new root version that nothing uses yet; returns its id and where its
     material is (distribute it to every worker host, then :func:`activate_root`)."""
-    audit = audit or AuditLog(signer=provider.audit_signer())
+    rotation = _Rotation.of(provider, operator)
     async with connection(conn_or_pool) as conn:
         active = await active_root_key_id(conn, provider)  # pinned before a new file appears
         known = await conn.fetch(
@@ -146,13 +175,7 @@ async def prepare_root(
             "INSERT INTO root_keys (key_id, state) VALUES ($1, 'prepared') ON CONFLICT DO NOTHING",
             key_id,
         )
-        await audit.write(
-            conn,
-            actor_id=actor_id,
-            action=AuditAction.ROTATE,
-            result=AuditResult.OK,
-            detail=f"root key {key_id} prepared (active: {active})",
-        )
+        await rotation.audited(conn, f"root key {key_id} prepared (active: {active})")
     return {"prepared": key_id, "material": where, "active": active}
 
 
@@ -161,16 +184,15 @@ async def activate_root(
     provider: KeyProvider,
     *,
     key_id: str,
-    actor_id: str = "system",
-    audit: AuditLog | None = None,
     batch: int = 500,
+    **operator: Unpack[Operator],
 ) -> dict[str, Any]:
     """Phase 2: make ``key_id`` the active root version and rewrap every live user key under
     it (payloads are not touched). Idempotent: run it again to move stragglers.
 
     Refused (``KEY_ERROR``) if this host cannot use ``key_id``: it was not distributed here.
     """
-    audit = audit or AuditLog(signer=provider.audit_signer())
+    rotation = _Rotation.of(provider, operator)
     probe = b"browser-sessions/root-probe"
     _, wrapped = await provider.wrap(probe, aad=probe, key_id=key_id)
     if await provider.unwrap(key_id, wrapped, aad=probe) != probe:
@@ -195,12 +217,10 @@ async def activate_root(
             )
         rewrapped, failed = await _rewrap_all(conn, provider, key_id, batch)
         retirable = await _retirable(conn)
-        await audit.write(
+        await rotation.audited(
             conn,
-            actor_id=actor_id,
-            action=AuditAction.ROTATE,
-            result=AuditResult.ERROR if failed else AuditResult.OK,
-            detail=f"root key now {key_id}: {rewrapped} user keys rewrapped, {len(failed)} failed",
+            f"root key now {key_id}: {rewrapped} user keys rewrapped, {len(failed)} failed",
+            ok=not failed,
         )
     return {"root_key_id": key_id, "rewrapped": rewrapped, "failed": failed, "retirable": retirable}
 
@@ -210,23 +230,21 @@ async def rotate_root(
     provider: KeyProvider,
     *,
     new_version: bool = True,
-    actor_id: str = "system",
-    audit: AuditLog | None = None,
     batch: int = 500,
+    **operator: Unpack[Operator],
 ) -> dict[str, Any]:
     """Both phases at once, for a single host whose key directory is writable: prepare a
     version there and activate it. ``new_version=False`` only resumes the active version's
     rewrap."""
-    audit = audit or AuditLog(signer=provider.audit_signer())
+    rotation = _Rotation.of(provider, operator)
+    operator = {"actor_id": rotation.actor_id, "audit": rotation.audit}  # one log for both
     async with connection(conn_or_pool) as conn:
         if new_version:
-            prepared = await prepare_root(conn, provider, actor_id=actor_id, audit=audit)
+            prepared = await prepare_root(conn, provider, **operator)
             target = prepared["prepared"]
         else:
             target = await active_root_key_id(conn, provider)
-        return await activate_root(
-            conn, provider, key_id=target, actor_id=actor_id, audit=audit, batch=batch
-        )
+        return await activate_root(conn, provider, key_id=target, batch=batch, **operator)
 
 
 async def _rewrap_all(
@@ -294,12 +312,11 @@ async def retire_root(
     provider: KeyProvider,
     *,
     key_id: str,
-    actor_id: str = "system",
-    audit: AuditLog | None = None,
+    **operator: Unpack[Operator],
 ) -> dict[str, Any]:
     """Retire a root version no live user key needs: recorded ``retired`` and its key
     material destroyed where this host holds it (overwritten, then unlinked)."""
-    audit = audit or AuditLog(signer=provider.audit_signer())
+    rotation = _Rotation.of(provider, operator)
     async with connection(conn_or_pool) as conn:
         if key_id == await active_root_key_id(conn, provider):
             raise InvalidInput(f"{key_id} is the active root key: activate another first")
@@ -315,12 +332,9 @@ async def retire_root(
                ON CONFLICT (key_id) DO UPDATE SET state = 'retired', retired_at = now()""",
             key_id,
         )
-        await audit.write(
+        await rotation.audited(
             conn,
-            actor_id=actor_id,
-            action=AuditAction.ROTATE,
-            result=AuditResult.OK,
-            detail=f"root key {key_id} retired"
+            f"root key {key_id} retired"
             + ("" if destroyed else " (its material was not on this host)"),
         )
     return {"retired": key_id, "destroyed_here": destroyed}
