@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Self, TypedDict, Unpack
 
 from schema.audit import AuditLog
 from schema.db import connection
@@ -70,25 +70,40 @@ class SaveInfo:
         return f"saved version {version} from version {self.based_on}"
 
 
+class Access(TypedDict):
+    """Who asks :class:`StateStore` for a session's state, and for what (task, request)."""
+
+    session_id: str
+    owner_id: str
+    actor_id: str
+    task_id: str | None
+    request_id: str | None
+
+
+@dataclass(kw_only=True, eq=False)
 class StateStore:
     """Encrypted session states in ``browser_sessions.enc_*``."""
 
-    def __init__(
-        self,
-        *,
-        provider: KeyProvider,
-        audit: AuditLog,
-        max_state_bytes: int = Settings.max_state_bytes,
-        events: Events = NO_EVENTS,
-        keep_versions: int = Settings.keep_versions,
-        probe_interval: timedelta = Settings.probe_interval,
-    ) -> None:
-        self.provider = provider
-        self.audit = audit
-        self.max_state_bytes = max_state_bytes
-        self._events = events
-        self.keep_versions = keep_versions
-        self.probe_interval = probe_interval
+    provider: KeyProvider
+    audit: AuditLog
+    max_state_bytes: int = Settings.max_state_bytes
+    events: Events = NO_EVENTS
+    keep_versions: int = Settings.keep_versions
+    probe_interval: timedelta = Settings.probe_interval
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, provider: KeyProvider, audit: AuditLog, events: Events
+    ) -> Self:
+        """The store with the limits ``settings`` set (state size, kept versions, probes)."""
+        return cls(
+            provider=provider,
+            audit=audit,
+            events=events,
+            max_state_bytes=settings.max_state_bytes,
+            keep_versions=settings.keep_versions,
+            probe_interval=settings.probe_interval,
+        )
 
     async def save(
         self,
@@ -199,56 +214,28 @@ class StateStore:
             version - self.keep_versions,
         )
 
-    async def load(
-        self,
-        conn: Any,
-        *,
-        session_id: str,
-        owner_id: str,
-        actor_id: str,
-        task_id: str | None,
-        request_id: str | None,
-    ) -> dict[str, Any]:
+    async def load(self, conn: Any, **access: Unpack[Access]) -> dict[str, Any]:
         """The decrypted state, after its ``decrypt`` audit row has been committed.
 
         ``conn`` is a connection outside any transaction, or a pool.
         """
-        state, _version = await self.load_versioned(
-            conn,
-            session_id=session_id,
-            owner_id=owner_id,
-            actor_id=actor_id,
-            task_id=task_id,
-            request_id=request_id,
-        )
+        state, _version = await self.load_versioned(conn, **access)
         return state
 
     async def load_versioned(
-        self,
-        conn: Any,
-        *,
-        session_id: str,
-        owner_id: str,
-        actor_id: str,
-        task_id: str | None,
-        request_id: str | None,
-        version: int | None = None,
+        self, conn: Any, *, version: int | None = None, **access: Unpack[Access]
     ) -> tuple[dict[str, Any], int]:
         """:meth:`load` with the version the state is (for a compare-and-set write-back);
         with ``version``, that kept version instead of the current one (for a rollback)."""
+        session_id, owner_id = access["session_id"], access["owner_id"]
         async with connection(conn) as conn:
             if conn.is_in_transaction():
                 raise BrowserSessionsError(
                     "StateStore.load must run outside a transaction so its audit row commits "
                     "before decryption"
                 )
-            audit: dict[str, Any] = {
-                "actor_id": actor_id,
-                "action": AuditAction.DECRYPT,
-                "session_id": session_id,
-                "task_id": task_id,
-                "request_id": request_id,
-            }
+            audit: dict[str, Any] = {"action": AuditAction.DECRYPT, **access}
+            del audit["owner_id"]  # the session row names its owner; audit rows do not
             row = await conn.fetchrow(
                 """SELECT owner_id, status, version, enc_format, enc_key_version, enc_wrapped_key,
                           enc_nonce, enc_ciphertext
@@ -283,10 +270,10 @@ class StateStore:
                 )
             except BrowserSessionsError as exc:
                 if isinstance(exc, DecryptFailed | KeyError_):
-                    self._events.decrypt_failed()
+                    self.events.decrypt_failed()
                 await self._audit_failure(conn, exc, audit)
                 raise
-            self._events.decrypt_succeeded()
+            self.events.decrypt_succeeded()
             return state, int(row["version"])
 
     async def _audit_failure(

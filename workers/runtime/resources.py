@@ -102,7 +102,7 @@ async def open_resources(
         async with db.acquire() as conn:
             await publish_seal_key(conn, provider)
         guard = UrlGuard(allow_private_hosts=settings.allow_private_hosts, events=events)
-        proxy = await stack.enter_async_context(GuardProxy.start(guard=guard))
+        proxy = await stack.enter_async_context(GuardProxy(guard=guard))
         playwright = await stack.enter_async_context(async_playwright())
         resources = Resources(
             settings=settings,
@@ -110,14 +110,7 @@ async def open_resources(
             db=db,
             provider=provider,
             audit=audit,
-            store=StateStore(
-                provider=provider,
-                audit=audit,
-                max_state_bytes=settings.max_state_bytes,
-                events=events,
-                keep_versions=settings.keep_versions,
-                probe_interval=settings.probe_interval,
-            ),
+            store=StateStore.from_settings(settings, provider=provider, audit=audit, events=events),
             guard=guard,
             playwright=playwright,
             proxy=proxy,
