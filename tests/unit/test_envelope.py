@@ -19,6 +19,7 @@ from workers.crypto.envelope import (
     NONCE_BYTES,
     Binding,
     EncryptedState,
+    associated_data,
     canonical_state,
     decrypt_state,
     encrypt_bytes,
@@ -125,7 +126,9 @@ def test_same_state_twice_gives_fresh_data_key_nonce_and_ciphertext() -> None:
     )
     data_keys = [
         AESGCM(key).decrypt(
-            w.wrapped_key[:NONCE_BYTES], w.wrapped_key[NONCE_BYTES:], bind.aad("data-key")
+            w.wrapped_key[:NONCE_BYTES],
+            w.wrapped_key[NONCE_BYTES:],
+            associated_data(bind, "data-key"),
         )
         for w in (a, b)
     ]

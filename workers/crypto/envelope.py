@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypedDict, Unpack
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -50,15 +50,9 @@ class EncryptedState:
 
     format: int
     key_version: int
-    wrapped_key: bytes
-    nonce: bytes
-    ciphertext: bytes
-
-    def __repr__(self) -> str:
-        return (
-            f"EncryptedState(format={self.format}, key_version={self.key_version}, "
-            f"ciphertext_bytes={len(self.ciphertext)})"
-        )
+    wrapped_key: bytes = field(repr=False)
+    nonce: bytes = field(repr=False)
+    ciphertext: bytes = field(repr=False)
 
 
 def canonical_state(state: dict[str, Any], *, max_state_bytes: int) -> bytes:
@@ -81,61 +75,53 @@ def canonical_state(state: dict[str, Any], *, max_state_bytes: int) -> bytes:
     return data
 
 
-@dataclass(frozen=True, kw_only=True)
-class Binding:
+class Row(TypedDict):
+    """The row an envelope is for (what decrypting it needs besides the key)."""
+
+    owner_id: str
+    session_id: str
+    row_version: int  # the version the row has with this envelope (bound from format 2)
+
+
+class Sealing(Row):
+    """What encrypting an envelope needs besides the key: the row and the user key version."""
+
+    key_version: int
+
+
+class Binding(Sealing):
     """What every ciphertext of one envelope is bound to (its associated data)."""
 
     format: int
-    owner_id: str
-    session_id: str
-    key_version: int
-    row_version: int = 0
 
-    def aad(self, purpose: str) -> bytes:
-        fields: list[Any] = [
-            _DOMAIN,
-            purpose,
-            self.format,
-            self.owner_id,
-            self.session_id,
-            self.key_version,
-        ]
-        if self.format >= FORMAT_V2:
-            fields.append(self.row_version)
-        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+def associated_data(bind: Binding, purpose: str) -> bytes:
+    """The associated data of the envelope's ``purpose`` ciphertext (payload or data key)."""
+    fields: list[Any] = [
+        _DOMAIN,
+        purpose,
+        bind["format"],
+        bind["owner_id"],
+        bind["session_id"],
+        bind["key_version"],
+    ]
+    if bind["format"] >= FORMAT_V2:
+        fields.append(bind["row_version"])
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def encrypt_state(
-    state: dict[str, Any],
-    *,
-    user_key: bytes,
-    owner_id: str,
-    session_id: str,
-    key_version: int,
-    row_version: int,
-    max_state_bytes: int,
+    state: dict[str, Any], *, user_key: bytes, max_state_bytes: int, **sealing: Unpack[Sealing]
 ) -> EncryptedState:
     """Encrypt ``state`` under a fresh data key wrapped by ``user_key``, for the row's
     ``row_version`` (the version the row has once this ciphertext is stored)."""
     return encrypt_bytes(
-        canonical_state(state, max_state_bytes=max_state_bytes),
-        user_key=user_key,
-        owner_id=owner_id,
-        session_id=session_id,
-        key_version=key_version,
-        row_version=row_version,
+        canonical_state(state, max_state_bytes=max_state_bytes), user_key=user_key, **sealing
     )
 
 
 def encrypt_bytes(
-    plaintext: bytes,
-    *,
-    user_key: bytes,
-    owner_id: str,
-    session_id: str,
-    key_version: int,
-    row_version: int,
-    format: int = FORMAT_V2,
+    plaintext: bytes, *, user_key: bytes, format: int = FORMAT_V2, **sealing: Unpack[Sealing]
 ) -> EncryptedState:
     """Encrypt already-canonical state bytes (see :func:`canonical_state`).
 
@@ -144,36 +130,28 @@ def encrypt_bytes(
     _check_key(user_key)
     if format not in FORMATS:
         raise KeyError_(f"unknown session state format {format}")
-    bind = Binding(
-        format=format,
-        owner_id=owner_id,
-        session_id=session_id,
-        key_version=key_version,
-        row_version=row_version,
-    )
+    bind = Binding(format=format, **sealing)
     data_key = AESGCM.generate_key(bit_length=256)
     nonce = os.urandom(NONCE_BYTES)
     ciphertext = AESGCM(data_key).encrypt(
-        nonce, zlib.compress(plaintext, ZLIB_LEVEL), bind.aad("payload")
+        nonce, zlib.compress(plaintext, ZLIB_LEVEL), associated_data(bind, "payload")
     )
     wrap_nonce = os.urandom(NONCE_BYTES)
-    wrapped = wrap_nonce + AESGCM(user_key).encrypt(wrap_nonce, data_key, bind.aad("data-key"))
+    wrapped = wrap_nonce + AESGCM(user_key).encrypt(
+        wrap_nonce, data_key, associated_data(bind, "data-key")
+    )
     return EncryptedState(
         format=format,
-        key_version=key_version,
+        key_version=sealing["key_version"],
         wrapped_key=wrapped,
         nonce=nonce,
         ciphertext=ciphertext,
     )
 
 
-def decrypt_state(
-    enc: EncryptedState, *, user_key: bytes, owner_id: str, session_id: str, row_version: int
-) -> dict[str, Any]:
+def decrypt_state(enc: EncryptedState, *, user_key: bytes, **row: Unpack[Row]) -> dict[str, Any]:
     """Decrypt a row's envelope; any mismatch or tampering raises ``DecryptFailed``."""
-    data = decrypt_bytes(
-        enc, user_key=user_key, owner_id=owner_id, session_id=session_id, row_version=row_version
-    )
+    data = decrypt_bytes(enc, user_key=user_key, **row)
     try:
         state = json.loads(data)
     except ValueError:
@@ -183,28 +161,22 @@ def decrypt_state(
     return state
 
 
-def decrypt_bytes(
-    enc: EncryptedState, *, user_key: bytes, owner_id: str, session_id: str, row_version: int
-) -> bytes:
+def decrypt_bytes(enc: EncryptedState, *, user_key: bytes, **row: Unpack[Row]) -> bytes:
     """The canonical state bytes of a row's envelope (``row_version``: the row's version)."""
     if enc.format not in FORMATS:
         raise DecryptFailed(f"unknown session state format {enc.format}")
     _check_key(user_key)
-    bind = Binding(
-        format=enc.format,
-        owner_id=owner_id,
-        session_id=session_id,
-        key_version=enc.key_version,
-        row_version=row_version,
-    )
+    bind = Binding(format=enc.format, key_version=enc.key_version, **row)
     wrapped = enc.wrapped_key
     if len(wrapped) != NONCE_BYTES + KEY_BYTES + 16 or len(enc.nonce) != NONCE_BYTES:
         raise DecryptFailed("session state failed authentication")
     try:
         data_key = AESGCM(user_key).decrypt(
-            wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], bind.aad("data-key")
+            wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], associated_data(bind, "data-key")
         )
-        compressed = AESGCM(data_key).decrypt(enc.nonce, enc.ciphertext, bind.aad("payload"))
+        compressed = AESGCM(data_key).decrypt(
+            enc.nonce, enc.ciphertext, associated_data(bind, "payload")
+        )
     except (InvalidTag, ValueError):
         raise DecryptFailed("session state failed authentication") from None
     return _decompress(compressed)
