@@ -147,7 +147,7 @@ def guard(allowed: Server) -> UrlGuard:
 
 @pytest.fixture(scope="module")
 async def proxy(guard: UrlGuard) -> AsyncIterator[GuardProxy]:
-    async with GuardProxy.start(guard=guard) as running:
+    async with GuardProxy(guard=guard) as running:
         yield running
 
 
@@ -349,7 +349,7 @@ async def small_proxy(guard: UrlGuard) -> AsyncIterator[GuardProxy]:
         max_header_bytes=1024,
         max_connections=1,
     )
-    async with GuardProxy.start(guard=guard, limits=limits) as running:
+    async with GuardProxy(guard=guard, limits=limits) as running:
         yield running
 
 

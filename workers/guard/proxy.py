@@ -117,8 +117,9 @@ def is_guard_refusal(
 class GuardProxy:
     """An HTTP forward proxy that lets through only what `UrlGuard` allows.
 
-    Use as ``async with GuardProxy.start(guard=UrlGuard(...)) as proxy`` and launch Chromium
-    with ``chromium_launch_options(proxy)``; ``refused_count`` counts refused requests.
+    Use as ``async with GuardProxy(guard=UrlGuard(...)) as proxy`` (it listens inside the
+    block) and launch Chromium with ``chromium_launch_options(proxy)``; ``refused_count``
+    counts refused requests.
     """
 
     def __init__(
@@ -137,18 +138,6 @@ class GuardProxy:
         self._server: asyncio.Server | None = None
         self._slots = asyncio.Semaphore(limits.max_connections)
         self._tasks: set[asyncio.Task[Any]] = set()
-
-    @classmethod
-    def start(
-        cls,
-        *,
-        guard: UrlGuard,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        limits: ProxyLimits = ProxyLimits(),
-    ) -> GuardProxy:
-        """A proxy that listens while used as an async context manager."""
-        return cls(guard=guard, host=host, port=port, limits=limits)
 
     @property
     def server_url(self) -> str:
