@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -73,32 +73,34 @@ class _Frame:
     params: dict[str, Any]
 
 
+class Registration(TypedDict):
+    """A capture to make viewable (:meth:`LiveViewServer.register`): its browser context, the
+    page to show first, what state the capture is in, and when its view stops (if ever)."""
+
+    capture_id: str
+    owner_id: str
+    context: BrowserContext
+    page: Page
+    state_getter: Callable[[], str]
+    expires_at: NotRequired[datetime | None]
+
+
 class _Target:
     """One registered capture: its context, a stack of pages (top = shown) and its viewers."""
 
-    def __init__(
-        self,
-        *,
-        capture_id: str,
-        owner_id: str,
-        token: str,
-        context: BrowserContext,
-        page: Page,
-        state_getter: Callable[[], str],
-        expires_at: datetime | None,
-    ) -> None:
-        self.capture_id = capture_id
-        self.owner_id = owner_id
+    def __init__(self, *, token: str, **registration: Unpack[Registration]) -> None:
+        self.capture_id = registration["capture_id"]
+        self.owner_id = registration["owner_id"]
         self.token_hash = _digest(token)
-        self.context = context
+        self.context = registration["context"]
         self.pages: list[Page] = []
-        self.state_getter = state_getter
-        self.expires_at = expires_at
+        self.state_getter = registration["state_getter"]
+        self.expires_at = registration.get("expires_at")
         self.viewers: set[_Viewer] = set()
         self.viewport: dict[str, int] | None = None
         self.closed = False
         self.context.on("page", self._page_opened)
-        self._page_opened(page)
+        self._page_opened(registration["page"])
 
     @property
     def current(self) -> Page | None:
@@ -526,6 +528,19 @@ def _csp_for(page: str, frame_ancestors: str) -> str:
     )
 
 
+class ServerOptions(TypedDict, total=False):
+    """What :meth:`LiveViewServer.start` passes on to the server (defaults: its ``__init__``)."""
+
+    public_base_url: str | None
+    ticket_check: TicketCheck | None
+    frame_ancestors: str
+    peers: str
+    max_viewers_per_capture: int
+    call_timeout: timedelta
+    status_interval: timedelta
+    jpeg_quality: int
+
+
 class LiveViewServer:
     """Serves ``/live/{capture_id}?token=...`` (the page) and ``.../ws`` (its WebSocket).
 
@@ -587,27 +602,11 @@ class LiveViewServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        public_base_url: str | None = None,
-        ticket_check: TicketCheck | None = None,
-        frame_ancestors: str = "",
-        peers: str = "",
-        max_viewers_per_capture: int = 3,
-        call_timeout: timedelta = timedelta(seconds=10),
-        status_interval: timedelta = timedelta(seconds=1),
-        jpeg_quality: int = 70,
+        **options: Unpack[ServerOptions],
     ) -> AsyncIterator[LiveViewServer]:
-        """Listen on ``host:port`` (0 = any free port) until the block exits."""
-        server = cls(
-            public_base_url=public_base_url,
-            ticket_check=ticket_check,
-            frame_ancestors=frame_ancestors,
-            peers=peers,
-            peer_port=port,
-            max_viewers_per_capture=max_viewers_per_capture,
-            call_timeout=call_timeout,
-            status_interval=status_interval,
-            jpeg_quality=jpeg_quality,
-        )
+        """Listen on ``host:port`` (0 = any free port; peers are reached on the same port)
+        until the block exits."""
+        server = cls(peer_port=port, **options)
         app = web.Application(client_max_size=server._max_message_bytes)
         app.router.add_get("/live/{capture_id}", server._page)
         app.router.add_get("/live/{capture_id}/ws", server._socket)
@@ -655,35 +654,20 @@ class LiveViewServer:
         live = sum(v.frames_dropped for t in self._targets.values() for v in t.viewers)
         return self._frames_dropped_ended + live
 
-    def register(
-        self,
-        *,
-        capture_id: str,
-        owner_id: str,
-        context: BrowserContext,
-        page: Page,
-        state_getter: Callable[[], str],
-        expires_at: datetime | None = None,
-    ) -> str:
+    def register(self, **registration: Unpack[Registration]) -> str:
         """Make a capture viewable; returns its access token (never log it)."""
+        capture_id, owner_id = registration["capture_id"], registration["owner_id"]
+        expires_at = registration.get("expires_at")
         if not capture_id or not owner_id:
             raise InvalidInput("capture_id and owner_id are required")
         if capture_id in self._targets:
             raise InvalidInput("this capture already has a live view", capture_id=capture_id)
-        if page.context is not context:
+        if registration["page"].context is not registration["context"]:
             raise InvalidInput("page must belong to context")
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidInput("expires_at must be timezone-aware")
         token = secrets.token_urlsafe(32)
-        self._targets[capture_id] = _Target(
-            capture_id=capture_id,
-            owner_id=owner_id,
-            token=token,
-            context=context,
-            page=page,
-            state_getter=state_getter,
-            expires_at=expires_at,
-        )
+        self._targets[capture_id] = _Target(token=token, **registration)
         log.info("liveview_registered", capture_id=capture_id, owner_id=owner_id)
         return token
 
