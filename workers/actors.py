@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import dataclasses
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
@@ -66,21 +69,61 @@ resources = WorkerResources(settings, background=_probe_scheduler)
 broker = build_broker(settings, resources=resources)
 
 
-def _begin(**ids: Any) -> tuple[JobReport, Resources]:
-    """Name what the job works on (for its summary and its log lines); the worker's resources."""
-    report = current_job()
-    report.bind(**ids)
-    return report, resources.get()
+JobRun = Callable[[Any, JobReport], Awaitable[None]]
 
 
-async def _capture_code(db: Any, capture_id: str, state: CaptureState) -> str:
-    """The job outcome code of a capture or an import that ended in ``state``."""
+def _job_actor(
+    job_type: Any, queue: str, *, id_field: str = "job_id", **options: Any
+) -> Callable[[JobRun], dramatiq.Actor[[dict[str, Any]], None]]:
+    """An actor named for ``job_type`` (its ``kind``) on ``queue``, with dramatiq ``options``.
+    It decodes the payload, names the job (for its summary and its log lines: its
+    ``id_field`` as ``job_id``, its task if it has one, its session), then runs the decorated
+    function with the job and the job's report."""
+
+    def decorate(run: JobRun) -> dramatiq.Actor[[dict[str, Any]], None]:
+        @functools.wraps(run)
+        async def actor(payload: dict[str, Any]) -> None:
+            job = job_type.from_message(payload)
+            ids = {"job_id": getattr(job, id_field)}
+            if hasattr(job, "task_id"):
+                ids["task_id"] = job.task_id
+            report = current_job()
+            report.bind(**ids, session_id=job.session_id)
+            await run(job, report)
+
+        name, queue_name = job_type.kind, settings.queue(queue)
+        return dramatiq.actor(actor_name=name, queue_name=queue_name, **options)(actor)
+
+    return decorate
+
+
+Service = TypeVar("Service")
+
+
+def _service(cls: Callable[..., Service], res: Resources, **own: Any) -> Service:
+    """A job service (a dataclass) with each field that names a worker resource (``db``,
+    ``pool``, ``store``, ``audit``, ``events`` ...) set to that resource; ``own`` sets the
+    others (and may override one)."""
+    names = (f.name for f in dataclasses.fields(cast(Any, cls)))
+    return cls(**{name: getattr(res, name) for name in names if hasattr(res, name)} | own)
+
+
+def _browse_resources() -> Resources:
+    res = resources.get()
+    assert res.pool is not None, "this worker does not consume the browse queue"
+    return res
+
+
+async def _report_capture(report: JobReport, db: Any, capture_id: str, state: CaptureState) -> None:
+    """The job outcome code of a capture or an import that ended in ``state``, and the state."""
     if state in (CaptureState.SAVED, CaptureState.CANCELLED):
-        return "ok"
-    if state is CaptureState.TIMED_OUT:
-        return "CAPTURE_TIMEOUT"
-    code = await db.fetchval("SELECT error_code FROM captures WHERE id = $1", capture_id)
-    return str(code or "INTERNAL_ERROR")
+        report.code = "ok"
+    elif state is CaptureState.TIMED_OUT:
+        report.code = "CAPTURE_TIMEOUT"
+    else:
+        code = await db.fetchval("SELECT error_code FROM captures WHERE id = $1", capture_id)
+        report.code = str(code or "INTERNAL_ERROR")
+    report.extra["capture_state"] = state.value
 
 
 def _report_delivery(res: Resources) -> None:
@@ -105,23 +148,28 @@ async def _enqueue_probe(job: ProbeJob) -> None:
     await asyncio.to_thread(broker.enqueue, message)
 
 
-def _keepalive(res: Resources) -> tuple[Leases, WriteBack]:
+def _keeping(
+    cls: Callable[..., Service], res: Resources, *, write_back: bool, **own: Any
+) -> Service:
+    """A :func:`_service` that holds sessions' leases and writes back (unless not
+    ``write_back``)."""
     leases = Leases(res.db, ttl=settings.lease_ttl, on_wait=res.events.lease_waited)
-    return leases, WriteBack(db=res.db, store=res.store, events=res.events)
+    keeper = _service(WriteBack, res) if write_back else None
+    return _service(cls, res, leases=leases, write_back=keeper, **own)
 
 
-@dramatiq.actor(
-    actor_name="browse",
-    queue_name=settings.queue(BROWSE_QUEUE),
+BROWSE_TIME_LIMIT_MS = int(settings.navigation_timeout.total_seconds() * 1000 * 4 + 60_000)
+
+
+@_job_actor(
+    BrowseJob,
+    BROWSE_QUEUE,
     retry_when=BROWSE_RETRY,
     retry_outages=True,
-    time_limit=int(settings.navigation_timeout.total_seconds() * 1000 * 4 + 60_000),
+    time_limit=BROWSE_TIME_LIMIT_MS,
 )
-async def browse(payload: dict[str, Any]) -> None:
+async def browse(job: BrowseJob, report: JobReport) -> None:
     """Run one browse job and store its result (a final failure too, always)."""
-    report = current_job()
-    job = BrowseJob.from_message(payload)
-    report.bind(job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
     message = CurrentMessage.get_current_message()
     options = message.options if message is not None else {}
 
@@ -129,18 +177,12 @@ async def browse(payload: dict[str, Any]) -> None:
         return will_retry(options, exc, retry_when=BROWSE_RETRY, budget=settings.infra_retry_budget)
 
     try:
-        res = resources.get()
-        assert res.pool is not None, "this worker does not consume the browse queue"
-        leases, write_back = _keepalive(res)
-        service = BrowseService(
-            db=res.db,
-            pool=res.pool,
-            store=res.store,
-            audit=res.audit,
-            guard=res.guard,
+        res = _browse_resources()
+        service = _keeping(
+            BrowseService,
+            res,
+            write_back=settings.write_back,
             on_expired=_enqueue_expiry,
-            leases=leases,
-            write_back=write_back if settings.write_back else None,
             lease_wait=settings.lease_ttl,
         )
         report.code = await service.run(job, attempt=report.attempt, retry=retry)
@@ -177,104 +219,69 @@ async def _store_final_failure(job: BrowseJob, exc: BaseException, *, attempts: 
     raise RequeueLater("the final result could not be stored: the database is unavailable")
 
 
-@dramatiq.actor(
-    actor_name="expire",
-    queue_name=settings.queue(EXPIRY_QUEUE),
-    retry_when=EXPIRE_RETRY,
-    retry_outages=True,
-)
-async def expire(payload: dict[str, Any]) -> None:
+@_job_actor(ExpireJob, EXPIRY_QUEUE, retry_when=EXPIRE_RETRY, retry_outages=True)
+async def expire(job: ExpireJob, report: JobReport) -> None:
     """Mark the session expired, fail the task, post one comment."""
-    job = ExpireJob.from_message(payload)
-    report, res = _begin(job_id=job.job_id, task_id=job.task_id, session_id=job.session_id)
-    report.extra["comment_posted"] = await ExpiryService(
-        db=res.db, audit=res.audit, events=res.events
-    ).run(job)
+    report.extra["comment_posted"] = await _service(ExpiryService, resources.get()).run(job)
 
 
-@dramatiq.actor(
-    actor_name="import_state",
-    queue_name=settings.queue(BROWSE_QUEUE),
-    retry_when=never_retry,
-    retry_outages=True,
+@_job_actor(
+    ImportJob, BROWSE_QUEUE, id_field="capture_id", retry_when=never_retry, retry_outages=True
 )
-async def import_state(payload: dict[str, Any]) -> None:
+async def import_state(job: ImportJob, report: JobReport) -> None:
     """Open a sealed storageState, verify it is logged in, store it encrypted."""
-    job = ImportJob.from_message(payload)
-    report, res = _begin(job_id=job.capture_id, session_id=job.session_id)
-    assert res.pool is not None, "this worker does not consume the browse queue"
-    state = await ImportService(
-        db=res.db, pool=res.pool, store=res.store, provider=res.provider, events=res.events
-    ).run(job)
-    report.code = await _capture_code(res.db, job.capture_id, state)
-    report.extra["capture_state"] = state.value
+    res = _browse_resources()
+    state = await _service(ImportService, res).run(job)
+    await _report_capture(report, res.db, job.capture_id, state)
 
 
-@dramatiq.actor(
-    actor_name="capture",
-    queue_name=settings.queue(CAPTURE_QUEUE),
+@_job_actor(
+    CaptureJob,
+    CAPTURE_QUEUE,
+    id_field="capture_id",
     retry_when=never_retry,
     # Its own limit: the capture timeout plus room to save, never dramatiq's 10-minute default.
     time_limit=int(settings.capture_timeout.total_seconds() * 1000 + 120_000),
     notify_shutdown=True,
 )
-async def capture(payload: dict[str, Any]) -> None:
+async def capture(job: CaptureJob, report: JobReport) -> None:
     """Hold a live-view browser for a login until save, cancel or timeout."""
-    job = CaptureJob.from_message(payload)
-    report, res = _begin(job_id=job.capture_id, session_id=job.session_id)
+    res = resources.get()
     assert res.liveview is not None, "this worker does not consume the capture queue"
-    final = await CaptureService(
-        settings=settings,
-        db=res.db,
-        store=res.store,
-        liveview=res.liveview,
-        launch_browser=res.launch_browser,
-        events=res.events,
-    ).run(job)
-    report.code = await _capture_code(res.db, job.capture_id, final)
-    report.extra["capture_state"] = final.value
+    final = await _service(CaptureService, res).run(job)
+    await _report_capture(report, res.db, job.capture_id, final)
 
 
 PROBE_RETRY = retry_transient(3)
 
 
-@dramatiq.actor(
-    actor_name="probe",
-    queue_name=settings.queue(BROWSE_QUEUE),
+@_job_actor(
+    ProbeJob,
+    BROWSE_QUEUE,
+    id_field="probe_id",
     retry_when=PROBE_RETRY,
     retry_outages=True,
-    time_limit=int(settings.navigation_timeout.total_seconds() * 1000 * 4 + 60_000),
+    time_limit=BROWSE_TIME_LIMIT_MS,
 )
-async def probe(payload: dict[str, Any]) -> None:
+async def probe(job: ProbeJob, report: JobReport) -> None:
     """Open a session's start URL: keep it alive (write-back) or find it expired."""
-    job = ProbeJob.from_message(payload)
-    report, res = _begin(job_id=job.probe_id, session_id=job.session_id)
-    assert res.pool is not None, "this worker does not consume the browse queue"
-    leases, write_back = _keepalive(res)
-    report.extra["verdict"] = await ProbeService(
-        db=res.db,
-        pool=res.pool,
-        store=res.store,
-        audit=res.audit,
-        leases=leases,
-        write_back=write_back,
+    res = _browse_resources()
+    service = _keeping(
+        ProbeService,
+        res,
+        write_back=True,
         interval=settings.probe_interval,
-        events=res.events,
         on_expired=res.events.session_expired,
-    ).run(job)
+    )
+    report.extra["verdict"] = await service.run(job)
 
 
 ROLLBACK_RETRY = retry_transient(3)
 
 
-@dramatiq.actor(
-    actor_name="rollback",
-    queue_name=settings.queue(EXPIRY_QUEUE),
-    retry_when=ROLLBACK_RETRY,
-    retry_outages=True,
+@_job_actor(
+    RollbackJob, EXPIRY_QUEUE, id_field="request_id", retry_when=ROLLBACK_RETRY, retry_outages=True
 )
-async def rollback(payload: dict[str, Any]) -> None:
+async def rollback(job: RollbackJob, report: JobReport) -> None:
     """Re-encrypt a kept version of a session as its new current version."""
-    job = RollbackJob.from_message(payload)
-    report, res = _begin(job_id=job.request_id, session_id=job.session_id)
-    report.extra["version"] = await RollbackService(db=res.db, store=res.store).run(job)
+    report.extra["version"] = await _service(RollbackService, resources.get()).run(job)

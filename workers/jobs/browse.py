@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import asyncpg
 from playwright.async_api import BrowserContext, Page, Response
@@ -46,7 +46,7 @@ from schema.redact import secret_values, state_secret_values
 from schema.results import BrowseResult, result_exists, store_result
 from workers.browser.observe import observe_state
 from workers.browser.pool import BrowserPool
-from workers.browser.restore import install_restore_script, plan_restore
+from workers.browser.restore import RestorePlan, install_restore_script, plan_restore
 from workers.browser.verdict import Verdict, decide, url_matches
 from workers.crypto.store import StateStore
 from workers.guard.policy import UrlGuard
@@ -77,32 +77,70 @@ class PageOutcome:
     screenshot: bytes | None = None
     final_state: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
 
+    def result(self, job: BrowseJob, *, attempts: int, duration_ms: int) -> BrowseResult:
+        """The result of ``job``, which ended on this page."""
+        return BrowseResult(
+            **ids_of(job),
+            outcome=BrowseOutcome.OK,
+            final_url=self.final_url,
+            http_status=self.http_status,
+            title=self.title,
+            text=self.text,
+            html=self.html,
+            screenshot=self.screenshot,
+            attempts=attempts,
+            duration_ms=duration_ms,
+        )
 
-class BrowseService:
+
+@dataclass(frozen=True, kw_only=True)
+class Visiting:
+    """What a job that visits a page as a saved session holds: the session rows (``db``), its
+    encrypted states (``store``), the browsers to restore them into (``pool``) and the
+    audit log for the job's own rows."""
+
+    db: asyncpg.Pool
+    pool: BrowserPool
+    store: StateStore
+    audit: AuditLog
+
+    @contextlib.asynccontextmanager
+    async def restored_visit(
+        self,
+        session: queries.SessionInfo,
+        *,
+        url: str,
+        options: BrowseOptions,
+        caller: Caller,
+        observe: bool,
+    ) -> AsyncIterator[Visit]:
+        """Decrypt (audited, for ``caller``), restore into a fresh context, visit; inside the
+        block the restored and observed values are registered for log redaction."""
+        state, version = await self.store.load_versioned(
+            self.db, session_id=session.id, owner_id=session.owner_id, **caller
+        )
+        with secret_values(state_secret_values(state)):
+            outcome = await open_and_visit(
+                self.pool,
+                plan_restore(state),
+                url=url,
+                options=options,
+                session=session,
+                observe=observe,
+            )
+            with secret_values(state_secret_values(outcome.final_state or {})):
+                yield Visit(session, caller, state, version, outcome)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrowseService(Visiting):
     """Runs one browse job end to end against the pool; stores exactly one result."""
 
-    def __init__(
-        self,
-        *,
-        db: asyncpg.Pool,
-        pool: BrowserPool,
-        store: StateStore,
-        audit: AuditLog,
-        guard: UrlGuard,
-        on_expired: Callable[[ExpireJob], Awaitable[None]],
-        leases: Leases | None = None,
-        write_back: WriteBack | None = None,
-        lease_wait: timedelta = timedelta(seconds=90),
-    ) -> None:
-        self._db = db
-        self._pool = pool
-        self._store = store
-        self._audit = audit
-        self._guard = guard
-        self._on_expired = on_expired
-        self._leases = leases
-        self._write_back = write_back
-        self._lease_wait = lease_wait
+    guard: UrlGuard
+    on_expired: Callable[[ExpireJob], Awaitable[None]]
+    leases: Leases | None = None
+    write_back: WriteBack | None = None
+    lease_wait: timedelta = timedelta(seconds=90)
 
     async def run(
         self,
@@ -117,7 +155,7 @@ class BrowseService:
         A failure the caller will retry (``retry(err)``; by default a retryable one on a
         non-final attempt) is raised; everything else ends in a stored result.
         """
-        if await result_exists(self._db, job.job_id):
+        if await result_exists(self.db, job.job_id):
             log.info("browse_duplicate_skipped")
             return "duplicate"
         started = time.monotonic()
@@ -129,7 +167,7 @@ class BrowseService:
             await self._finish_error(job, err, attempt, started)
             return err.code
         elapsed = int((time.monotonic() - started) * 1000)
-        await self._db.execute(
+        await self.db.execute(
             "UPDATE browser_sessions SET last_used_at = now() WHERE id = $1", job.session_id
         )
         if outcome.verdict is Verdict.LOGGED_OUT:
@@ -138,92 +176,57 @@ class BrowseService:
             )
             await self._finish_error(job, expired, attempt, started)
             return expired.code
-        await store_result(
-            self._db,
-            BrowseResult(
-                job_id=job.job_id,
-                task_id=job.task_id,
-                owner_id=job.owner_id,
-                session_id=job.session_id,
-                outcome=BrowseOutcome.OK,
-                final_url=outcome.final_url,
-                http_status=outcome.http_status,
-                title=outcome.title,
-                text=outcome.text,
-                html=outcome.html,
-                screenshot=outcome.screenshot,
-                attempts=attempt,
-                duration_ms=elapsed,
-            ),
-        )
+        await store_result(self.db, outcome.result(job, attempts=attempt, duration_ms=elapsed))
         return BrowseOutcome.OK.value
 
     async def _authorised_browse(self, job: BrowseJob) -> PageOutcome:
         session = await self._authorise(job)
-        self._guard.check_site(
+        self.guard.check_site(
             job.url, start_url=session.start_url, extra_origins=session.extra_origins
         )
-        await self._guard.check_url(job.url)
+        await self.guard.check_url(job.url)
         async with (
             self._lease(session, job.job_id),
-            restored_visit(
-                self._store,
-                self._db,
-                self._pool,
-                session=session,
+            self.restored_visit(
+                session,
                 url=job.url,
                 options=job.options,
-                actor_id=job.owner_id,
-                task_id=job.task_id,
-                request_id=job.job_id,
-                observe=self._write_back is not None,
+                caller=caller_of(job),
+                observe=self.write_back is not None,
             ) as seen,
         ):
             await self._audit_use(job, AuditResult.OK, seen.outcome.verdict.value)
-            await self._keep(job, session, seen)
+            await self._keep(seen)
         return dataclasses.replace(seen.outcome, final_state=None)
 
     def _lease(
         self, session: queries.SessionInfo, job_id: str
     ) -> contextlib.AbstractAsyncContextManager[None]:
         # Without write-back nothing learns whether the site rotates: only a forced mode counts.
-        exclusive = session.exclusive if self._write_back else session.lease_mode == "exclusive"
-        if self._leases is None or not exclusive:
+        exclusive = session.exclusive if self.write_back else session.lease_mode == "exclusive"
+        if self.leases is None or not exclusive:
             return contextlib.nullcontext()
-        return self._leases.hold(
-            session.id, f"{job_id}:{time.monotonic_ns()}", wait=self._lease_wait
-        )
+        return self.leases.hold(session.id, f"{job_id}:{time.monotonic_ns()}", wait=self.lease_wait)
 
-    async def _keep(self, job: BrowseJob, session: queries.SessionInfo, seen: Visit) -> None:
+    async def _keep(self, seen: Visit) -> None:
         """Write back after a logged-in verdict; after a logged-out one, tell a lost race
         (another job saved a newer version meanwhile: retry) from an expiry."""
-        if self._write_back is None:
+        if self.write_back is None:
             return
-        outcome = seen.outcome
-        if outcome.verdict is Verdict.LOGGED_OUT:
-            self._write_back.events.write_back(WriteBackResult.REFUSED_LOGGED_OUT)
-            current = await queries.session_version(self._db, session.id)
+        if seen.outcome.verdict is Verdict.LOGGED_OUT:
+            self.write_back.events.write_back(WriteBackResult.REFUSED_LOGGED_OUT)
+            current = await queries.session_version(self.db, seen.session.id)
             if current is not None and current != seen.version:
                 raise VersionConflict(
                     "a newer version of the session was saved while this job ran; retrying"
                 )
             return
-        if outcome.final_state is not None:
-            await self._write_back.apply(
-                session=session,
-                base=seen.state,
-                base_version=seen.version,
-                final=outcome.final_state,
-                source="write_back",
-                source_id=job.job_id,
-                actor_id=job.owner_id,
-                task_id=job.task_id,
-            )
+        await seen.write_back(self.write_back, source="write_back")
 
     async def _authorise(self, job: BrowseJob) -> queries.SessionInfo:
         """Owner binding and status checks, before any browser or key is touched."""
-        session = await queries.get_session(self._db, job.session_id)
-        task_owner = await queries.task_owner(self._db, job.task_id)
+        session = await queries.get_session(self.db, job.session_id)
+        task_owner = await queries.task_owner(self.db, job.task_id)
         denial: BrowserSessionsError | None = None
         if task_owner is None:
             denial = TaskNotFound("the job names no existing task")
@@ -241,17 +244,14 @@ class BrowseService:
         return session
 
     async def _audit_use(self, job: BrowseJob, result: AuditResult, detail: str) -> None:
-        async with self._db.acquire() as conn:
-            await self._audit.write(
-                conn,
-                actor_id=job.owner_id,
-                action=AuditAction.USE,
-                result=result,
-                session_id=job.session_id,
-                task_id=job.task_id,
-                request_id=job.job_id,
-                detail=detail,
-            )
+        await self.audit.write(
+            self.db,
+            action=AuditAction.USE,
+            result=result,
+            session_id=job.session_id,
+            detail=detail,
+            **caller_of(job),
+        )
 
     async def _finish_error(
         self, job: BrowseJob, err: BrowserSessionsError, attempt: int, started: float
@@ -259,19 +259,41 @@ class BrowseService:
         if isinstance(err, AuthSessionExpired):
             # Before the result: a job that dies in between runs again and sends it again
             # (expiry is idempotent); sent after the result, a lost message stays lost.
-            await self._on_expired(
+            await self.on_expired(
                 ExpireJob(session_id=job.session_id, task_id=job.task_id, job_id=job.job_id)
             )
-        await store_result(
-            self._db,
-            failure_of(
-                job,
-                err.code,
-                err.message,
-                attempts=attempt,
-                duration_ms=int((time.monotonic() - started) * 1000),
-            ),
-        )
+        elapsed = int((time.monotonic() - started) * 1000)
+        failure = failure_of(job, err.code, err.message, attempts=attempt, duration_ms=elapsed)
+        await store_result(self.db, failure)
+
+
+class Caller(TypedDict):
+    """Whom a job's audit rows name: the actor it acts for, its task (if any) and its
+    request (the job)."""
+
+    actor_id: str
+    task_id: str | None
+    request_id: str
+
+
+def caller_of(job: BrowseJob) -> Caller:
+    """A browse job acts for its task's owner."""
+    return Caller(actor_id=job.owner_id, task_id=job.task_id, request_id=job.job_id)
+
+
+class JobIds(TypedDict):
+    """What names a browse job's result row."""
+
+    job_id: str
+    task_id: str
+    owner_id: str
+    session_id: str
+
+
+def ids_of(job: BrowseJob) -> JobIds:
+    return JobIds(
+        job_id=job.job_id, task_id=job.task_id, owner_id=job.owner_id, session_id=job.session_id
+    )
 
 
 def failure_of(
@@ -279,70 +301,41 @@ def failure_of(
 ) -> BrowseResult:
     """The failed result of ``job``."""
     return BrowseResult.failure(
-        job_id=job.job_id,
-        task_id=job.task_id,
-        owner_id=job.owner_id,
-        session_id=job.session_id,
-        code=code,
-        message=message,
-        attempts=attempts,
-        duration_ms=duration_ms,
+        **ids_of(job), code=code, message=message, attempts=attempts, duration_ms=duration_ms
     )
 
 
 @dataclass(frozen=True)
 class Visit:
-    """A visit with a restored session: the state and version it restored (secrets), and
-    its outcome."""
+    """A visit with a restored session: the session, whom the visit's audit rows name, the
+    state and version it restored (secrets), and its outcome."""
 
+    session: queries.SessionInfo
+    caller: Caller
     state: dict[str, Any]
     version: int
     outcome: PageOutcome
 
-
-@contextlib.asynccontextmanager
-async def restored_visit(
-    store: StateStore,
-    db: asyncpg.Pool,
-    pool: BrowserPool,
-    *,
-    session: queries.SessionInfo,
-    url: str,
-    options: BrowseOptions,
-    actor_id: str,
-    task_id: str | None,
-    request_id: str,
-    observe: bool,
-) -> AsyncIterator[Visit]:
-    """Decrypt (audited), restore into a fresh context, visit; inside the block the restored
-    and observed values are registered for log redaction."""
-    state, version = await store.load_versioned(
-        db,
-        session_id=session.id,
-        owner_id=session.owner_id,
-        actor_id=actor_id,
-        task_id=task_id,
-        request_id=request_id,
-    )
-    with secret_values(state_secret_values(state)):
-        plan = plan_restore(state)
-        outcome = await open_and_visit(
-            pool,
-            plan.context_options,
-            plan.init_script,
-            url=url,
-            options=options,
-            session=session,
-            observe=observe,
+    async def write_back(self, write_back: WriteBack, *, source: str) -> None:
+        """Save what a logged-in visit observed (if it did) as the session's next version."""
+        final = self.outcome.final_state
+        if final is None:
+            return
+        await write_back.apply(
+            session=self.session,
+            base=self.state,
+            base_version=self.version,
+            final=final,
+            source=source,
+            source_id=self.caller["request_id"],
+            actor_id=self.caller["actor_id"],
+            task_id=self.caller["task_id"],
         )
-        with secret_values(state_secret_values(outcome.final_state or {})):
-            yield Visit(state, version, outcome)
 
 
 async def open_and_visit(
     pool: BrowserPool,
-    context_options: dict[str, Any],
-    init_script: str | None,
+    plan: RestorePlan,
     *,
     url: str,
     options: BrowseOptions,
@@ -353,12 +346,13 @@ async def open_and_visit(
 
     With ``observe``, a logged-in outcome carries the context's state at the end (secrets:
     for the write-back only)."""
-    async with pool.context(**BROWSE_CONTEXT_OPTIONS, **context_options) as context:
+    async with pool.context(**BROWSE_CONTEXT_OPTIONS, **plan.context_options) as context:
         outcome = await visit(
-            context, url=url, options=options, session=session, init_script=init_script
+            context, url=url, options=options, session=session, init_script=plan.init_script
         )
         if observe and outcome.verdict is Verdict.LOGGED_IN:
-            idb = any(o.get("indexedDB") for o in context_options["storage_state"]["origins"])
+            origins = plan.context_options["storage_state"]["origins"]
+            idb = any(o.get("indexedDB") for o in origins)
             final = await observe_state(context, indexed_db=idb)
             outcome = dataclasses.replace(outcome, final_state=final)
         return outcome

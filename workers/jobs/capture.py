@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,18 +21,16 @@ from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
 
 from schema import liveview, queries
 from schema.db import listening
-from schema.enums import CaptureSignal, CaptureState, SessionStatus
+from schema.enums import AuditAction, CaptureSignal, CaptureState, SessionStatus
 from schema.errors import BrowserSessionsError, CaptureNotLoggedIn
-from schema.events import NO_EVENTS, Events
 from schema.jobs import CaptureJob
 from schema.logs import get_logger
 from schema.redact import secret_values, state_secret_values
 from schema.settings import Settings
 from workers.browser.liveview import LiveViewServer
 from workers.browser.verdict import Verdict, decide
-from workers.crypto.store import StateStore
 from workers.guard.scope import scope_to_session
-from workers.jobs.imports import names_its_capture, set_capture_state
+from workers.jobs.imports import LoginJob, names_its_capture
 
 log = get_logger(__name__)
 
@@ -46,59 +45,40 @@ CAPTURE_CONTEXT_OPTIONS: dict[str, Any] = {
 SESSION_STORAGE_JS = "() => [location.origin, Object.entries(window.sessionStorage)]"
 
 
-class CaptureService:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        db: asyncpg.Pool,
-        store: StateStore,
-        liveview: LiveViewServer,
-        launch_browser: Any,
-        events: Events = NO_EVENTS,
-    ) -> None:
-        self._events = events
-        self._settings = settings
-        self._db = db
-        self._store = store
-        self._liveview = liveview
-        self._launch_browser = launch_browser
+@dataclass(frozen=True, kw_only=True)
+class CaptureService(LoginJob):
+    """Holds a live-view browser for one capture until Save, Cancel or the timeout."""
+
+    settings: Settings
+    liveview: LiveViewServer
+    launch_browser: Any
 
     async def run(self, job: CaptureJob) -> CaptureState:
         """Hold the browser until a final state; returns it."""
-        capture = await queries.get_capture(self._db, job.capture_id)
+        capture = await queries.get_capture(self.db, job.capture_id)
         if not names_its_capture(capture, "live", job.session_id, job.owner_id):
             return capture.state
         if capture.state is not CaptureState.QUEUED:
             if not capture.state.is_final:
                 # Redelivered after the worker that held it died: its browser is gone.
-                await set_capture_state(
-                    self._db,
-                    job.capture_id,
-                    CaptureState.INTERRUPTED,
-                    reason="the worker holding this capture stopped",
-                    events=self._events,
+                await self._set_state(
+                    job, CaptureState.INTERRUPTED, "the worker holding this capture stopped"
                 )
                 return CaptureState.INTERRUPTED
             return capture.state
-        session = await queries.get_session(self._db, job.session_id)
+        session = await queries.get_session(self.db, job.session_id)
         if session.status is SessionStatus.REVOKED:
-            await set_capture_state(
-                self._db,
-                job.capture_id,
-                CaptureState.FAILED,
-                reason="the session was revoked",
-                error_code="SESSION_REVOKED",
-                events=self._events,
+            await self._set_state(
+                job, CaptureState.FAILED, "the session was revoked", "SESSION_REVOKED"
             )
             return CaptureState.FAILED
-        browser: Browser = await self._launch_browser()
+        browser: Browser = await self.launch_browser()
         try:
             context = await browser.new_context(**CAPTURE_CONTEXT_OPTIONS)
             page = await context.new_page()
             return await self._hold(job, session, context, page)
         finally:
-            await self._liveview.unregister(job.capture_id)
+            await self.liveview.unregister(job.capture_id)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(browser.close(), 10)
 
@@ -106,9 +86,9 @@ class CaptureService:
         self, job: CaptureJob, session: queries.SessionInfo, context: BrowserContext, page: Page
     ) -> CaptureState:
         state = {"value": CaptureState.OPEN}
-        timeout = self._settings.capture_timeout
+        timeout = self.settings.capture_timeout
         expires_at = datetime.now(UTC) + timeout
-        self._liveview.register(
+        self.liveview.register(
             capture_id=job.capture_id,
             owner_id=job.owner_id,
             context=context,
@@ -123,13 +103,13 @@ class CaptureService:
                 woken.set()
 
         try:
-            async with listening(self._settings.database_url, CAPTURE_CHANNEL, on_signal):
-                await self._db.execute(
+            async with listening(self.settings.database_url, CAPTURE_CHANNEL, on_signal):
+                await self.db.execute(
                     """UPDATE captures SET state = 'open', liveview_url = $2, opened_at = now(),
                            expires_at = $3, updated_at = now(), signal = NULL
                        WHERE id = $1""",
                     job.capture_id,
-                    f"{self._liveview.base_url}/live/{job.capture_id}",
+                    f"{self.liveview.base_url}/live/{job.capture_id}",
                     expires_at,
                 )
                 with contextlib.suppress(Exception):
@@ -146,26 +126,19 @@ class CaptureService:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(woken.wait(), min(POLL_S, remaining))
                     woken.clear()
-                    signal = await _take_signal(self._db, job.capture_id)
+                    signal = await _take_signal(self.db, job.capture_id)
                     if signal is CaptureSignal.CANCEL:
                         await self._finish(job, CaptureState.CANCELLED, "cancelled by the user")
                         return CaptureState.CANCELLED
                     if signal is CaptureSignal.SAVE:
                         state["value"] = CaptureState.SAVING
-                        await set_capture_state(
-                            self._db, job.capture_id, CaptureState.SAVING, events=self._events
-                        )
+                        await self._set_state(job, CaptureState.SAVING)
                         try:
                             await self._save(job, session, context)
                         except CaptureNotLoggedIn as err:
                             state["value"] = CaptureState.NOT_LOGGED_IN
-                            await set_capture_state(
-                                self._db,
-                                job.capture_id,
-                                CaptureState.NOT_LOGGED_IN,
-                                reason=err.message,
-                                error_code=err.code,
-                                events=self._events,
+                            await self._set_state(
+                                job, CaptureState.NOT_LOGGED_IN, err.message, err.code
                             )
                             continue
                         state["value"] = CaptureState.SAVED
@@ -208,25 +181,15 @@ class CaptureService:
         await _add_session_storage(captured, pages)
         with secret_values(state_secret_values(captured)):
             state = scope_to_session(captured, session)
-            async with self._db.acquire() as conn:
-                await self._store.save(
-                    conn,
-                    session_id=session.id,
-                    owner_id=job.owner_id,
-                    actor_id=job.owner_id,
-                    state=state,
-                    request_id=job.capture_id,
-                )
+            await self._save_login(job, state, AuditAction.SAVE)
 
     async def _finish(
         self, job: CaptureJob, final: CaptureState, reason: str | None, code: str | None = None
     ) -> None:
         # Access ends before anyone can read the final state: its token must already be dead.
-        await self._liveview.unregister(job.capture_id)
-        await set_capture_state(
-            self._db, job.capture_id, final, reason=reason, error_code=code, events=self._events
-        )
-        await liveview.drop_tickets(self._db, job.capture_id)
+        await self.liveview.unregister(job.capture_id)
+        await self._set_state(job, final, reason, code)
+        await liveview.drop_tickets(self.db, job.capture_id)
         log.info("capture_finished", capture_state=final.value)
 
 

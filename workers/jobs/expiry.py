@@ -8,6 +8,8 @@ once, the task update is a no-op the second time, and the comment is deduplicate
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import asyncpg
 
 from schema import queries
@@ -30,20 +32,20 @@ def expiry_comment(label: str, site: str) -> str:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
 class ExpiryService:
-    def __init__(self, *, db: asyncpg.Pool, audit: AuditLog, events: Events = NO_EVENTS) -> None:
-        self._db = db
-        self._audit = audit
-        self._events = events
+    db: asyncpg.Pool
+    audit: AuditLog
+    events: Events = NO_EVENTS
 
     async def run(self, job: ExpireJob) -> bool:
         """Apply the expiry; True if a new comment was posted."""
         posted = await self._apply(job)
-        await self._audit.checkpoint(self._db)  # its audit row committed with the change
+        await self.audit.checkpoint(self.db)  # its audit row committed with the change
         return posted
 
     async def _apply(self, job: ExpireJob) -> bool:
-        async with self._db.acquire() as conn, conn.transaction():
+        async with self.db.acquire() as conn, conn.transaction():
             try:
                 session = await queries.get_session(conn, job.session_id)
             except SessionNotFound:
@@ -82,7 +84,7 @@ class ExpiryService:
                 f"{AuthSessionExpired.code}:{session.id}:{session.version}",
             )
         if changed:
-            self._events.session_expired()
+            self.events.session_expired()
         log.info("session_expired", newly_expired=changed, comment_posted=posted is not None)
         return posted is not None
 
@@ -95,7 +97,7 @@ class ExpiryService:
         detail: str,
     ) -> None:
         """The expiry's audit row: by the system, for the job's task and request."""
-        await self._audit.write(
+        await self.audit.write(
             conn,
             actor_id="system",
             action=AuditAction.EXPIRE,

@@ -8,6 +8,7 @@ producer waits on. Idempotent: a capture already in a final state is left alone.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -16,7 +17,7 @@ from schema import queries
 from schema.enums import AuditAction, CaptureState
 from schema.errors import BrowserSessionsError, CaptureNotLoggedIn, DecryptFailed, InvalidInput
 from schema.events import NO_EVENTS, Events
-from schema.jobs import BrowseOptions, ImportJob
+from schema.jobs import BrowseOptions, CaptureJob, ImportJob
 from schema.logs import get_logger
 from schema.redact import secret_values, state_secret_values
 from schema.sealing import open_sealed, seal_aad, sealed_key_id
@@ -31,39 +32,63 @@ from workers.jobs.browse import open_and_visit
 log = get_logger(__name__)
 
 
-class ImportService:
-    def __init__(
+@dataclass(frozen=True, kw_only=True)
+class LoginJob:
+    """What a capture and an import share: the ``captures`` row their producer waits on, and
+    the store a verified login is saved to (as the session's next version, by its owner)."""
+
+    db: asyncpg.Pool
+    store: StateStore
+    events: Events = NO_EVENTS
+
+    async def _set_state(
         self,
-        *,
-        db: asyncpg.Pool,
-        pool: BrowserPool,
-        store: StateStore,
-        provider: KeyProvider,
-        events: Events = NO_EVENTS,
+        job: CaptureJob | ImportJob,
+        state: CaptureState,
+        reason: str | None = None,
+        error_code: str | None = None,
     ) -> None:
-        self._events = events
-        self._db = db
-        self._pool = pool
-        self._store = store
-        self._provider = provider
+        await set_capture_state(
+            self.db, job.capture_id, state, reason=reason, error_code=error_code, events=self.events
+        )
+
+    async def _save_login(
+        self, job: CaptureJob | ImportJob, state: dict[str, Any], action: AuditAction
+    ) -> None:
+        """Encrypt a verified login as the session's next version, saved by its owner."""
+        await self.store.save(
+            self.db,
+            session_id=job.session_id,
+            owner_id=job.owner_id,
+            actor_id=job.owner_id,
+            state=state,
+            request_id=job.capture_id,
+            action=action,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportService(LoginJob):
+    """Opens a sealed state, verifies it with a real visit, saves it (an ``import``)."""
+
+    pool: BrowserPool
+    provider: KeyProvider
 
     async def run(self, job: ImportJob) -> CaptureState:
-        capture = await queries.get_capture(self._db, job.capture_id)
+        capture = await queries.get_capture(self.db, job.capture_id)
         if capture.state.is_final:
             return capture.state
         if not names_its_capture(capture, "import", job.session_id, job.owner_id):
             return capture.state
-        await set_capture_state(self._db, job.capture_id, CaptureState.SAVING, events=self._events)
+        await self._set_state(job, CaptureState.SAVING)
         try:
             opened = self._open(job)
             with secret_values(state_secret_values(opened)):
-                session = await queries.get_session(self._db, job.session_id)
+                session = await queries.get_session(self.db, job.session_id)
                 state = scope_to_session(opened, session)
-                plan = plan_restore(state)
                 outcome = await open_and_visit(
-                    self._pool,
-                    plan.context_options,
-                    plan.init_script,
+                    self.pool,
+                    plan_restore(state),
                     url=session.start_url,
                     options=BrowseOptions(extract_text=False),
                     session=session,
@@ -72,33 +97,17 @@ class ImportService:
                     raise CaptureNotLoggedIn(
                         f"the imported state is not logged in: {outcome.reason}"
                     )
-                async with self._db.acquire() as conn:
-                    await self._store.save(
-                        conn,
-                        session_id=session.id,
-                        owner_id=job.owner_id,
-                        actor_id=job.owner_id,
-                        state=state,
-                        request_id=job.capture_id,
-                        action=AuditAction.IMPORT,
-                    )
+                await self._save_login(job, state, AuditAction.IMPORT)
         except BrowserSessionsError as err:
-            await set_capture_state(
-                self._db,
-                job.capture_id,
-                CaptureState.FAILED,
-                reason=err.message,
-                error_code=err.code,
-                events=self._events,
-            )
+            await self._set_state(job, CaptureState.FAILED, err.message, err.code)
             log.info("import_refused", error_code=err.code)
             return CaptureState.FAILED
-        await set_capture_state(self._db, job.capture_id, CaptureState.SAVED, events=self._events)
+        await self._set_state(job, CaptureState.SAVED)
         return CaptureState.SAVED
 
     def _open(self, job: ImportJob) -> dict[str, Any]:
         try:
-            private_key = self._provider.seal_private_key(sealed_key_id(job.sealed_state))
+            private_key = self.provider.seal_private_key(sealed_key_id(job.sealed_state))
             plaintext = open_sealed(
                 private_key,
                 job.sealed_state,

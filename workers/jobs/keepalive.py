@@ -35,11 +35,11 @@ class WriteBackResult(StrEnum):
     CONFLICT_MERGED = "conflict_merged"
 
 
+@dataclass(frozen=True, kw_only=True)
 class WriteBack:
-    def __init__(self, *, db: asyncpg.Pool, store: StateStore, events: Events = NO_EVENTS) -> None:
-        self._db = db
-        self._store = store
-        self.events = events
+    db: asyncpg.Pool
+    store: StateStore
+    events: Events = NO_EVENTS
 
     async def apply(
         self,
@@ -58,7 +58,7 @@ class WriteBack:
         decided = plan(base, final, Scope.of(session.start_url, session.extra_origins))
         if decided.state is None:
             if session.rotating is None:
-                await self._db.execute(
+                await self.db.execute(
                     "UPDATE browser_sessions SET rotating = false "
                     "WHERE id = $1 AND rotating IS NULL",
                     session.id,
@@ -99,8 +99,8 @@ class WriteBack:
         state, expected, merged = a.mine, a.base_version, False
         for _ in range(MAX_CONFLICTS):
             try:
-                await self._store.save(
-                    self._db,
+                await self.store.save(
+                    self.db,
                     session_id=a.session.id,
                     owner_id=a.session.owner_id,
                     actor_id=a.actor_id,
@@ -110,8 +110,8 @@ class WriteBack:
                     saved=dataclasses.replace(a.info, expected_version=expected),
                 )
             except VersionConflict:
-                theirs, expected = await self._store.load_versioned(
-                    self._db,
+                theirs, expected = await self.store.load_versioned(
+                    self.db,
                     session_id=a.session.id,
                     owner_id=a.session.owner_id,
                     actor_id=a.actor_id,

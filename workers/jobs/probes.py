@@ -19,22 +19,21 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from schema import queries
-from schema.audit import AuditLog
 from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import SessionNotFound
 from schema.events import NO_EVENTS, Events
 from schema.jobs import BrowseOptions, ProbeJob
 from schema.logs import get_logger
-from workers.browser.pool import BrowserPool
 from workers.browser.verdict import Verdict
-from workers.crypto.store import StateStore, next_probe_at
-from workers.jobs.browse import restored_visit
+from workers.crypto.store import next_probe_at
+from workers.jobs.browse import Caller, Visiting
 from workers.jobs.keepalive import WriteBack
 from workers.jobs.leases import Leases
 
@@ -65,107 +64,83 @@ def expiring_message(label: str, site: str, at: datetime) -> str:
     )
 
 
+def caller_of(job: ProbeJob) -> Caller:
+    """A probe acts for the system, for no task."""
+    return Caller(actor_id=PROBE_ACTOR, task_id=None, request_id=job.probe_id)
+
+
 def backoff(failures: int, interval: timedelta) -> timedelta:
     """Inconclusive probes come back sooner than the interval, doubling each time."""
     base = min(BACKOFF_BASE, interval / 4)
     return min(interval, base * (1 << min(max(failures - 1, 0), 20)))
 
 
-class ProbeService:
-    def __init__(
-        self,
-        *,
-        db: asyncpg.Pool,
-        pool: BrowserPool,
-        store: StateStore,
-        audit: AuditLog,
-        leases: Leases,
-        write_back: WriteBack,
-        interval: timedelta,
-        events: Events = NO_EVENTS,
-        on_expired: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._db = db
-        self._pool = pool
-        self._store = store
-        self._audit = audit
-        self._leases = leases
-        self._write_back = write_back
-        self._interval = interval
-        self._events = events
-        self._on_expired = on_expired
+@dataclass(frozen=True, kw_only=True)
+class ProbeService(Visiting):
+    """Probes one session (the job names it) under its lease."""
+
+    leases: Leases
+    write_back: WriteBack
+    interval: timedelta
+    events: Events = NO_EVENTS
+    on_expired: Callable[[], None] = lambda: None
 
     async def run(self, job: ProbeJob) -> str:
         """Probe once; returns the verdict (or ``busy`` / ``skipped``)."""
         try:
-            session = await queries.get_session(self._db, job.session_id)
+            session = await queries.get_session(self.db, job.session_id)
         except SessionNotFound:
             return "skipped"
         if session.status is not SessionStatus.ACTIVE:
             return "skipped"
         holder = f"probe:{job.probe_id}:{time.monotonic_ns()}"
-        if not await self._leases.try_acquire(session.id, holder):
+        if not await self.leases.try_acquire(session.id, holder):
             await self._schedule(session.id, datetime.now(UTC) + BUSY_RETRY, None, None)
-            self._events.probe_finished(BUSY)
+            self.events.probe_finished(BUSY)
             return BUSY
         try:
             verdict = await self._probe(job, session)
         finally:
-            await asyncio.shield(self._leases.release(session.id, holder))
-        self._events.probe_finished(verdict)
+            await asyncio.shield(self.leases.release(session.id, holder))
+        self.events.probe_finished(verdict)
         log.info("probe_finished", verdict=verdict)
         return verdict
 
     async def _probe(self, job: ProbeJob, session: queries.SessionInfo) -> str:
         try:
-            async with restored_visit(
-                self._store,
-                self._db,
-                self._pool,
-                session=session,
+            async with self.restored_visit(
+                session,
                 url=session.start_url,
                 options=PROBE_OPTIONS,
-                actor_id=PROBE_ACTOR,
-                task_id=None,
-                request_id=job.probe_id,
+                caller=caller_of(job),
                 observe=True,
             ) as seen:
-                outcome = seen.outcome
-                if outcome.final_state is not None:
-                    await self._write_back.apply(
-                        session=session,
-                        base=seen.state,
-                        base_version=seen.version,
-                        final=outcome.final_state,
-                        source="probe",
-                        source_id=job.probe_id,
-                        actor_id=PROBE_ACTOR,
-                    )
+                await seen.write_back(self.write_back, source="probe")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             code = getattr(exc, "code", type(exc).__name__)
             log.info("probe_inconclusive", error_code=code)
             failures = session.probe_failures + 1
-            due = datetime.now(UTC) + backoff(failures, self._interval)
+            due = datetime.now(UTC) + backoff(failures, self.interval)
             await self._schedule(session.id, due, INCONCLUSIVE, failures)
             return INCONCLUSIVE
-        if outcome.verdict is Verdict.LOGGED_IN:
+        if seen.outcome.verdict is Verdict.LOGGED_IN:
             await self._schedule(
-                session.id, next_probe_at(self._interval), Verdict.LOGGED_IN.value, 0
+                session.id, next_probe_at(self.interval), Verdict.LOGGED_IN.value, 0
             )
             return Verdict.LOGGED_IN.value
-        current = await queries.session_version(self._db, session.id)
+        current = await queries.session_version(self.db, session.id)
         if current != seen.version:  # a job saved a newer version meanwhile: not an expiry
             await self._schedule(session.id, datetime.now(UTC), INCONCLUSIVE, None)
             return INCONCLUSIVE
-        await self._expire(job, session, outcome.reason)
+        await self._expire(job, session, seen.outcome.reason)
         return Verdict.LOGGED_OUT.value
 
     async def _schedule(
         self, session_id: str, due: datetime | None, verdict: str | None, failures: int | None
     ) -> None:
-        await self._db.execute(
+        await self.db.execute(
             """UPDATE browser_sessions
                SET next_probe_at = $2,
                    last_probe_at = CASE WHEN $3::text IS NULL THEN last_probe_at ELSE now() END,
@@ -179,7 +154,7 @@ class ProbeService:
         )
 
     async def _expire(self, job: ProbeJob, session: queries.SessionInfo, reason: str) -> None:
-        async with self._db.acquire() as conn, conn.transaction():
+        async with self.db.acquire() as conn, conn.transaction():
             changed = await queries.set_session_status(
                 conn, session.id, SessionStatus.EXPIRED, only_from=(SessionStatus.ACTIVE,)
             )
@@ -190,14 +165,13 @@ class ProbeService:
             )
             if not changed:
                 return
-            await self._audit.write(
+            await self.audit.write(
                 conn,
-                actor_id=PROBE_ACTOR,
                 action=AuditAction.EXPIRE,
                 result=AuditResult.OK,
                 session_id=session.id,
-                request_id=job.probe_id,
                 detail=f"found by a health probe: {reason}",
+                **caller_of(job),
             )
             await notify(
                 conn,
@@ -207,7 +181,7 @@ class ProbeService:
                 message=expired_message(session.label, session.site),
                 dedupe_key=f"expired:{session.id}:{session.version}",
             )
-        self._on_expired()
+        self.on_expired()
         log.info("session_expired", found_by="probe")
 
 

@@ -7,6 +7,9 @@ a request whose new version exists is not done twice.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TypedDict
+
 import asyncpg
 
 from schema.enums import AuditAction
@@ -18,38 +21,44 @@ from workers.crypto.store import SaveInfo, StateStore
 log = get_logger(__name__)
 
 
+class Access(TypedDict):
+    """Whose state a rollback reads and saves, for whom and under which request (audited)."""
+
+    session_id: str
+    owner_id: str
+    actor_id: str
+    request_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class RollbackService:
-    def __init__(self, *, db: asyncpg.Pool, store: StateStore) -> None:
-        self._db = db
-        self._store = store
+    db: asyncpg.Pool
+    store: StateStore
 
     async def run(self, job: RollbackJob) -> int:
         """The new version (the one already made, on a redelivery)."""
-        done = await self._db.fetchval(
+        done = await self.db.fetchval(
             "SELECT version FROM session_versions WHERE source = 'rollback' AND source_id = $1",
             job.request_id,
         )
         if done is not None:
             return int(done)
-        state, _ = await self._store.load_versioned(
-            self._db,
+        access = Access(
             session_id=job.session_id,
             owner_id=job.owner_id,
             actor_id=job.actor_id,
-            task_id=None,
             request_id=job.request_id,
-            version=job.version,
+        )
+        state, _ = await self.store.load_versioned(
+            self.db, task_id=None, version=job.version, **access
         )
         with secret_values(state_secret_values(state)):
-            new = await self._store.save(
-                self._db,
-                session_id=job.session_id,
-                owner_id=job.owner_id,
-                actor_id=job.actor_id,
+            new = await self.store.save(
+                self.db,
                 state=state,
-                request_id=job.request_id,
                 action=AuditAction.ROLLBACK,
                 saved=SaveInfo(source="rollback", based_on=job.version),
+                **access,
             )
         log.info("session_rolled_back", version=new, restored_from=job.version)
         return new
