@@ -42,10 +42,22 @@ def worker_on_own_queues(
         yield worker
 
 
+def client_fixture(settings_fixture: str) -> Any:
+    """A fixture of a :class:`SessionsClient` opened with the settings that the fixture named
+    ``settings_fixture`` returns: ``capture_client = client_fixture("capture_settings")``."""
+
+    @pytest.fixture
+    async def client(request: pytest.FixtureRequest) -> AsyncIterator[SessionsClient]:
+        async with SessionsClient.open(request.getfixturevalue(settings_fixture)) as opened:
+            yield opened
+
+    return client
+
+
 def own_worker_fixtures(settings_fixture: str, queues: list[str]) -> tuple[Any, Any]:
     """A module's own worker and producer client, with the settings that the fixture named
     ``settings_fixture`` returns: a module-scoped fixture of a real worker on ``queues``
-    (:func:`worker_on_own_queues`) and a fixture of a :class:`SessionsClient`::
+    (:func:`worker_on_own_queues`) and a :func:`client_fixture`::
 
         probe_worker, probe_client = own_worker_fixtures("probe_settings", ["browse"])
     """
@@ -59,9 +71,4 @@ def own_worker_fixtures(settings_fixture: str, queues: list[str]) -> tuple[Any, 
         with worker_on_own_queues(settings, queues, log_path) as started:
             yield started
 
-    @pytest.fixture
-    async def client(request: pytest.FixtureRequest) -> AsyncIterator[SessionsClient]:
-        async with SessionsClient.open(request.getfixturevalue(settings_fixture)) as opened:
-            yield opened
-
-    return worker, client
+    return worker, client_fixture(settings_fixture)
