@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import signal
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,10 +19,16 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from producers.api import SessionsClient
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.results import BrowseResult
-from tests.support.keepalive import browse_in_new_task, new_task
+from tests.support.keepalive import (
+    NewTaskBrowses,
+    browse_in_new_task,
+    load_state,
+    new_task,
+    store_for,
+)
 from tests.support.logins import UNREACHABLE, LoginState
 from tests.support.sessions import import_on_site
-from tests.support.tasks import comments
+from tests.support.tasks import comments, has_one_comment
 from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess
@@ -48,14 +55,26 @@ async def import_session(
     return str(created["session_id"])
 
 
+ImportAs = Callable[[str], Awaitable[str]]
+
+
+@pytest.fixture
+def import_as(
+    browse_worker: WorkerProcess, client: SessionsClient, site: FixtureSite, login_state: LoginState
+) -> ImportAs:
+    """``await import_as("alice")``: a session imported from a real login of the user, with
+    the browse worker running; its id."""
+
+    async def imported(user: str) -> str:
+        return await import_session(client, site, login_state, user)
+
+    return imported
+
+
 async def test_logged_in_browse_returns_protected_text(
-    browse_worker: WorkerProcess,
-    client: SessionsClient,
-    site: FixtureSite,
-    login_state: LoginState,
-    db: asyncpg.Connection,
+    import_as: ImportAs, client: SessionsClient, site: FixtureSite, db: asyncpg.Connection
 ) -> None:
-    session_id = await import_session(client, site, login_state, "alice")
+    session_id = await import_as("alice")
     result = await browse_in_new_task(client, "alice", session_id, site.url("/app"), timeout=RESULT)
     assert result.ok, result.error_message
     assert "logged in as alice" in (result.text or "")
@@ -68,23 +87,13 @@ async def test_logged_in_browse_returns_protected_text(
 
 
 async def test_expiry_marks_session_fails_task_and_comments_once(
-    browse_worker: WorkerProcess,
-    client: SessionsClient,
-    site: FixtureSite,
-    login_state: LoginState,
-    db: asyncpg.Connection,
+    import_as: ImportAs, client: SessionsClient, site: FixtureSite, db: asyncpg.Connection
 ) -> None:
-    session_id = await import_session(client, site, login_state, "bob")
+    session_id = await import_as("bob")
     assert site.revoke("bob") >= 1
-    first = await new_task(client, "bob")
-    result = await client.browse(
-        task_id=first,
-        owner_id="bob",
-        session_id=session_id,
-        url=site.url("/app"),
-        timeout=RESULT,
-    )
+    result = await browse_in_new_task(client, "bob", session_id, site.url("/app"), timeout=RESULT)
     assert not result.ok and result.error_code == "AUTH_SESSION_EXPIRED"
+    first = result.task_id
 
     async def expired() -> bool:
         status = await db.fetchval("SELECT status FROM browser_sessions WHERE id = $1", session_id)
@@ -99,17 +108,10 @@ async def test_expiry_marks_session_fails_task_and_comments_once(
     assert f"127.0.0.1:{site.port}" in bodies[0]
 
     # A later task fails fast with the same code and gets its own comment.
-    second = await new_task(client, "bob")
-    again = await client.browse(
-        task_id=second,
-        owner_id="bob",
-        session_id=session_id,
-        url=site.url("/app"),
-        timeout=RESULT,
-    )
+    again = await browse_in_new_task(client, "bob", session_id, site.url("/app"), timeout=RESULT)
     assert again.error_code == "AUTH_SESSION_EXPIRED"
     assert (again.duration_ms or 0) < 2000
-    await wait_for(lambda: _has_comment(db, second), what="second task's comment")
+    await wait_for(lambda: has_one_comment(db, again.task_id), what="second task's comment")
     assert len(await comments(db, first)) == 1
     audit = await db.fetch(
         "SELECT action, result FROM audit_log WHERE session_id = $1 AND action = 'expire'",
@@ -118,18 +120,10 @@ async def test_expiry_marks_session_fails_task_and_comments_once(
     assert [tuple(r) for r in audit] == [("expire", "ok")]
 
 
-async def _has_comment(db: asyncpg.Connection, task_id: str) -> bool:
-    return len(await comments(db, task_id)) == 1
-
-
 async def test_owner_mismatch_is_refused_and_audited(
-    browse_worker: WorkerProcess,
-    client: SessionsClient,
-    site: FixtureSite,
-    login_state: LoginState,
-    db: asyncpg.Connection,
+    import_as: ImportAs, client: SessionsClient, site: FixtureSite, db: asyncpg.Connection
 ) -> None:
-    session_id = await import_session(client, site, login_state, "carol")
+    session_id = await import_as("carol")
     result = await browse_in_new_task(
         client, "mallory", session_id, site.url("/app"), timeout=RESULT
     )
@@ -162,12 +156,9 @@ async def test_owner_mismatch_is_refused_and_audited(
 
 
 async def test_revoked_session_fails_fast(
-    browse_worker: WorkerProcess,
-    client: SessionsClient,
-    site: FixtureSite,
-    login_state: LoginState,
+    import_as: ImportAs, client: SessionsClient, site: FixtureSite
 ) -> None:
-    session_id = await import_session(client, site, login_state, "dave")
+    session_id = await import_as("dave")
     await client.revoke(session_id, actor_id="dave")
     result = await browse_in_new_task(client, "dave", session_id, site.url("/app"), timeout=RESULT)
     assert result.error_code == "SESSION_REVOKED"
@@ -184,6 +175,12 @@ async def erin_session(
     # No logged-in selector: this session browses public pages of the site too.
     async with SessionsClient.open(worker_settings) as c:
         return await import_session(c, site, login_state, "erin", selector=None)
+
+
+@pytest.fixture
+def erin(client: SessionsClient, erin_session: str) -> NewTaskBrowses:
+    """Erin's browses with her session, each for a new task."""
+    return NewTaskBrowses(client, "erin", erin_session)
 
 
 @pytest.mark.parametrize(
@@ -216,17 +213,11 @@ async def test_guard_refuses(
 
 
 async def test_killed_browser_mid_job_is_replaced_and_job_completes(
-    browse_worker: WorkerProcess, client: SessionsClient, site: FixtureSite, erin_session: str
+    browse_worker: WorkerProcess, client: SessionsClient, site: FixtureSite, erin: NewTaskBrowses
 ) -> None:
     import asyncio
 
-    job = await client.enqueue_browse(
-        task_id=await new_task(client, "erin"),
-        owner_id="erin",
-        session_id=erin_session,
-        url=site.url("/slow?ms=4000"),
-        options=BrowseOptions(timeout_s=20),
-    )
+    job = await erin.enqueue(site.url("/slow?ms=4000"), BrowseOptions(timeout_s=20))
     await asyncio.sleep(1.5)
     before = browse_worker.chromium_pids()
     assert before, "the worker should have a warm browser"
@@ -284,13 +275,12 @@ async def test_a_redelivered_message_runs_again_and_stores_one_result(
 
 async def test_a_redelivered_expiry_posts_one_comment(
     browse_worker: WorkerProcess,
+    import_as: ImportAs,
     client: SessionsClient,
-    site: FixtureSite,
-    login_state: LoginState,
     db: asyncpg.Connection,
     worker_settings: Any,
 ) -> None:
-    session_id = await import_session(client, site, login_state, "alice")
+    session_id = await import_as("alice")
     task_id = await new_task(client, "alice")
     expire = ExpireJob(session_id=session_id, task_id=task_id, job_id=f"job_{task_id}")
     message = _message(worker_settings, "expire", expire.to_message())
@@ -304,10 +294,17 @@ async def test_a_redelivered_expiry_posts_one_comment(
     finally:
         broker.close()
     assert len(await comments(db, task_id)) == 1
-    expires = await db.fetchval(
-        "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'expire'", session_id
+    assert await expiries(db, session_id) == 1
+
+
+async def expiries(db: asyncpg.Connection, session_id: str) -> int:
+    """How many times the session was expired (its audit rows)."""
+    return int(
+        await db.fetchval(
+            "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'expire'",
+            session_id,
+        )
     )
-    assert expires == 1
 
 
 def _message(settings: Any, actor: str, payload: dict[str, Any]) -> Message[Any]:
@@ -352,37 +349,28 @@ async def _skipped(worker: WorkerProcess, message_id: str) -> bool:
 @pytest.mark.parametrize("where", ["http-503", "unreachable"])
 async def test_site_failures_never_expire_the_session_or_comment(
     where: str,
-    browse_worker: WorkerProcess,
+    import_as: ImportAs,
     client: SessionsClient,
     site: FixtureSite,
-    login_state: LoginState,
     db: asyncpg.Connection,
     worker_settings: Any,
 ) -> None:
     """A 5xx page has no logged-in selector and an unreachable site has no page: neither is
     a logged-out verdict."""
-    session_id = await import_session(client, site, login_state, "alice")
+    session_id = await import_as("alice")
     url = site.url("/status/503") if where == "http-503" else f"http://{UNREACHABLE}/app"
-    task_id = await new_task(client, "alice")
-    result = await client.browse(
-        task_id=task_id,
-        owner_id="alice",
-        session_id=session_id,
-        url=url,
-        options=BrowseOptions(timeout_s=10),
-        timeout=RESULT,
+    result = await browse_in_new_task(
+        client, "alice", session_id, url, options=BrowseOptions(timeout_s=10), timeout=RESULT
     )
     assert result.error_code == "NAVIGATION_FAILED", result
+    task_id = result.task_id
     await wait_for(lambda: _queue_drained(worker_settings), what="queues drained")
     status = await db.fetchval("SELECT status FROM browser_sessions WHERE id = $1", session_id)
     assert status == "active"
     assert await comments(db, task_id) == []
     task_code = await db.fetchval("SELECT error_code FROM tasks WHERE id = $1", task_id)
     assert task_code is None
-    expires = await db.fetchval(
-        "SELECT count(*) FROM audit_log WHERE session_id = $1 AND action = 'expire'", session_id
-    )
-    assert expires == 0
+    assert await expiries(db, session_id) == 0
 
 
 async def _queue_drained(settings: Any) -> bool:
@@ -405,14 +393,9 @@ async def _queue_drained(settings: Any) -> bool:
 
 
 async def test_result_is_only_readable_by_its_owner(
-    client: SessionsClient, erin_session: str, site: FixtureSite
+    client: SessionsClient, erin: NewTaskBrowses, site: FixtureSite
 ) -> None:
-    job = await client.enqueue_browse(
-        task_id=await new_task(client, "erin"),
-        owner_id="erin",
-        session_id=erin_session,
-        url=site.url("/public"),
-    )
+    job = await erin.enqueue(site.url("/public"))
     result = await client.wait_result(job, owner_id="erin", timeout=RESULT)
     assert result.ok
     with pytest.raises(Exception) as err:
@@ -510,10 +493,6 @@ async def test_import_keeps_only_the_sessions_site(
     login_state: LoginState,
     worker_settings: Any,
 ) -> None:
-    from schema.audit import AuditLog
-    from workers.crypto.keys import provider_from_settings
-    from workers.crypto.store import StateStore
-
     state = await login_state("alice")
     state["cookies"].append(
         {"name": "foreign", "value": "x", "domain": ".elsewhere.example", "path": "/"}
@@ -524,15 +503,7 @@ async def test_import_keeps_only_the_sessions_site(
     created = await import_on_site(
         client, site, "alice", state, label="scoped", login_pattern=False
     )
-    provider = provider_from_settings(worker_settings)
-    store = StateStore(provider=provider, audit=AuditLog(signer=provider.audit_signer()))
-    stored = await store.load(
-        client.db,
-        session_id=created["session_id"],
-        owner_id="alice",
-        actor_id="alice",
-        task_id=None,
-        request_id=None,
-    )
+    store = store_for(worker_settings)
+    stored = await load_state(store, client.db, created["session_id"], "alice", actor="alice")
     assert {c["domain"] for c in stored["cookies"]} == {"127.0.0.1"}
     assert [o["origin"] for o in stored["origins"]] == [site.base_url]

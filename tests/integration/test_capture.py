@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import hashlib
 import json
 import os
@@ -22,12 +22,14 @@ from schema.enums import CaptureState
 from schema.errors import NotOwner
 from schema.results import BrowseResult
 from schema.settings import Settings
+from tests.support.keepalive import browse_in_new_task
 from tests.support.logins import PASSWORD
-from tests.support.waiting import wait_for
+from tests.support.sessions import wait_for_status
+from tests.support.workers import client_fixture, own_ports, worker_on_own_queues
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import LiveViewUser
-from workers.dev.processes import WorkerProcess, free_port, run_worker
-from workers.dev.scratch import purge_queue, scratch_queues
+from workers.dev.processes import WorkerProcess, run_worker
+from workers.dev.scratch import purge_queue
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +39,7 @@ RESULT = timedelta(seconds=60)
 
 @pytest.fixture(scope="module")
 def capture_settings(worker_settings: Settings) -> Settings:
-    return dataclasses.replace(
-        worker_settings,
-        liveview_port=free_port(),
-        metrics_port=free_port(),
-        health_port=free_port(),
-        capture_timeout=timedelta(seconds=45),
-    )
+    return own_ports(worker_settings, capture_timeout=timedelta(seconds=45))
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +53,7 @@ def capture_worker(
         yield worker
 
 
-@pytest.fixture
-async def capture_client(capture_settings: Settings) -> AsyncIterator[SessionsClient]:
-    async with SessionsClient.open(capture_settings) as c:
-        yield c
+capture_client = client_fixture("capture_settings")
 
 
 async def open_capture(
@@ -88,6 +81,25 @@ async def log_in_through_live_view(user: LiveViewUser, site: FixtureSite, name: 
     await user.log_in_with_two_steps(site.url("/login?next=/app"), name, PASSWORD, TOTP_SECRET)
 
 
+@contextlib.asynccontextmanager
+async def live_view(browser: Browser, url: str) -> AsyncIterator[LiveViewUser]:
+    """A user with the live view at ``url`` open in a window of their own."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        user = LiveViewUser(viewer=await context.new_page(), browser=browser)
+        await user.open(url)
+        yield user
+    finally:
+        await context.close()
+
+
+async def status_and_version(db: asyncpg.Connection, session_id: str) -> tuple[str, int]:
+    row = await db.fetchrow(
+        "SELECT status, version FROM browser_sessions WHERE id = $1", session_id
+    )
+    return row["status"], row["version"]
+
+
 @pytest.mark.timeout(360)
 async def test_login_through_live_view_then_browse(
     capture_worker: WorkerProcess,
@@ -102,21 +114,11 @@ async def test_login_through_live_view_then_browse(
     session_id, capture_id, url = await open_capture(capture_client, site, owner)
 
     async def browse(path: str) -> BrowseResult:
-        task = await capture_client.add_task(f"task-{secrets.token_hex(4)}", owner_id=owner)
-        return await capture_client.browse(
-            task_id=task["task_id"],
-            owner_id=owner,
-            session_id=session_id,
-            url=site.url(path),
-            timeout=RESULT,
+        return await browse_in_new_task(
+            capture_client, owner, session_id, site.url(path), timeout=RESULT
         )
 
-    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        viewer = await context.new_page()
-        user = LiveViewUser(viewer=viewer, browser=browser)
-        await user.open(url)
-
+    async with live_view(browser, url) as user:
         # Save before logging in: refused with a reason, the window stays open.
         await capture_client.save_capture(capture_id, actor_id=owner)
         refused = await capture_client.wait_capture(
@@ -127,18 +129,13 @@ async def test_login_through_live_view_then_browse(
         await user.wait_for_state("not_logged_in")
 
         await log_in_through_live_view(user, site, owner)
-        await viewer.screenshot(path=str(capture_worker.log_path.parent / "liveview.png"))
+        await user.viewer.screenshot(path=str(capture_worker.log_path.parent / "liveview.png"))
         await capture_client.save_capture(capture_id, actor_id=owner)
         saved = await capture_client.wait_capture(capture_id, timeout=RESULT)
         assert saved.state is CaptureState.SAVED, saved
         assert saved.to_dict()["liveview_url"] is None
-    finally:
-        await context.close()
 
-    session = await db.fetchrow(
-        "SELECT status, version FROM browser_sessions WHERE id = $1", session_id
-    )
-    assert (session["status"], session["version"]) == ("active", 1)
+    assert await status_and_version(db, session_id) == ("active", 1)
     result = await browse("/app")
     assert result.ok, result.error_message
     assert f"logged in as {owner}" in (result.text or "")
@@ -150,31 +147,18 @@ async def test_login_through_live_view_then_browse(
     site.revoke(owner)
     expired = await browse("/app")
     assert expired.error_code == "AUTH_SESSION_EXPIRED"
-
-    async def is_expired() -> bool:
-        status = await db.fetchval("SELECT status FROM browser_sessions WHERE id = $1", session_id)
-        return bool(status == "expired")
-
-    await wait_for(is_expired, what="session expired")
+    await wait_for_status(db, session_id, "expired")
     relogin = await capture_client.relogin(session_id, actor_id=owner)
     capture = await capture_client.wait_capture(
         relogin["capture_id"], states=[CaptureState.OPEN], final_only=False, timeout=RESULT
     )
     capture = await capture_client.capture_status(capture.id, actor_id=owner)
-    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        user = LiveViewUser(viewer=await context.new_page(), browser=browser)
-        await user.open(str(capture.to_dict()["liveview_url"]))
+    async with live_view(browser, str(capture.to_dict()["liveview_url"])) as user:
         await log_in_through_live_view(user, site, owner)
         await capture_client.save_capture(capture.id, actor_id=owner)
         saved = await capture_client.wait_capture(capture.id, timeout=RESULT)
         assert saved.state is CaptureState.SAVED
-    finally:
-        await context.close()
-    session = await db.fetchrow(
-        "SELECT status, version FROM browser_sessions WHERE id = $1", session_id
-    )
-    assert (session["status"], session["version"]) == ("active", 2)
+    assert await status_and_version(db, session_id) == ("active", 2)
     again = await browse("/app")
     assert again.ok and f"logged in as {owner}" in (again.text or "")
 
@@ -292,19 +276,13 @@ async def test_websocket_refuses_another_origin(
 async def test_timeout(
     capture_settings: Settings, tmp_path_factory: pytest.TempPathFactory, site: FixtureSite
 ) -> None:
-    short = dataclasses.replace(
+    short = own_ports(
         capture_settings,
-        liveview_port=free_port(),
-        metrics_port=free_port(),
-        health_port=free_port(),
         capture_timeout=timedelta(seconds=3),
         queue_prefix=capture_settings.queue_prefix + "short.",
     )
     log_path = tmp_path_factory.mktemp("capture-timeout") / "worker.log"
-    with (
-        scratch_queues(short.amqp_url, short.queue_prefix),
-        run_worker(short, ["capture"], log_path),
-    ):
+    with worker_on_own_queues(short, ["capture"], log_path):
         async with SessionsClient.open(short) as client:
             created = await client.add_session(
                 owner_id="ivan",
@@ -327,19 +305,10 @@ async def test_worker_shutdown_interrupts_capture(
     """SIGTERM to the main pid, or to the whole process group (systemd, a terminal): the
     Playwright driver and Chromium are shielded from the group signal, so both end the
     capture as ``interrupted`` and close its browser."""
-    settings = dataclasses.replace(
-        capture_settings,
-        liveview_port=free_port(),
-        metrics_port=free_port(),
-        health_port=free_port(),
-        queue_prefix=capture_settings.queue_prefix + "stop.",
-    )
+    settings = own_ports(capture_settings, queue_prefix=capture_settings.queue_prefix + "stop.")
     log_path = tmp_path_factory.mktemp("capture-stop") / "worker.log"
     async with SessionsClient.open(settings) as client:
-        with (
-            scratch_queues(settings.amqp_url, settings.queue_prefix),
-            run_worker(settings, ["capture"], log_path) as worker,
-        ):
+        with worker_on_own_queues(settings, ["capture"], log_path) as worker:
             session_id, capture_id, _ = await open_capture(
                 client, site, "judy" if group else "karl"
             )

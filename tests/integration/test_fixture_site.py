@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -71,13 +71,35 @@ async def open_context(browser: Browser, **options: Any) -> AsyncIterator[Browse
         await context.close()
 
 
-async def log_in(page: Page, site: FixtureSite, user: str, password: str) -> None:
-    """Fill the login form on /app's login redirect and wait until #whoami shows."""
-    await page.goto(site.url("/app"))
+async def submit_login(page: Page, user: str, password: str) -> None:
     await page.fill("#username", user)
     await page.fill("#password", password)
     await page.click("#submit")
+
+
+async def log_in(page: Page, site: FixtureSite, user: str, password: str) -> None:
+    """Fill the login form on /app's login redirect and wait until #whoami shows."""
+    await page.goto(site.url("/app"))
+    await submit_login(page, user, password)
     await expect(page.locator("#whoami")).to_have_text(f"logged in as {user}", timeout=TIMEOUT_MS)
+
+
+async def alice_logged_in(context: BrowserContext, site: FixtureSite) -> Page:
+    """A new page of ``context`` where alice has logged in."""
+    page = await context.new_page()
+    await log_in(page, site, "alice", "alice-pw")
+    return page
+
+
+async def open_page(context: BrowserContext, site: FixtureSite, path: str = "/app") -> Page:
+    """A new page of ``context`` sent to ``path`` (/app)."""
+    page = await context.new_page()
+    await page.goto(site.url(path))
+    return page
+
+
+async def expect_logged_in(page: Page) -> None:
+    await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
 
 
 async def expect_login_page(page: Page, site: FixtureSite) -> None:
@@ -86,10 +108,26 @@ async def expect_login_page(page: Page, site: FixtureSite) -> None:
     assert await page.locator("#whoami").count() == 0
 
 
+async def expect_state_logged_out(browser: Browser, site: FixtureSite, state: Any) -> None:
+    """A browser restored from ``state`` is sent from /app to the login page."""
+    async with open_context(browser, storage_state=state) as restored:
+        await expect_login_page(await open_page(restored, site), site)
+
+
 async def sid_cookie(context: BrowserContext) -> str:
     cookies = [c for c in await context.cookies() if c.get("name") == COOKIE_NAME]
     assert len(cookies) == 1
     return cookies[0].get("value", "")
+
+
+async def expect_new_value_each_reload(page: Page, current: Callable[[], Awaitable[str]]) -> None:
+    """Two reloads, each still logged in, each with a ``current()`` value never seen before."""
+    seen = {await current()}
+    for _ in range(2):
+        await page.reload()
+        await expect_logged_in(page)
+        seen.add(await current())
+    assert len(seen) == 3
 
 
 async def test_not_logged_in_app_answers_302_to_login(site: FixtureSite) -> None:
@@ -105,8 +143,7 @@ async def test_password_login_shows_whoami_and_sets_httponly_cookie(
     site: FixtureSite, browser: Browser
 ) -> None:
     async with open_context(browser) as context:
-        page = await context.new_page()
-        await log_in(page, site, "alice", "alice-pw")
+        page = await alice_logged_in(context, site)
         assert page.url == site.url("/app")
         cookie = next(c for c in await context.cookies() if c.get("name") == COOKIE_NAME)
         assert cookie.get("httpOnly") is True
@@ -118,22 +155,16 @@ async def test_wrong_password_stays_on_login_with_error(
     site: FixtureSite, browser: Browser
 ) -> None:
     async with open_context(browser) as context:
-        page = await context.new_page()
-        await page.goto(site.url("/login?next=/app"))
-        await page.fill("#username", "alice")
-        await page.fill("#password", "nope")
-        await page.click("#submit")
+        page = await open_page(context, site, "/login?next=/app")
+        await submit_login(page, "alice", "nope")
         await expect(page.locator("#error")).to_be_visible(timeout=TIMEOUT_MS)
         assert await context.cookies() == []
 
 
 async def test_totp_second_step(site: FixtureSite, browser: Browser) -> None:
     async with open_context(browser) as context:
-        page = await context.new_page()
-        await page.goto(site.url("/app"))
-        await page.fill("#username", "bob")
-        await page.fill("#password", "bob-pw")
-        await page.click("#submit")
+        page = await open_page(context, site)
+        await submit_login(page, "bob", "bob-pw")
         await page.fill("#totp", "000000" if totp(BOB_SECRET) != "000000" else "111111")
         await page.click("#submit")
         await expect(page.locator("#error")).to_have_text("Wrong code.", timeout=TIMEOUT_MS)
@@ -147,27 +178,24 @@ async def test_restore_needs_local_storage_as_well_as_cookies(
     site: FixtureSite, browser: Browser
 ) -> None:
     async with open_context(browser) as context:
-        await log_in(await context.new_page(), site, "alice", "alice-pw")
+        await alice_logged_in(context, site)
         state = await context.storage_state()
 
     async with open_context(browser) as cookies_only:
         # storageState cookies are valid add_cookies input; Playwright's stubs type them apart.
         await cookies_only.add_cookies(state["cookies"])  # type: ignore[arg-type]
-        page = await cookies_only.new_page()
-        await page.goto(site.url("/app"))
+        page = await open_page(cookies_only, site)
         await expect_login_page(page, site)
         assert page.url == site.url("/login?next=%2Fapp")
 
     async with open_context(browser, storage_state=state) as full:
-        page = await full.new_page()
-        await page.goto(site.url("/app"))
+        page = await open_page(full, site)
         await expect(page.locator("#whoami")).to_have_text("logged in as alice", timeout=TIMEOUT_MS)
 
 
 async def test_revoke_sends_the_next_visit_to_login(site: FixtureSite, browser: Browser) -> None:
     async with open_context(browser) as context:
-        page = await context.new_page()
-        await log_in(page, site, "alice", "alice-pw")
+        page = await alice_logged_in(context, site)
         assert site.revoke("alice") >= 1
         assert site.session_count("alice") == 0
         await page.goto(site.url("/app"))
@@ -183,37 +211,34 @@ async def test_revoke_sends_the_next_visit_to_login(site: FixtureSite, browser: 
 
 async def test_session_storage_page_needs_its_value(site: FixtureSite, browser: Browser) -> None:
     async with open_context(browser) as context:
-        page = await context.new_page()
-        await log_in(page, site, "alice", "alice-pw")
+        page = await alice_logged_in(context, site)
         await page.goto(site.url("/app-session-storage"))
-        await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+        await expect_logged_in(page)
 
         other = await context.new_page()  # same cookies and localStorage, fresh sessionStorage
         await other.goto(site.url("/app-session-storage"))
         await expect_login_page(other, site)
         await other.goto(site.url("/app"))
-        await expect(other.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+        await expect_logged_in(other)
 
         site.set_switches(require_session_storage=True)
         await other.goto(site.url("/app"))
         await expect_login_page(other, site)
         await page.goto(site.url("/app"))
-        await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+        await expect_logged_in(page)
 
 
 async def test_indexeddb_page_needs_its_record(site: FixtureSite, browser: Browser) -> None:
     async with open_context(browser) as context:
-        page = await context.new_page()
-        await log_in(page, site, "alice", "alice-pw")
+        page = await alice_logged_in(context, site)
         await page.goto(site.url("/app-indexeddb"))
-        await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+        await expect_logged_in(page)
         plain_state = await context.storage_state()
         full_state = await context.storage_state(indexed_db=True)
 
     async with open_context(browser, storage_state=plain_state) as restored:
-        page = await restored.new_page()
-        await page.goto(site.url("/app"))
-        await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+        page = await open_page(restored, site)
+        await expect_logged_in(page)
         await page.goto(site.url("/app-indexeddb"))
         await expect_login_page(page, site)
         site.set_switches(require_indexeddb=True)
@@ -221,9 +246,7 @@ async def test_indexeddb_page_needs_its_record(site: FixtureSite, browser: Brows
         await expect_login_page(page, site)
 
     async with open_context(browser, storage_state=full_state) as restored:
-        page = await restored.new_page()
-        await page.goto(site.url("/app"))
-        await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+        await expect_logged_in(await open_page(restored, site))
 
 
 async def test_rotating_cookie_changes_every_request_and_kills_the_old_one(
@@ -235,20 +258,11 @@ async def test_rotating_cookie_changes_every_request_and_kills_the_old_one(
     assert site.switches.rotate_cookie
 
     async with open_context(browser) as context:
-        page = await context.new_page()
-        await log_in(page, site, "alice", "alice-pw")
+        page = await alice_logged_in(context, site)
         stale_state = await context.storage_state()
-        seen = {await sid_cookie(context)}
-        for _ in range(2):
-            await page.reload()
-            await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
-            seen.add(await sid_cookie(context))
-        assert len(seen) == 3
+        await expect_new_value_each_reload(page, lambda: sid_cookie(context))
 
-    async with open_context(browser, storage_state=stale_state) as stale:
-        page = await stale.new_page()
-        await page.goto(site.url("/app"))
-        await expect_login_page(page, site)
+    await expect_state_logged_out(browser, site, stale_state)
 
 
 async def local_token(page: Page) -> str:
@@ -260,23 +274,14 @@ async def test_rotating_local_storage_token_changes_every_request_and_kills_the_
 ) -> None:
     site.set_switches(rotate_local_storage=True)
     async with open_context(browser) as context:
-        page = await context.new_page()
-        await log_in(page, site, "alice", "alice-pw")
+        page = await alice_logged_in(context, site)
         stale_state = await context.storage_state()
-        seen = {await local_token(page)}
-        for _ in range(2):
-            await page.reload()
-            await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
-            seen.add(await local_token(page))
-        assert len(seen) == 3
+        await expect_new_value_each_reload(page, lambda: local_token(page))
         cookie_state = await context.storage_state()
 
     # The cookie alone still names a live session, but the old token is dead.
     stale_state["cookies"] = cookie_state["cookies"]
-    async with open_context(browser, storage_state=stale_state) as stale:
-        page = await stale.new_page()
-        await page.goto(site.url("/app"))
-        await expect_login_page(page, site)
+    await expect_state_logged_out(browser, site, stale_state)
 
 
 async def test_reuse_of_a_rotated_token_logs_out_the_whole_family(
@@ -284,23 +289,16 @@ async def test_reuse_of_a_rotated_token_logs_out_the_whole_family(
 ) -> None:
     site.set_switches(rotate_cookie=True, reuse_detection=True)
     async with open_context(browser) as context:
-        page = await context.new_page()
-        await log_in(page, site, "alice", "alice-pw")
+        page = await alice_logged_in(context, site)
         stale_state = await context.storage_state()
         await page.reload()
-        await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+        await expect_logged_in(page)
         fresh_state = await context.storage_state()
     before = site.reuse_detected
-    async with open_context(browser, storage_state=stale_state) as stale:
-        page = await stale.new_page()
-        await page.goto(site.url("/app"))
-        await expect_login_page(page, site)
+    await expect_state_logged_out(browser, site, stale_state)
     assert site.reuse_detected == before + 1
     # The newest cookie of that family died with it.
-    async with open_context(browser, storage_state=fresh_state) as fresh:
-        page = await fresh.new_page()
-        await page.goto(site.url("/app"))
-        await expect_login_page(page, site)
+    await expect_state_logged_out(browser, site, fresh_state)
 
 
 async def test_a_session_left_idle_dies_and_use_keeps_it_alive(
@@ -308,12 +306,11 @@ async def test_a_session_left_idle_dies_and_use_keeps_it_alive(
 ) -> None:
     site.set_switches(idle_timeout_s=1.5)
     async with open_context(browser) as context:
-        page = await context.new_page()
-        await log_in(page, site, "alice", "alice-pw")
+        page = await alice_logged_in(context, site)
         for _ in range(3):  # used every 0.8 s: stays alive past 1.5 s in total
             await asyncio.sleep(0.8)
             await page.reload()
-            await expect(page.locator("#whoami")).to_be_visible(timeout=TIMEOUT_MS)
+            await expect_logged_in(page)
         await asyncio.sleep(1.8)
         await page.reload()
         await expect_login_page(page, site)
@@ -345,13 +342,11 @@ async def test_service_worker_page_reports_registration(
     site: FixtureSite, browser: Browser
 ) -> None:
     async with open_context(browser) as context:
-        page = await context.new_page()
-        await page.goto(site.url("/sw"))
+        page = await open_page(context, site, "/sw")
         await expect(page).to_have_title("sw: registered", timeout=TIMEOUT_MS)
 
     async with open_context(browser, service_workers="block") as blocked:
-        page = await blocked.new_page()
-        await page.goto(site.url("/sw"))
+        page = await open_page(blocked, site, "/sw")
         await expect(page).to_have_title("sw: blocked", timeout=TIMEOUT_MS)
 
 

@@ -13,19 +13,29 @@ import asyncpg
 import pytest
 
 from schema.audit import AuditLog
-from schema.jobs import ExpireJob
+from schema.enums import CaptureState
+from schema.jobs import CaptureJob, ExpireJob, ImportJob
+from schema.settings import Settings
 from workers.crypto.keys import LocalFileKeyProvider
+from workers.jobs.capture import CaptureService
 from workers.jobs.expiry import ExpiryService
+from workers.jobs.imports import ImportService
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def expiry(database_url: str, key_dir: Path) -> AsyncIterator[ExpiryService]:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool like a worker's, for the services under test."""
+    created = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    yield created
+    await created.close()
+
+
+@pytest.fixture
+def expiry(pool: asyncpg.Pool, key_dir: Path) -> ExpiryService:
     provider = LocalFileKeyProvider(key_dir=key_dir)
-    yield ExpiryService(db=pool, audit=AuditLog(signer=provider.audit_signer()))
-    await pool.close()
+    return ExpiryService(db=pool, audit=AuditLog(signer=provider.audit_signer()))
 
 
 async def active_session(db: Any, owner: str) -> str:
@@ -39,6 +49,27 @@ async def active_session(db: Any, owner: str) -> str:
         owner,
     )
     return session_id
+
+
+async def victims_capture(db: Any, column: str, value: str) -> tuple[str, str, str]:
+    """A victim's active session and a capture of it with ``column`` set to ``value`` (its
+    ``kind`` or its ``state``); the victim, the session's and the capture's ids."""
+    victim = f"victim-{secrets.token_hex(3)}"
+    session_id = await active_session(db, victim)
+    capture_id = f"cap-{secrets.token_hex(5)}"
+    assert column in ("kind", "state")
+    await db.execute(
+        f"INSERT INTO captures (id, session_id, owner_id, {column}) VALUES ($1, $2, $3, $4)",
+        capture_id,
+        session_id,
+        victim,
+        value,
+    )
+    return victim, session_id, capture_id
+
+
+async def capture_state(db: Any, capture_id: str) -> str:
+    return str(await db.fetchval("SELECT state FROM captures WHERE id = $1", capture_id))
 
 
 async def test_expiry_needs_a_task_of_the_sessions_owner(db: Any, expiry: ExpiryService) -> None:
@@ -80,71 +111,46 @@ async def test_expiry_needs_a_task_of_the_sessions_owner(db: Any, expiry: Expiry
     )
 
 
-async def test_import_job_must_match_the_import_its_producer_started(
-    db: Any, database_url: str, key_dir: Path
-) -> None:
-    from schema.enums import CaptureState
-    from schema.jobs import ImportJob
-    from workers.jobs.imports import ImportService
+@pytest.fixture
+def imports(pool: asyncpg.Pool, key_dir: Path) -> ImportService:
+    """The import service as a worker runs it (its browser pool and store are never reached)."""
+    provider = LocalFileKeyProvider(key_dir=key_dir)
+    return ImportService(db=pool, pool=None, store=None, provider=provider)  # type: ignore[arg-type]
 
-    victim = f"victim-{secrets.token_hex(3)}"
-    session_id = await active_session(db, victim)
-    capture_id = f"cap-{secrets.token_hex(5)}"
-    await db.execute(
-        "INSERT INTO captures (id, session_id, owner_id, kind) VALUES ($1, $2, $3, 'import')",
-        capture_id,
-        session_id,
-        victim,
+
+async def test_import_job_must_match_the_import_its_producer_started(
+    db: Any, imports: ImportService
+) -> None:
+    _victim, session_id, capture_id = await victims_capture(db, "kind", "import")
+    forged = ImportJob(
+        capture_id=capture_id, session_id=session_id, owner_id="mallory", sealed_state="x"
     )
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        service = ImportService(
-            db=pool,
-            pool=None,  # type: ignore[arg-type]  # never reached
-            store=None,  # type: ignore[arg-type]
-            provider=LocalFileKeyProvider(key_dir=key_dir),
-        )
-        forged = ImportJob(
-            capture_id=capture_id, session_id=session_id, owner_id="mallory", sealed_state="x"
-        )
-        assert await service.run(forged) is CaptureState.QUEUED
-    finally:
-        await pool.close()
-    assert await db.fetchval("SELECT state FROM captures WHERE id = $1", capture_id) == "queued"
+    assert await imports.run(forged) is CaptureState.QUEUED
+    assert await capture_state(db, capture_id) == "queued"
+
+
+@pytest.fixture
+def captures(pool: asyncpg.Pool, base_settings: Settings) -> CaptureService:
+    """The capture service as a worker runs it (its store, live view and browser are never
+    reached)."""
+    return CaptureService(
+        settings=base_settings,
+        db=pool,
+        store=None,  # type: ignore[arg-type]
+        liveview=None,  # type: ignore[arg-type]
+        launch_browser=None,
+    )
 
 
 async def test_capture_job_must_match_the_capture_its_producer_started(
-    db: Any, database_url: str, base_settings: Any
+    db: Any, captures: CaptureService
 ) -> None:
-    from schema.enums import CaptureState
-    from schema.jobs import CaptureJob
-    from workers.jobs.capture import CaptureService
-
-    victim = f"victim-{secrets.token_hex(3)}"
-    session_id = await active_session(db, victim)
-    capture_id = f"cap-{secrets.token_hex(5)}"
-    await db.execute(
-        "INSERT INTO captures (id, session_id, owner_id, state) VALUES ($1, $2, $3, 'open')",
-        capture_id,
-        session_id,
-        victim,
-    )
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        service = CaptureService(
-            settings=base_settings,
-            db=pool,
-            store=None,  # type: ignore[arg-type]  # never reached
-            liveview=None,  # type: ignore[arg-type]
-            launch_browser=None,
-        )
-        # A message naming the victim's open capture as someone else's (or as an import)
-        # would interrupt it if trusted; it touches nothing.
-        for owner, kind in (("mallory", "capture"), (victim, "import")):
-            if kind == "import":
-                await db.execute("UPDATE captures SET kind = 'import' WHERE id = $1", capture_id)
-            forged = CaptureJob(capture_id=capture_id, session_id=session_id, owner_id=owner)
-            assert await service.run(forged) is CaptureState.OPEN
-    finally:
-        await pool.close()
-    assert await db.fetchval("SELECT state FROM captures WHERE id = $1", capture_id) == "open"
+    victim, session_id, capture_id = await victims_capture(db, "state", "open")
+    # A message naming the victim's open capture as someone else's (or as an import)
+    # would interrupt it if trusted; it touches nothing.
+    for owner, kind in (("mallory", "capture"), (victim, "import")):
+        if kind == "import":
+            await db.execute("UPDATE captures SET kind = 'import' WHERE id = $1", capture_id)
+        forged = CaptureJob(capture_id=capture_id, session_id=session_id, owner_id=owner)
+        assert await captures.run(forged) is CaptureState.OPEN
+    assert await capture_state(db, capture_id) == "open"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,11 +16,11 @@ import pytest
 
 from producers.api import SessionsClient
 from schema.errors import NotOwner, VersionNotFound
+from schema.results import BrowseResult
 from schema.settings import Settings
-from tests.support.keepalive import browse_in_new_task, new_task, store_for
+from tests.support.keepalive import browse_in_new_task, load_state, store_for
 from tests.support.logins import PASSWORD, LoginState
-from tests.support.sessions import import_on_site
-from tests.support.waiting import wait_for
+from tests.support.sessions import import_on_site, wait_for_status
 from workers.crypto.admin import shred_user
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess
@@ -28,13 +28,6 @@ from workers.dev.processes import WorkerProcess
 pytestmark = pytest.mark.integration
 
 RESULT = timedelta(seconds=60)
-
-
-@pytest.fixture
-def fresh_user(site: FixtureSite) -> str:
-    user = f"alive-{secrets.token_hex(3)}"
-    site.add_user(user, PASSWORD)
-    return user
 
 
 @pytest.fixture(autouse=True)
@@ -49,233 +42,174 @@ def reset_site(site: FixtureSite) -> Iterator[None]:
     )
 
 
-async def add_session(client: SessionsClient, site: FixtureSite, state: dict[str, Any]) -> str:
-    user = state["__user"]
-    created = await import_on_site(
-        client, site, user, {k: v for k, v in state.items() if k != "__user"}
-    )
-    return str(created["session_id"])
+@dataclasses.dataclass(frozen=True)
+class Alive:
+    """A user's session on the fixture site, with the browse worker running."""
+
+    client: SessionsClient
+    site: FixtureSite
+    db: asyncpg.Connection
+    user: str
+    session_id: str
+
+    async def browse(self, path: str) -> BrowseResult:
+        return await browse_in_new_task(
+            self.client, self.user, self.session_id, self.site.url(path), timeout=RESULT
+        )
+
+    async def browse_ok(self) -> None:
+        result = await self.browse("/app")
+        assert result.ok, f"{result.error_code}: {result.error_message}"
+        assert f"logged in as {self.user}" in (result.text or "")
+
+    async def concurrent_browses(self, n: int = 4) -> None:
+        await asyncio.gather(*(self.browse_ok() for _ in range(n)))
+
+    async def row(self) -> asyncpg.Record:
+        return await self.db.fetchrow(
+            "SELECT status, version, rotating FROM browser_sessions WHERE id = $1",
+            self.session_id,
+        )
+
+    async def kept_versions(self) -> list[tuple[int, str]]:
+        rows = await self.db.fetch(
+            "SELECT version, source FROM session_versions WHERE session_id = $1 ORDER BY version",
+            self.session_id,
+        )
+        return [(r["version"], r["source"]) for r in rows]
 
 
-async def imported(
-    client: SessionsClient, site: FixtureSite, login_state: LoginState, user: str
-) -> str:
-    """A session imported (and verified) while the site does not rotate anything."""
-    return await add_session(client, site, {**await login_state(user), "__user": user})
+NewAlive = Callable[[], Awaitable[Alive]]
 
 
-async def browse_ok(
-    client: SessionsClient, site: FixtureSite, user: str, session_id: str, path: str = "/app"
-) -> None:
-    result = await browse_in_new_task(client, user, session_id, site.url(path), timeout=RESULT)
-    assert result.ok, f"{result.error_code}: {result.error_message}"
-    assert f"logged in as {user}" in (result.text or "")
+@pytest.fixture
+def new_alive(
+    browse_worker: WorkerProcess,
+    client: SessionsClient,
+    site: FixtureSite,
+    login_state: LoginState,
+    db: asyncpg.Connection,
+) -> NewAlive:
+    """``await new_alive()``: a new user's session, imported (and verified) while the site
+    rotates nothing."""
+
+    async def new() -> Alive:
+        user = f"alive-{secrets.token_hex(3)}"
+        site.add_user(user, PASSWORD)
+        created = await import_on_site(client, site, user, await login_state(user))
+        return Alive(client, site, db, user, str(created["session_id"]))
+
+    return new
 
 
-async def session_row(db: asyncpg.Connection, session_id: str) -> asyncpg.Record:
-    return await db.fetchrow(
-        "SELECT status, version, rotating FROM browser_sessions WHERE id = $1", session_id
-    )
-
-
-async def kept_versions(db: asyncpg.Connection, session_id: str) -> list[tuple[int, str]]:
-    rows = await db.fetch(
-        "SELECT version, source FROM session_versions WHERE session_id = $1 ORDER BY version",
-        session_id,
-    )
-    return [(r["version"], r["source"]) for r in rows]
+@pytest.fixture
+async def alive(new_alive: NewAlive) -> Alive:
+    return await new_alive()
 
 
 # -- rotation: consecutive and concurrent browses ----------------------------------------
 
 
-async def test_twenty_browses_on_a_rotating_cookie_stay_logged_in(
-    browse_worker: WorkerProcess,
-    client: SessionsClient,
-    site: FixtureSite,
-    login_state: LoginState,
-    db: asyncpg.Connection,
-    fresh_user: str,
-) -> None:
-    session_id = await imported(client, site, login_state, fresh_user)
-    site.set_switches(rotate_cookie=True, reuse_detection=True)
+async def test_twenty_browses_on_a_rotating_cookie_stay_logged_in(alive: Alive) -> None:
+    alive.site.set_switches(rotate_cookie=True, reuse_detection=True)
     for _ in range(20):
-        await browse_ok(client, site, fresh_user, session_id)
-    row = await session_row(db, session_id)
+        await alive.browse_ok()
+    row = await alive.row()
     assert (row["status"], row["rotating"]) == ("active", True)
     assert row["version"] == 21  # the import, then one write-back per browse
-    assert site.reuse_detected == 0
-    kept = await kept_versions(db, session_id)
+    assert alive.site.reuse_detected == 0
+    kept = await alive.kept_versions()
     assert [v for v, _ in kept] == [17, 18, 19, 20, 21]  # the last five
     assert {s for _, s in kept} == {"write_back"}
-    audit = await db.fetch(
+    audit = await alive.db.fetch(
         "SELECT detail FROM audit_log WHERE session_id = $1 AND action = 'write_back' ORDER BY id",
-        session_id,
+        alive.session_id,
     )
     assert audit[0]["detail"] == "saved version 2 from version 1"
     assert len(audit) == 20
 
 
-async def concurrent_browses(
-    client: SessionsClient, site: FixtureSite, user: str, session_id: str, n: int = 4
-) -> None:
-    await asyncio.gather(*(browse_ok(client, site, user, session_id) for _ in range(n)))
-
-
-async def test_four_concurrent_browses_on_one_rotating_session_all_succeed(
-    browse_worker: WorkerProcess,
-    client: SessionsClient,
-    site: FixtureSite,
-    login_state: LoginState,
-    db: asyncpg.Connection,
-    fresh_user: str,
-) -> None:
-    session_id = await imported(client, site, login_state, fresh_user)
-    site.set_switches(rotate_cookie=True, reuse_detection=True)
-    await concurrent_browses(client, site, fresh_user, session_id)
-    await browse_ok(client, site, fresh_user, session_id)  # still logged in afterwards
-    row = await session_row(db, session_id)
+async def test_four_concurrent_browses_on_one_rotating_session_all_succeed(alive: Alive) -> None:
+    alive.site.set_switches(rotate_cookie=True, reuse_detection=True)
+    await alive.concurrent_browses()
+    await alive.browse_ok()  # still logged in afterwards
+    row = await alive.row()
     assert (row["status"], row["version"]) == ("active", 6)
-    assert site.reuse_detected == 0
+    assert alive.site.reuse_detected == 0
 
 
-async def test_local_storage_rotation_consecutive_and_concurrent(
-    browse_worker: WorkerProcess,
-    client: SessionsClient,
-    site: FixtureSite,
-    login_state: LoginState,
-    db: asyncpg.Connection,
-    fresh_user: str,
-) -> None:
-    session_id = await imported(client, site, login_state, fresh_user)
-    site.set_switches(rotate_local_storage=True, reuse_detection=True)
+async def test_local_storage_rotation_consecutive_and_concurrent(alive: Alive) -> None:
+    alive.site.set_switches(rotate_local_storage=True, reuse_detection=True)
     for _ in range(5):
-        await browse_ok(client, site, fresh_user, session_id)
-    await concurrent_browses(client, site, fresh_user, session_id)
-    await browse_ok(client, site, fresh_user, session_id)
-    row = await session_row(db, session_id)
+        await alive.browse_ok()
+    await alive.concurrent_browses()
+    await alive.browse_ok()
+    row = await alive.row()
     assert (row["status"], row["version"], row["rotating"]) == ("active", 11, True)
-    assert site.reuse_detected == 0
+    assert alive.site.reuse_detected == 0
 
 
 async def test_a_site_that_changes_nothing_is_not_written_and_runs_in_parallel(
-    browse_worker: WorkerProcess,
-    client: SessionsClient,
-    site: FixtureSite,
-    login_state: LoginState,
-    db: asyncpg.Connection,
-    fresh_user: str,
+    alive: Alive,
 ) -> None:
-    session_id = await imported(client, site, login_state, fresh_user)
-    await browse_ok(client, site, fresh_user, session_id)
-    row = await session_row(db, session_id)
+    await alive.browse_ok()
+    row = await alive.row()
     assert (row["version"], row["rotating"]) == (1, False)  # learned: no lease from now on
-    await concurrent_browses(client, site, fresh_user, session_id)
-    assert (await session_row(db, session_id))["version"] == 1
+    await alive.concurrent_browses()
+    assert (await alive.row())["version"] == 1
 
 
 # -- what never writes back --------------------------------------------------------------
 
 
-async def test_a_5xx_page_never_expires_nor_writes_back(
-    browse_worker: WorkerProcess,
-    client: SessionsClient,
-    site: FixtureSite,
-    login_state: LoginState,
-    db: asyncpg.Connection,
-    fresh_user: str,
-) -> None:
-    session_id = await imported(client, site, login_state, fresh_user)
-    site.set_switches(rotate_cookie=True)
-    result = await browse_in_new_task(
-        client, fresh_user, session_id, site.url("/status/503"), timeout=RESULT
-    )
+async def test_a_5xx_page_never_expires_nor_writes_back(alive: Alive) -> None:
+    alive.site.set_switches(rotate_cookie=True)
+    result = await alive.browse("/status/503")
     assert result.error_code == "NAVIGATION_FAILED"
-    row = await session_row(db, session_id)
+    row = await alive.row()
     assert (row["status"], row["version"]) == ("active", 1)
-    await browse_ok(client, site, fresh_user, session_id)
+    await alive.browse_ok()
 
 
 async def test_a_logged_out_verdict_never_overwrites_the_good_version(
-    browse_worker: WorkerProcess,
-    client: SessionsClient,
-    site: FixtureSite,
-    login_state: LoginState,
-    db: asyncpg.Connection,
-    fresh_user: str,
-    base_settings: Settings,
+    alive: Alive, base_settings: Settings
 ) -> None:
-    session_id = await imported(client, site, login_state, fresh_user)
     store = store_for(base_settings)
-    good = await store.load(
-        db,
-        session_id=session_id,
-        owner_id=fresh_user,
-        actor_id="test",
-        task_id=None,
-        request_id=None,
-    )
-    site.set_switches(forget_on_login_page=True)  # a write-back now would see a change
-    site.revoke(fresh_user)
-    first = await new_task(client, fresh_user)
-    result = await client.browse(
-        task_id=first,
-        owner_id=fresh_user,
-        session_id=session_id,
-        url=site.url("/app"),
-        timeout=RESULT,
-    )
+    good = await load_state(store, alive.db, alive.session_id, alive.user)
+    alive.site.set_switches(forget_on_login_page=True)  # a write-back now would see a change
+    alive.site.revoke(alive.user)
+    result = await alive.browse("/app")
     assert result.error_code == "AUTH_SESSION_EXPIRED"
-    await wait_for(lambda: _status_is(db, session_id, "expired"), what="session expired")
-    assert (await session_row(db, session_id))["version"] == 1
-    assert await kept_versions(db, session_id) == [(1, "import")]
-    await db.execute("UPDATE browser_sessions SET status = 'active' WHERE id = $1", session_id)
-    kept = await store.load(
-        db,
-        session_id=session_id,
-        owner_id=fresh_user,
-        actor_id="test",
-        task_id=None,
-        request_id=None,
+    await wait_for_status(alive.db, alive.session_id, "expired")
+    assert (await alive.row())["version"] == 1
+    assert await alive.kept_versions() == [(1, "import")]
+    await alive.db.execute(
+        "UPDATE browser_sessions SET status = 'active' WHERE id = $1", alive.session_id
     )
-    assert kept == good
-
-
-async def _status_is(db: asyncpg.Connection, session_id: str, status: str) -> bool:
-    return bool(
-        await db.fetchval("SELECT status FROM browser_sessions WHERE id = $1", session_id) == status
-    )
+    assert await load_state(store, alive.db, alive.session_id, alive.user) == good
 
 
 # -- versions, rollback, revoke, shred ---------------------------------------------------
 
 
 async def test_rollback_restores_a_working_older_version(
-    browse_worker: WorkerProcess,
-    client: SessionsClient,
-    site: FixtureSite,
-    login_state: LoginState,
-    db: asyncpg.Connection,
-    fresh_user: str,
-    worker_settings: Settings,
+    alive: Alive, worker_settings: Settings
 ) -> None:
-    session_id = await imported(client, site, login_state, fresh_user)
+    client, db, user, session_id = alive.client, alive.db, alive.user, alive.session_id
     # A newer version that does not work (say a capture saved on the wrong page).
     store = store_for(worker_settings)
     await store.save(
         db,
         session_id=session_id,
-        owner_id=fresh_user,
-        actor_id=fresh_user,
+        owner_id=user,
+        actor_id=user,
         state={"cookies": [], "origins": []},
     )
-    result = await browse_in_new_task(
-        client, fresh_user, session_id, site.url("/app"), timeout=RESULT
-    )
+    result = await alive.browse("/app")
     assert result.error_code == "AUTH_SESSION_EXPIRED"
-    await wait_for(lambda: _status_is(db, session_id, "expired"), what="session expired")
+    await wait_for_status(db, session_id, "expired")
 
-    listed = await client.versions(session_id, actor_id=fresh_user)
+    listed = await client.versions(session_id, actor_id=user)
     assert listed["current_version"] == 2
     assert [(v["version"], v["source"], v["current"]) for v in listed["versions"]] == [
         (2, "capture", True),
@@ -288,14 +222,14 @@ async def test_rollback_restores_a_working_older_version(
     with pytest.raises(NotOwner):
         await client.rollback(session_id, to=1, actor_id="someone-else")
     with pytest.raises(VersionNotFound):
-        await client.rollback(session_id, to=7, actor_id=fresh_user)
+        await client.rollback(session_id, to=7, actor_id=user)
     admin_settings = dataclasses.replace(worker_settings, admins=frozenset({"ops"}))
     async with SessionsClient.open(admin_settings) as admin:
         assert (await admin.versions(session_id, actor_id="ops"))["current_version"] == 2
         rolled = await admin.rollback(session_id, to=1, actor_id="ops")
     assert rolled == {"session_id": session_id, "version": 3, "restored_from": 1}
-    assert (await session_row(db, session_id))["status"] == "active"
-    await browse_ok(client, site, fresh_user, session_id)
+    assert (await alive.row())["status"] == "active"
+    await alive.browse_ok()
     audit = await db.fetch(
         "SELECT actor_id, detail FROM audit_log WHERE session_id = $1 AND action = 'rollback' "
         "AND result = 'ok' ORDER BY id",
@@ -307,29 +241,26 @@ async def test_rollback_restores_a_working_older_version(
 
 
 async def test_revoke_and_shred_leave_no_decryptable_version(
-    browse_worker: WorkerProcess,
+    new_alive: NewAlive,
     client: SessionsClient,
     site: FixtureSite,
-    login_state: LoginState,
     db: asyncpg.Connection,
     worker_settings: Settings,
 ) -> None:
-    users = []
-    for _ in range(3):
-        users.append(f"alive-{secrets.token_hex(3)}")
-        site.add_user(users[-1], PASSWORD)
-    sessions = [await imported(client, site, login_state, u) for u in users]
+    alives = [await new_alive() for _ in range(3)]
     site.set_switches(rotate_cookie=True)
-    for user, session_id in zip(users, sessions, strict=True):
-        await browse_ok(client, site, user, session_id)
-        assert len(await kept_versions(db, session_id)) == 2
+    for each in alives:
+        await each.browse_ok()
+        assert len(await each.kept_versions()) == 2
 
+    users = [each.user for each in alives]
+    sessions = [each.session_id for each in alives]
     revoked, shredded, deleted = sessions
     await client.revoke(revoked, actor_id=users[0])
     await shred_user(worker_settings, owner_id=users[1], actor_id="admin")
     await client.delete(deleted, actor_id=users[2])
-    for session_id in sessions:
-        assert await kept_versions(db, session_id) == []
+    for each in alives:
+        assert await each.kept_versions() == []
     for session_id in (revoked, shredded):
         row = await db.fetchrow(
             "SELECT status, enc_ciphertext, enc_wrapped_key FROM browser_sessions WHERE id = $1",
@@ -414,10 +345,8 @@ async def test_concurrent_write_backs_merge_per_item(
     finally:
         await pool.close()
     assert results == [WriteBackResult.SAVED, WriteBackResult.CONFLICT_MERGED]
-    merged = await store.load(
-        db, session_id=session_id, owner_id=owner, actor_id="test", task_id=None, request_id=None
-    )
+    merged = await load_state(store, db, session_id, owner)
     values = {c["name"]: c["value"] for c in merged["cookies"]}
     # first rotated sid; second deleted a and added c; nobody touched b.
     assert values == {"sid": "s2", "b": "1", "c": "new"}
-    assert (await session_row(db, session_id))["version"] == 3
+    assert await db.fetchval("SELECT version FROM browser_sessions WHERE id = $1", session_id) == 3

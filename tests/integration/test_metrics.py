@@ -5,10 +5,8 @@ finished job writes one JSON summary line with its ids and no secret."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import secrets
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -26,9 +24,9 @@ from tests.support.logins import LoginState
 from tests.support.services import AMQP_URL
 from tests.support.sessions import import_on_site
 from tests.support.waiting import wait_for
+from tests.support.workers import own_ports, own_worker_fixtures
 from workers.dev.fixture_site import FixtureSite
-from workers.dev.processes import WorkerProcess, free_port, run_worker
-from workers.dev.scratch import scratch_queues
+from workers.dev.processes import WorkerProcess, free_port
 from workers.runtime.health import HealthServer, amqp_check
 
 pytestmark = pytest.mark.integration
@@ -40,31 +38,11 @@ SUMMARY_FIELDS = ("job_id", "actor", "task_id", "session_id", "outcome", "error_
 @pytest.fixture(scope="module")
 def ops_settings(worker_settings: Settings) -> Settings:
     """This module's own queues and ports: no other test's worker takes its jobs or ports."""
-    return dataclasses.replace(
-        worker_settings,
-        queue_prefix=f"{worker_settings.queue_prefix}ops.",
-        metrics_port=free_port(),
-        health_port=free_port(),
-    )
+    return own_ports(worker_settings, queue_prefix=f"{worker_settings.queue_prefix}ops.")
 
 
-@pytest.fixture(scope="module")
-def ops_worker(
-    ops_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    """A real ``browser-sessions worker --queues browse expiry``."""
-    log_path = tmp_path_factory.mktemp("ops-worker") / "worker.log"
-    with (
-        scratch_queues(AMQP_URL, ops_settings.queue_prefix),
-        run_worker(ops_settings, ["browse", "expiry"], log_path) as worker,
-    ):
-        yield worker
-
-
-@pytest.fixture
-async def ops_client(ops_settings: Settings) -> AsyncIterator[SessionsClient]:
-    async with SessionsClient.open(ops_settings) as client:
-        yield client
+#: A real ``browser-sessions worker --queues browse expiry`` and a client, on those queues.
+ops_worker, ops_client = own_worker_fixtures("ops_settings", ["browse", "expiry"])
 
 
 async def scrape(port: int) -> Samples:
@@ -87,6 +65,13 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     """The sum of ``name``'s samples whose labels include ``labels``."""
     wanted = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+
+def failed_jobs(samples: Samples, actor: str, error_code: str) -> float:
+    """How many jobs of ``actor`` failed with ``error_code``."""
+    return value(
+        samples, "browser_sessions_jobs_total", actor=actor, outcome="error", error_code=error_code
+    )
 
 
 async def get_json(port: int, path: str) -> tuple[int, dict[str, Any]]:
@@ -123,23 +108,40 @@ async def expiring_session(db: asyncpg.Connection) -> tuple[str, str]:
     return session_id, task_id
 
 
-async def send_expire(settings: Settings, *payloads: dict[str, Any]) -> None:
+async def expire_new_session(
+    db: asyncpg.Connection, settings: Settings, *more: dict[str, Any]
+) -> tuple[str, str, str]:
+    """Send an expire job for a new :func:`expiring_session`, then the ``more`` payloads;
+    the session's, the task's and the job's ids."""
+    session_id, task_id = await expiring_session(db)
+    job_id = f"j-{secrets.token_hex(6)}"
+    job = ExpireJob(session_id=session_id, task_id=task_id, job_id=job_id)
     enqueuer = Enqueuer(settings=settings)
     try:
-        for payload in payloads:
+        for payload in (job.to_message(), *more):
             await enqueuer.send_async("expire", payload)
     finally:
         await asyncio.to_thread(enqueuer.close)
+    return session_id, task_id, job_id
+
+
+async def summary_line(worker: WorkerProcess, job_id: str) -> dict[str, Any]:
+    """The job's one summary line, once the worker has logged it."""
+
+    async def logged() -> bool:
+        return bool(summary_lines(worker, job_id))
+
+    await wait_for(logged, timeout=30, what=f"the summary line of {job_id}")
+    (line,) = summary_lines(worker, job_id)
+    return line
 
 
 async def test_scrape_has_every_metric_rules_and_dashboard_use(
     ops_worker: WorkerProcess, ops_settings: Settings, db: asyncpg.Connection
 ) -> None:
-    session_id, task_id = await expiring_session(db)
-    job_id = f"j-{secrets.token_hex(6)}"
-    await send_expire(
+    session_id, task_id, job_id = await expire_new_session(
+        db,
         ops_settings,
-        ExpireJob(session_id=session_id, task_id=task_id, job_id=job_id).to_message(),
         # A malformed payload: not retryable, so it errors and is dead-lettered.
         {"kind": "expire", "schema_version": 999},
     )
@@ -161,14 +163,7 @@ async def test_scrape_has_every_metric_rules_and_dashboard_use(
     assert {n for n in used if n.startswith("dramatiq_")} <= dramatiq_sample_names()
 
     assert value(samples, "browser_sessions_sessions_expired_total") >= 1
-    invalid = value(
-        samples,
-        "browser_sessions_jobs_total",
-        actor="expire",
-        outcome="error",
-        error_code="INVALID_INPUT",
-    )
-    assert invalid >= 1
+    assert failed_jobs(samples, "expire", "INVALID_INPUT") >= 1
     assert value(samples, "browser_sessions_job_duration_seconds_count", actor="expire") >= 2
     assert value(samples, "browser_sessions_decrypts_total", result="error") == 0
     # Low cardinality: no label value names a user, session, task or job.
@@ -190,17 +185,8 @@ async def test_health_endpoints(ops_worker: WorkerProcess, ops_settings: Setting
 async def test_expire_job_summary_line(
     ops_worker: WorkerProcess, ops_settings: Settings, db: asyncpg.Connection
 ) -> None:
-    session_id, task_id = await expiring_session(db)
-    job_id = f"j-{secrets.token_hex(6)}"
-    await send_expire(
-        ops_settings, ExpireJob(session_id=session_id, task_id=task_id, job_id=job_id).to_message()
-    )
-
-    async def logged() -> bool:
-        return bool(summary_lines(ops_worker, job_id))
-
-    await wait_for(logged, timeout=30, what="the job's summary line")
-    (line,) = summary_lines(ops_worker, job_id)
+    session_id, task_id, job_id = await expire_new_session(db, ops_settings)
+    line = await summary_line(ops_worker, job_id)
     assert line["actor"] == "expire"
     assert (line["job_id"], line["task_id"], line["session_id"]) == (job_id, task_id, session_id)
     assert line["outcome"] == "ok" and line["error_code"] is None
@@ -244,14 +230,7 @@ async def test_browse_moves_pool_decrypt_and_delivery_metrics_and_logs_no_secret
     assert value(samples, "browser_sessions_captures_total", state="saved") >= 1  # the import
     assert value(samples, "browser_sessions_decrypts_total", result="ok") >= 1
     assert value(samples, "browser_sessions_guard_refusals_total") >= 1
-    refused = value(
-        samples,
-        "browser_sessions_jobs_total",
-        actor="browse",
-        outcome="error",
-        error_code="URL_NOT_ALLOWED",
-    )
-    assert refused >= 1
+    assert failed_jobs(samples, "browse", "URL_NOT_ALLOWED") >= 1
     assert value(samples, "browser_sessions_result_delivery_seconds_count") >= 1
     assert value(samples, "browser_sessions_browser_launches_total") >= 1
     assert value(samples, "browser_sessions_pool_browsers") >= 1
@@ -260,11 +239,7 @@ async def test_browse_moves_pool_decrypt_and_delivery_metrics_and_logs_no_secret
     status, body = await get_json(ops_settings.health_port, "/readyz")
     assert status == 200 and body["checks"]["browser_pool"]["ok"] is True
 
-    async def logged() -> bool:
-        return bool(summary_lines(ops_worker, result.job_id))
-
-    await wait_for(logged, timeout=10, what="the browse job's summary line")
-    (line,) = summary_lines(ops_worker, result.job_id)
+    line = await summary_line(ops_worker, result.job_id)
     assert all(field in line for field in SUMMARY_FIELDS)
     assert (line["actor"], line["task_id"], line["session_id"]) == ("browse", task_id, session_id)
     assert line["outcome"] == "ok" and line["duration_ms"] >= 0

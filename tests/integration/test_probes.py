@@ -9,9 +9,8 @@ import contextlib
 import dataclasses
 import secrets
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,15 +20,17 @@ from playwright.async_api import Browser
 from producers.api import SessionsClient
 from schema.db import create_pool
 from schema.jobs import ProbeJob
+from schema.results import BrowseResult
 from schema.settings import Settings
-from tests.support.keepalive import browse_in_new_task, new_task, store_for
+from tests.support.keepalive import browse_in_new_task, store_for
 from tests.support.logins import PASSWORD, log_in
 from tests.support.services import new_database
-from tests.support.sessions import import_on_site
+from tests.support.sessions import import_on_site, wait_for_status
+from tests.support.tasks import has_one_comment
 from tests.support.waiting import wait_for
+from tests.support.workers import own_ports, own_worker_fixtures
 from workers.dev.fixture_site import FixtureSite
-from workers.dev.processes import WorkerProcess, free_port, run_worker
-from workers.dev.scratch import scratch_queues
+from workers.dev.processes import WorkerProcess, free_port
 from workers.jobs.probes import ProbeScheduler
 
 pytestmark = pytest.mark.integration
@@ -78,12 +79,10 @@ def down_port() -> int:
 
 @pytest.fixture(scope="module")
 def probe_settings(worker_settings: Settings, own_site: FixtureSite, down_port: int) -> Settings:
-    return dataclasses.replace(
+    return own_ports(
         worker_settings,
         queue_prefix=f"{worker_settings.queue_prefix}probes.",
         allow_private_hosts=frozenset({f"127.0.0.1:{own_site.port}", f"127.0.0.1:{down_port}"}),
-        metrics_port=free_port(),
-        health_port=free_port(),
         probe_interval=INTERVAL,
         probe_tick=timedelta(seconds=0.3),
         probe_scheduler=True,
@@ -91,33 +90,41 @@ def probe_settings(worker_settings: Settings, own_site: FixtureSite, down_port: 
     )
 
 
-@pytest.fixture(scope="module")
-def probe_worker(
-    probe_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    log_path: Path = tmp_path_factory.mktemp("probe-worker") / "worker.log"
-    with (
-        scratch_queues(probe_settings.amqp_url, probe_settings.queue_prefix),
-        run_worker(probe_settings, ["browse", "expiry"], log_path) as worker,
-    ):
-        yield worker
+probe_worker, probe_client = own_worker_fixtures("probe_settings", ["browse", "expiry"])
 
 
-@pytest.fixture
-async def probe_client(probe_settings: Settings) -> AsyncIterator[SessionsClient]:
-    async with SessionsClient.open(probe_settings) as c:
-        yield c
-
-
-async def new_session(
-    client: SessionsClient, site: FixtureSite, browser: Browser
-) -> tuple[str, str]:
+@dataclasses.dataclass(frozen=True)
+class Probed:
     """A user logged in on ``site`` with a real browser, imported as a session."""
+
+    client: SessionsClient
+    site: FixtureSite
+    user: str
+    session_id: str
+
+    async def browse(self, url: str) -> BrowseResult:
+        return await browse_in_new_task(
+            self.client, self.user, self.session_id, url, timeout=timedelta(seconds=60)
+        )
+
+
+async def new_session(client: SessionsClient, site: FixtureSite, browser: Browser) -> Probed:
     user = f"probe-{secrets.token_hex(3)}"
     site.add_user(user, PASSWORD)
     state = await log_in(browser, site, user)
     created = await import_on_site(client, site, user, state, label="Probed")
-    return user, str(created["session_id"])
+    return Probed(client, site, user, str(created["session_id"]))
+
+
+@pytest.fixture
+async def own_session(
+    probe_worker: WorkerProcess,
+    probe_client: SessionsClient,
+    own_site: FixtureSite,
+    browser: Browser,
+) -> Probed:
+    """A new user's session on ``own_site``, with the probe worker running."""
+    return await new_session(probe_client, own_site, browser)
 
 
 async def probe_now(db: asyncpg.Connection, session_id: str) -> None:
@@ -143,13 +150,9 @@ async def row(db: asyncpg.Connection, session_id: str) -> asyncpg.Record:
 
 
 async def test_probes_alone_keep_an_idle_session_alive(
-    probe_worker: WorkerProcess,
-    probe_client: SessionsClient,
-    own_site: FixtureSite,
-    browser: Browser,
-    db: asyncpg.Connection,
+    own_session: Probed, db: asyncpg.Connection
 ) -> None:
-    user, session_id = await new_session(probe_client, own_site, browser)
+    own_site, user, session_id = own_session.site, own_session.user, own_session.session_id
     own_site.set_switches(idle_timeout_s=3.0)
     try:
         await probe_now(db, session_id)
@@ -158,9 +161,7 @@ async def test_probes_alone_keep_an_idle_session_alive(
             lambda: _at_least(probes_of(db, session_id), 6), timeout=30, what="six probes"
         )
         assert own_site.session_count(user) == 1
-        result = await browse_in_new_task(
-            probe_client, user, session_id, own_site.url("/app"), timeout=timedelta(seconds=60)
-        )
+        result = await own_session.browse(own_site.url("/app"))
         assert result.ok, result.error_message
         probed = await row(db, session_id)
         assert (probed["status"], probed["last_probe_verdict"]) == ("active", "logged_in")
@@ -173,13 +174,9 @@ async def _at_least(count: Any, n: int) -> bool:
 
 
 async def test_a_5xx_start_page_is_inconclusive_never_expires_nor_writes_back(
-    probe_worker: WorkerProcess,
-    probe_client: SessionsClient,
-    own_site: FixtureSite,
-    browser: Browser,
-    db: asyncpg.Connection,
+    own_session: Probed, db: asyncpg.Connection
 ) -> None:
-    _user, session_id = await new_session(probe_client, own_site, browser)
+    own_site, session_id = own_session.site, own_session.session_id
     own_site.set_switches(rotate_cookie=True)  # any write-back would raise the version
     try:
         start_url = own_site.url("/app")
@@ -212,12 +209,11 @@ async def test_a_site_that_is_down_never_expires_nor_writes_back(
     db: asyncpg.Connection,
 ) -> None:
     with site_in_thread(port=down_port) as down:
-        user, session_id = await new_session(probe_client, down, browser)
+        down_session = await new_session(probe_client, down, browser)
         app = down.url("/app")
     # The site is gone: connections are refused.
-    result = await browse_in_new_task(
-        probe_client, user, session_id, app, timeout=timedelta(seconds=60)
-    )
+    result = await down_session.browse(app)
+    session_id = down_session.session_id
     assert result.error_code == "NAVIGATION_FAILED"
     await probe_now(db, session_id)
     await wait_for(lambda: _failures(db, session_id, 2), what="two inconclusive probes")
@@ -230,43 +226,22 @@ async def test_a_site_that_is_down_never_expires_nor_writes_back(
 
 
 async def test_a_real_logout_found_by_a_probe_expires_and_notifies(
-    probe_worker: WorkerProcess,
-    probe_client: SessionsClient,
-    own_site: FixtureSite,
-    browser: Browser,
-    db: asyncpg.Connection,
+    own_session: Probed, db: asyncpg.Connection
 ) -> None:
-    user, session_id = await new_session(probe_client, own_site, browser)
+    own_site, user, session_id = own_session.site, own_session.user, own_session.session_id
     own_site.revoke(user)
     await probe_now(db, session_id)
-    await wait_for(lambda: _status(db, session_id, "expired"), what="expired by a probe")
+    await wait_for_status(db, session_id, "expired")  # by a probe
     expired = await row(db, session_id)
     assert (expired["version"], expired["last_probe_verdict"]) == (1, "logged_out")
     assert expired["next_probe_at"] is None
-    pending = await probe_client.notifications(user)
+    pending = await own_session.client.notifications(user)
     assert [n["kind"] for n in pending] == ["expired"]
     assert "Re-login" in pending[0]["message"] and session_id == pending[0]["session_id"]
     # The next task that picks the session hears about it on its own comment.
-    task_id = await new_task(probe_client, user)
-    result = await probe_client.browse(
-        task_id=task_id,
-        owner_id=user,
-        session_id=session_id,
-        url=own_site.url("/app"),
-        timeout=timedelta(seconds=60),
-    )
+    result = await own_session.browse(own_site.url("/app"))
     assert result.error_code == "AUTH_SESSION_EXPIRED"
-
-    async def one_comment() -> bool:
-        return bool(
-            await db.fetchval("SELECT count(*) FROM task_comments WHERE task_id = $1", task_id) == 1
-        )
-
-    await wait_for(one_comment, what="the task's comment")
-
-
-async def _status(db: asyncpg.Connection, session_id: str, status: str) -> bool:
-    return bool((await row(db, session_id))["status"] == status)
+    await wait_for(lambda: has_one_comment(db, result.task_id), what="the task's comment")
 
 
 # -- the scheduler on its own: replicas, expiring soon -------------------------------------

@@ -7,7 +7,6 @@ Japanese labels."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -22,9 +21,10 @@ from producers.http.i18n import LABELS
 from schema.settings import Settings
 from tests.support.api import service_headers
 from tests.support.logins import PASSWORD
+from tests.support.workers import own_ports
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.liveview_user import log_in_to_fixture_site
-from workers.dev.processes import WorkerProcess, free_port, run_worker
+from workers.dev.processes import WorkerProcess, run_worker
 from workers.dev.scratch import purge_queue
 from workers.dev.settings_page import SettingsPageUser
 
@@ -46,11 +46,8 @@ def page_capture_worker(
     worker_settings: Settings, api_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     """A capture worker whose live view may be framed by the settings page."""
-    settings = dataclasses.replace(
+    settings = own_ports(
         worker_settings,
-        liveview_port=free_port(),
-        metrics_port=free_port(),
-        health_port=free_port(),
         capture_timeout=timedelta(seconds=60),
         frame_ancestors=f"http://127.0.0.1:{api_settings.api_port}",
     )
@@ -84,7 +81,9 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
     await ctx.close()
 
 
-async def page_for(context: BrowserContext, browser: Browser, api_url: str, user: str) -> Any:
+async def page_for(
+    context: BrowserContext, browser: Browser, api_url: str, user: str
+) -> SettingsPageUser:
     person = SettingsPageUser(page=await context.new_page(), browser=browser)
     await person.open(await ui_link(api_url, user))
     return person
@@ -96,17 +95,29 @@ def new_user(site: FixtureSite) -> str:
     return name
 
 
+@pytest.fixture
+def user(site: FixtureSite) -> str:
+    """A new user of the fixture site."""
+    return new_user(site)
+
+
+@pytest.fixture
+async def person(
+    context: BrowserContext, browser: Browser, api_url: str, user: str
+) -> SettingsPageUser:
+    """``user`` on their settings page."""
+    return await page_for(context, browser, api_url, user)
+
+
 @pytest.mark.timeout(240)
 async def test_add_log_in_in_the_dialog_save_and_see_active(
     api_url: str,
     page_capture_worker: WorkerProcess,
     browse_worker: WorkerProcess,
     site: FixtureSite,
-    browser: Browser,
-    context: BrowserContext,
+    user: str,
+    person: SettingsPageUser,
 ) -> None:
-    user = new_user(site)
-    person = await page_for(context, browser, api_url, user)
     page = person.page
     await expect(page.get_by_text(EN["no_sessions"])).to_be_visible()
 
@@ -158,14 +169,8 @@ async def test_add_log_in_in_the_dialog_save_and_see_active(
 
 @pytest.mark.timeout(180)
 async def test_save_while_logged_out_says_not_logged_in(
-    api_url: str,
-    page_capture_worker: WorkerProcess,
-    site: FixtureSite,
-    browser: Browser,
-    context: BrowserContext,
+    page_capture_worker: WorkerProcess, site: FixtureSite, person: SettingsPageUser
 ) -> None:
-    user = new_user(site)
-    person = await page_for(context, browser, api_url, user)
     await person.add_session(
         label="Not yet",
         start_url=site.url("/app"),
@@ -197,9 +202,8 @@ async def add_by_api(api_url: str, user: str, label: str, site: FixtureSite) -> 
 
 
 async def test_revoke_and_delete_ask_first(
-    api_url: str, site: FixtureSite, browser: Browser, context: BrowserContext
+    api_url: str, site: FixtureSite, browser: Browser, context: BrowserContext, user: str
 ) -> None:
-    user = new_user(site)
     await add_by_api(api_url, user, "First", site)
     await add_by_api(api_url, user, "Second", site)
     person = await page_for(context, browser, api_url, user)
@@ -225,10 +229,7 @@ async def test_revoke_and_delete_ask_first(
     assert [s["label"] for s in listed["sessions"]] == ["First"]
 
 
-async def test_keyboard_stays_in_the_dialog_and_escape_returns(
-    api_url: str, site: FixtureSite, browser: Browser, context: BrowserContext
-) -> None:
-    person = await page_for(context, browser, api_url, new_user(site))
+async def test_keyboard_stays_in_the_dialog_and_escape_returns(person: SettingsPageUser) -> None:
     page = person.page
     add = person.button("add_site_session")
     await add.focus()
@@ -288,10 +289,8 @@ async def test_another_users_link_and_sessions_are_refused(
 
 
 async def test_a_forged_csrf_token_is_refused(
-    api_url: str, site: FixtureSite, browser: Browser, context: BrowserContext
+    api_url: str, site: FixtureSite, user: str, person: SettingsPageUser
 ) -> None:
-    user = new_user(site)
-    person = await page_for(context, browser, api_url, user)
     answers = await person.page.evaluate(
         """async (url) => {
             const body = JSON.stringify({label: "x", start_url: url, logged_in_selector: "#a"});
@@ -310,10 +309,9 @@ async def test_a_forged_csrf_token_is_refused(
 
 
 async def test_japanese_labels_by_query_and_accept_language(
-    api_url: str, site: FixtureSite, browser: Browser
+    api_url: str, browser: Browser, user: str
 ) -> None:
     ja = LABELS["ja"]
-    user = new_user(site)
     ctx = await browser.new_context(locale="ja-JP")
     try:
         page: Page = await ctx.new_page()

@@ -1,4 +1,5 @@
-"""Sessions imported from a login on the fixture site, as an orchestrator would add them."""
+"""Sessions imported from a login on the fixture site, as an orchestrator would add them, and
+waiting for a session's status."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from typing import Any
 
 from producers.api import SessionsClient
+from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
 
 
@@ -30,3 +32,13 @@ async def import_on_site(
         logged_in_selector=selector,
         login_url_pattern=site.url("/login") + "**" if login_pattern else None,
     )
+
+
+async def wait_for_status(db: Any, session_id: str, status: str) -> None:
+    """Wait until the session's row has ``status`` (an expiry lands after the browse's result)."""
+
+    async def reached() -> bool:
+        found = await db.fetchval("SELECT status FROM browser_sessions WHERE id = $1", session_id)
+        return bool(found == status)
+
+    await wait_for(reached, what=f"session {status}")
