@@ -4,6 +4,7 @@ import pytest
 
 from producers.validation import optional_login_glob
 from schema.errors import InvalidInput
+from tests.support.cases import yes_no_cases
 from workers.browser.verdict import MAX_MATCH_URL_CHARS, Verdict, decide, url_matches
 
 GLOBS = {  # pattern -> (URLs it matches, URLs it does not)
@@ -25,15 +26,7 @@ GLOBS = {  # pattern -> (URLs it matches, URLs it does not)
 }
 
 
-@pytest.mark.parametrize(
-    ("url", "pattern", "expected"),
-    [
-        (url, pattern, expected)
-        for pattern, (matched, unmatched) in GLOBS.items()
-        for expected, urls in ((True, matched), (False, unmatched))
-        for url in urls
-    ],
-)
+@pytest.mark.parametrize(("url", "pattern", "expected"), yes_no_cases(GLOBS))
 def test_glob(url: str, pattern: str, expected: bool) -> None:
     assert url_matches(url, pattern) is expected
 
