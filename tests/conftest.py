@@ -20,7 +20,7 @@ from tests.support.services import (
     new_database,
     reachable,
 )
-from workers.dev.scratch import scratch_queues
+from workers.dev.scratch import ScratchSystem, scratch_queues
 
 
 @pytest.fixture(scope="session")
@@ -71,11 +71,7 @@ def base_settings(
     database_url: str, queue_prefix: str, key_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Settings:
     """Settings for this run; tests add ``allow_private_hosts`` for their local servers."""
-    return Settings(
-        database_url=database_url,
-        amqp_url=AMQP_URL,
-        queue_prefix=queue_prefix,
-        key_dir=key_dir,
-        log_format="json",
-        audit_checkpoint_file=tmp_path_factory.mktemp("audit") / "checkpoints.jsonl",
+    system = ScratchSystem(database_url, AMQP_URL, queue_prefix, key_dir)
+    return system.settings(
+        audit_checkpoint_file=tmp_path_factory.mktemp("audit") / "checkpoints.jsonl"
     )

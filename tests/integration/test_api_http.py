@@ -50,6 +50,15 @@ async def add(api_url: str, user: str, site: FixtureSite) -> dict[str, Any]:
     return dict(created)
 
 
+async def start_import(api_url: str, headers: dict[str, str], **body: Any) -> dict[str, Any]:
+    """``POST /v1/sessions/import`` with ``body``: accepted (202), checked by a worker later."""
+    status, started, _ = await call(
+        api_url, "POST", "/v1/sessions/import", headers=headers, body=body
+    )
+    assert status == 202, started
+    return dict(started)
+
+
 async def test_who_may_call(api_url: str) -> None:
     status, body, headers = await call(api_url, "GET", "/v1/sessions")
     assert (status, body["error"]["code"]) == (401, "UNAUTHENTICATED")
@@ -96,19 +105,14 @@ async def test_import_then_browse_with_and_without_waiting(
     site.add_user(user, "correct horse")
     state = await login_state(user)
     headers = service_headers(user)
-    status, started, _ = await call(
+    started = await start_import(
         api_url,
-        "POST",
-        "/v1/sessions/import",
-        headers=headers,
-        body={
-            "label": "Imported",
-            "start_url": site.url("/app"),
-            "logged_in_selector": "#whoami",
-            "state": state,
-        },
+        headers,
+        label="Imported",
+        start_url=site.url("/app"),
+        logged_in_selector="#whoami",
+        state=state,
     )
-    assert status == 202, started
     for _ in range(300):
         _, capture, _ = await call(
             api_url, "GET", f"/v1/captures/{started['capture_id']}", headers=headers
@@ -165,19 +169,14 @@ async def test_a_refused_import_leaves_no_session(
 ) -> None:
     user = owner()
     headers = service_headers(user)
-    status, started, _ = await call(
+    await start_import(
         api_url,
-        "POST",
-        "/v1/sessions/import",
-        headers=headers,
-        body={
-            "label": "Not logged in",
-            "start_url": site.url("/app"),
-            "login_url_pattern": site.url("/login") + "**",
-            "state": {"cookies": [], "origins": []},
-        },
+        headers,
+        label="Not logged in",
+        start_url=site.url("/app"),
+        login_url_pattern=site.url("/login") + "**",
+        state={"cookies": [], "origins": []},
     )
-    assert status == 202, started
     for _ in range(300):
         _, listed, _ = await call(api_url, "GET", "/v1/sessions", headers=headers)
         if not listed["sessions"]:

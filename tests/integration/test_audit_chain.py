@@ -37,6 +37,7 @@ from schema.audit import (
 from schema.enums import AuditAction, AuditResult
 from schema.errors import AuditWriteFailed
 from tests.support.events import RecordingEvents
+from tests.support.privileges import assert_refused
 
 pytestmark = pytest.mark.integration
 
@@ -304,15 +305,16 @@ async def test_roles_append_only_through_the_function(
         app = await asyncpg.connect(scratch_url, user=role)
         try:
             assert await audit.write(app, actor_id="a", action="use", result="ok") > 0
-            for statement in (
-                "INSERT INTO audit_log (id, actor_id, action, result, key_id, prev_hash, "
-                "row_hash) VALUES (999999, 'x', 'use', 'ok', 'k', '\\x00', '\\x00')",
-                "UPDATE audit_head SET last_id = 1",
-                "DELETE FROM audit_head",
-                "SELECT nextval('audit_log_id_seq')",
-            ):
-                with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                    await app.execute(statement)
+            await assert_refused(
+                app,
+                (
+                    "INSERT INTO audit_log (id, actor_id, action, result, key_id, prev_hash, "
+                    "row_hash) VALUES (999999, 'x', 'use', 'ok', 'k', '\\x00', '\\x00')",
+                    "UPDATE audit_head SET last_id = 1",
+                    "DELETE FROM audit_head",
+                    "SELECT nextval('audit_log_id_seq')",
+                ),
+            )
             # A row that does not build on the current head is refused.
             with pytest.raises(asyncpg.SerializationError):
                 await app.execute(

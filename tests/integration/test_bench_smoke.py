@@ -3,7 +3,6 @@ logged-in text, and the report has the promised keys. Figures are not asserted."
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from schema.settings import Settings
-from workers.dev.bench.browse import BenchConfig, render_table, run_benchmark
+from tests.support.bench import small_bench
+from workers.dev.bench.browse import render_table, run_benchmark
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +36,14 @@ REQUIRED_KEYS = {
 async def test_benchmark_runs_three_paths_with_the_same_text(
     base_settings: Settings, chromium_path: str, tmp_path: Path
 ) -> None:
-    config = BenchConfig(
-        base=dataclasses.replace(base_settings, chromium_path=chromium_path),
+    config = small_bench(
+        base_settings,
+        chromium_path,
         jobs=4,
         concurrency=2,
         memory_jobs=2,
         memory_checkpoints=2,
-        warmup=1,
         rounds=2,
-        browsers=1,  # a lighter worker than the benchmark's default
         contexts_per_browser=2,
         worker_log=tmp_path / "worker.log",
         memory_settle=timedelta(seconds=0.5),

@@ -4,12 +4,10 @@ not asserted."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from schema.settings import Settings
-from workers.dev.bench.browse import BenchConfig
+from tests.support.bench import small_bench
 from workers.dev.bench.writeback import MODES, run_writeback_bench
 
 pytestmark = pytest.mark.integration
@@ -18,14 +16,8 @@ pytestmark = pytest.mark.integration
 async def test_writeback_benchmark_runs_every_mode(
     base_settings: Settings, chromium_path: str
 ) -> None:
-    config = BenchConfig(
-        base=dataclasses.replace(base_settings, chromium_path=chromium_path),
-        jobs=2,
-        concurrency=1,
-        warmup=1,
-        rounds=1,
-        browsers=1,
-        contexts_per_browser=1,
+    config = small_bench(
+        base_settings, chromium_path, jobs=2, concurrency=1, rounds=1, contexts_per_browser=1
     )
     report = await run_writeback_bench(config)
     for mode in MODES:

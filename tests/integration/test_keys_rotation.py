@@ -42,12 +42,11 @@ PAYLOAD = "enc_format, enc_key_version, enc_wrapped_key, enc_nonce, enc_cipherte
 @pytest.fixture
 async def pool(scratch_url: str) -> AsyncIterator[asyncpg.Pool]:
     """A pool on the scratch database, emptied of sessions and keys from earlier tests."""
-    pool = await asyncpg.create_pool(scratch_url, min_size=1, max_size=3)
-    await pool.execute("DELETE FROM browser_sessions")
-    await pool.execute("DELETE FROM user_keys")
-    await pool.execute("DELETE FROM root_keys")
-    yield pool
-    await pool.close()
+    async with asyncpg.create_pool(scratch_url, min_size=1, max_size=3) as pool:
+        await pool.execute("DELETE FROM browser_sessions")
+        await pool.execute("DELETE FROM user_keys")
+        await pool.execute("DELETE FROM root_keys")
+        yield pool
 
 
 @pytest.fixture

@@ -371,14 +371,8 @@ async def test_unregister_and_expiry_end_access(
 
         context = await remote_browser.new_context()
         page = await context.new_page()
-        token = server.register(
-            capture_id="expiring",
-            owner_id="alice",
-            context=context,
-            page=page,
-            state_getter=lambda: "open",
-            expires_at=datetime.now(UTC) + timedelta(seconds=1.5),
-        )
+        expires_at = datetime.now(UTC) + timedelta(seconds=1.5)
+        token = _register_open(server, "expiring", context, page, expires_at=expires_at)
         url = server.url_for("expiring", token)
         try:
             assert await _status(client, url) == 200
@@ -553,6 +547,7 @@ def _register_open(
     context: BrowserContext,
     page: Page,
     owner: str = "alice",
+    expires_at: datetime | None = None,
 ) -> str:
     return server.register(
         capture_id=capture_id,
@@ -560,6 +555,7 @@ def _register_open(
         context=context,
         page=page,
         state_getter=lambda: "open",
+        expires_at=expires_at,
     )
 
 

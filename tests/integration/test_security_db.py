@@ -40,6 +40,7 @@ from schema.sealing import (
 )
 from schema.settings import Settings
 from tests.support.events import RecordingEvents
+from tests.support.privileges import assert_refused
 from workers.crypto.envelope import (
     FORMAT_V1,
     FORMAT_V2,
@@ -392,15 +393,16 @@ async def test_orchestrator_role_cannot_read_encrypted_columns_or_keys(
     owner = uid("user")
     session_id = await saved_session(db, store, owner)
     conn = await as_role(ORCHESTRATOR)
-    for query in [
-        *(f"SELECT {c} FROM browser_sessions" for c in ENC_COLUMNS),
-        "SELECT * FROM browser_sessions",
-        "SELECT octet_length(enc_ciphertext) FROM browser_sessions",
-        "SELECT * FROM user_keys",
-        "SELECT owner_id FROM user_keys",
-    ]:
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.fetch(query)
+    await assert_refused(
+        conn,
+        [
+            *(f"SELECT {c} FROM browser_sessions" for c in ENC_COLUMNS),
+            "SELECT * FROM browser_sessions",
+            "SELECT octet_length(enc_ciphertext) FROM browser_sessions",
+            "SELECT * FROM user_keys",
+            "SELECT owner_id FROM user_keys",
+        ],
+    )
     row = await conn.fetchrow(
         "SELECT id, owner_id, label, site, status, version, saved_at FROM browser_sessions "
         "WHERE id = $1",
@@ -430,14 +432,12 @@ async def test_app_roles_cannot_change_the_audit_log(
         db, actor_id="x", action=AuditAction.CREATE, result=AuditResult.OK
     )
     conn = await as_role(role)
-    for statement in (
-        "UPDATE audit_log SET detail = 'x' WHERE id = $1",
-        "DELETE FROM audit_log WHERE id = $1",
-    ):
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.execute(statement, row_id)
-    with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        await conn.execute("TRUNCATE audit_log")
+    await assert_refused(
+        conn,
+        ("UPDATE audit_log SET detail = 'x' WHERE id = $1", "DELETE FROM audit_log WHERE id = $1"),
+        row_id,
+    )
+    await assert_refused(conn, ["TRUNCATE audit_log"])
 
 
 async def test_worker_role_can_save_and_load(db: Any, store: StateStore, as_role: Any) -> None:

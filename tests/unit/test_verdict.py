@@ -4,80 +4,76 @@ import pytest
 
 from producers.validation import optional_login_glob
 from schema.errors import InvalidInput
+from tests.support.cases import yes_no_cases
 from workers.browser.verdict import MAX_MATCH_URL_CHARS, Verdict, decide, url_matches
 
+GLOBS = {  # pattern -> (URLs it matches, URLs it does not)
+    "https://twitter.com/i/flow/login**": (
+        ["https://twitter.com/i/flow/login", "https://twitter.com/i/flow/login?next=%2Fhome"],
+        ["https://twitter.com/home"],
+    ),
+    "https://*.example/login": (["https://a.example/login"], ["https://a.b.example/x/login"]),
+    "http://127.0.0.1:8080/login**": (["http://127.0.0.1:8080/login?next=/app"], []),
+    "https://x.test/login?a=1": (["https://x.test/login?a=1"], ["https://x.test/loginXa=1"]),
+    "https://**/y": (["https://a.example/x/y"], []),
+    "https://*/y": (["https://a.example/y"], ["https://a.example/x/y"]),
+    "https://a.example/*": (["https://a.example/"], ["https://a.example/a/b"]),
+    "https://a.example/***": (["https://a.example/a/b"], []),
+    "**login": (["https://a.example/login"], ["https://a.example/login/x"]),
+    "https://a.example/*b": (["https://a.example/aXbXb"], []),
+    "": ([""], ["x"]),
+    "**": ([""], []),
+}
 
-@pytest.mark.parametrize(
-    ("url", "pattern", "expected"),
-    [
-        ("https://twitter.com/i/flow/login", "https://twitter.com/i/flow/login**", True),
-        (
-            "https://twitter.com/i/flow/login?next=%2Fhome",
-            "https://twitter.com/i/flow/login**",
-            True,
-        ),
-        ("https://twitter.com/home", "https://twitter.com/i/flow/login**", False),
-        ("https://a.example/login", "https://*.example/login", True),
-        ("https://a.b.example/x/login", "https://*.example/login", False),
-        ("http://127.0.0.1:8080/login?next=/app", "http://127.0.0.1:8080/login**", True),
-        ("https://x.test/login?a=1", "https://x.test/login?a=1", True),
-        ("https://x.test/loginXa=1", "https://x.test/login?a=1", False),
-        ("https://a.example/x/y", "https://**/y", True),
-        ("https://a.example/x/y", "https://*/y", False),
-        ("https://a.example/y", "https://*/y", True),
-        ("https://a.example/", "https://a.example/*", True),
-        ("https://a.example/a/b", "https://a.example/*", False),
-        ("https://a.example/a/b", "https://a.example/***", True),
-        ("https://a.example/login", "**login", True),
-        ("https://a.example/login/x", "**login", False),
-        ("https://a.example/aXbXb", "https://a.example/*b", True),
-        ("", "", True),
-        ("x", "", False),
-        ("", "**", True),
-    ],
-)
+
+@pytest.mark.parametrize(("url", "pattern", "expected"), yes_no_cases(GLOBS))
 def test_glob(url: str, pattern: str, expected: bool) -> None:
     assert url_matches(url, pattern) is expected
 
 
-def test_login_pattern_wins() -> None:
-    verdict, reason = decide(
-        final_url="https://s.test/login?next=/app",
-        login_url_pattern="https://s.test/login**",
-        logged_in_selector="#me",
-        selector_present=True,
+@pytest.mark.parametrize(
+    ("final_url", "login_url_pattern", "logged_in_selector", "present", "expected", "reason"),
+    [
+        pytest.param(
+            "https://s.test/login?next=/app",
+            "https://s.test/login**",
+            "#me",
+            True,
+            Verdict.LOGGED_OUT,
+            "login page",
+            id="login-pattern-wins",
+        ),
+        pytest.param(
+            "https://s.test/app", None, "#me", False, Verdict.LOGGED_OUT, "", id="missing-selector"
+        ),
+        pytest.param(
+            "https://s.test/app",
+            "https://s.test/login**",
+            "#me",
+            True,
+            Verdict.LOGGED_IN,
+            "",
+            id="logged-in",
+        ),
+        pytest.param("https://s.test/", None, None, None, Verdict.LOGGED_IN, "", id="no-checks"),
+    ],
+)
+def test_decide(
+    final_url: str,
+    login_url_pattern: str | None,
+    logged_in_selector: str | None,
+    present: bool | None,
+    expected: Verdict,
+    reason: str,
+) -> None:
+    verdict, why = decide(
+        final_url=final_url,
+        login_url_pattern=login_url_pattern,
+        logged_in_selector=logged_in_selector,
+        selector_present=present,
     )
-    assert verdict is Verdict.LOGGED_OUT
-    assert "login page" in reason
-
-
-def test_missing_selector_is_logged_out() -> None:
-    verdict, _ = decide(
-        final_url="https://s.test/app",
-        login_url_pattern=None,
-        logged_in_selector="#me",
-        selector_present=False,
-    )
-    assert verdict is Verdict.LOGGED_OUT
-
-
-def test_logged_in() -> None:
-    verdict, _ = decide(
-        final_url="https://s.test/app",
-        login_url_pattern="https://s.test/login**",
-        logged_in_selector="#me",
-        selector_present=True,
-    )
-    assert verdict is Verdict.LOGGED_IN
-    assert (
-        decide(
-            final_url="https://s.test/",
-            login_url_pattern=None,
-            logged_in_selector=None,
-            selector_present=None,
-        )[0]
-        is Verdict.LOGGED_IN
-    )
+    assert verdict is expected
+    assert reason in why
 
 
 def test_glob_agrees_with_the_backtracking_regex() -> None:

@@ -48,6 +48,7 @@ from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.settings import Settings
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess, free_port, run_worker
+from workers.dev.scratch import ScratchSystem
 
 DEADLINE_S = 150.0  # every scenario ends within this, whatever happens
 SLOW_MS = 3000  # a page that keeps a job in flight long enough to hit it mid-job
@@ -112,6 +113,10 @@ class Rig:
         async with SessionsClient.open(self.settings) as client:
             yield client
 
+    def load(self, client: SessionsClient, owner: str, session_id: str) -> Load:
+        """Browse jobs for ``owner``'s session, counted in this rig's database."""
+        return Load(client, owner, session_id, self.settings.database_url)
+
     async def session(self, client: SessionsClient, owner: str) -> str:
         """An active session for ``owner`` (an empty state: the fixture's public pages are
         "logged in" for it; the login URL pattern still decides expiry). Imported once per
@@ -136,10 +141,11 @@ def task_id() -> str:
 class Load:
     """Browse jobs of one scenario: enqueue them, then account for them from the tables."""
 
-    def __init__(self, client: SessionsClient, owner: str, session_id: str) -> None:
+    def __init__(self, client: SessionsClient, owner: str, session_id: str, db_url: str) -> None:
         self.client = client
         self.owner = owner
         self.session_id = session_id
+        self.db_url = db_url  # where the results and audit rows are counted
         self.jobs: list[str] = []
         self.refused: collections.Counter[str] = collections.Counter()
 
@@ -161,24 +167,24 @@ class Load:
             except BrowserSessionsError as err:  # refused at enqueue: the caller knows
                 self.refused[err.code] += 1
 
-    async def results(self, db_url: str) -> dict[str, asyncpg.Record]:
-        return await _fetch_results(db_url, self.jobs)
+    async def results(self) -> dict[str, asyncpg.Record]:
+        return await _fetch_results(self.db_url, self.jobs)
 
-    async def wait(self, db_url: str, *, deadline: float) -> dict[str, asyncpg.Record]:
+    async def wait(self, *, deadline: float) -> dict[str, asyncpg.Record]:
         """Until every job has a result or the deadline passes (a database outage is
         waited out)."""
         found: dict[str, asyncpg.Record] = {}
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
-                found = await self.results(db_url)
+                found = await self.results()
                 if len(found) == len(self.jobs):
                     break
             await asyncio.sleep(0.25)
         return found
 
-    async def executions(self, db_url: str) -> int:
+    async def executions(self) -> int:
         """Decrypt audit rows of these jobs: one per run of a job (a rerun adds one)."""
-        conn = await asyncpg.connect(db_url)
+        conn = await asyncpg.connect(self.db_url)
         try:
             count = await conn.fetchval(
                 "SELECT count(*) FROM audit_log WHERE action = 'decrypt' AND request_id = ANY($1)",
@@ -188,8 +194,11 @@ class Load:
             await conn.close()
         return int(count)
 
-    async def row(self, name: str, db_url: str, *, deadline: float, fault_end: float) -> Row:
-        results = await self.wait(db_url, deadline=deadline)
+    async def row(self, name: str, *, deadline: float, fault_end: float | None = None) -> Row:
+        """The scenario's counts once every job has ended (or at ``deadline``); recovery is
+        timed from ``fault_end`` (default: now, the fault has just ended)."""
+        fault_end = time.time() if fault_end is None else fault_end
+        results = await self.wait(deadline=deadline)
         row = Row(name, sent=len(self.jobs) + sum(self.refused.values()))
         row.failed.update({f"refused:{k}": v for k, v in self.refused.items()})
         for record in results.values():
@@ -229,13 +238,17 @@ async def wait_until(
         await asyncio.sleep(0.05)
 
 
-async def in_flight(load: Load, db_url: str, count: int) -> None:
-    """Until ``count`` of the load's jobs have been decrypted (they are navigating)."""
+async def slow_load(rig: Rig, client: SessionsClient, owner: str, jobs: int, busy: int) -> Load:
+    """``jobs`` slow jobs for ``owner``'s session; returns once ``busy`` of them have been
+    decrypted (they are navigating: a fault now hits them mid-job)."""
+    load = rig.load(client, owner, await rig.session(client, owner))
+    await load.send(rig.site_url(f"/slow?ms={SLOW_MS}"), jobs)
 
     async def started() -> bool:
-        return await load.executions(db_url) >= count
+        return await load.executions() >= busy
 
-    await wait_until(started, timeout=60, what=f"{count} jobs in flight")
+    await wait_until(started, timeout=60, what=f"{busy} jobs in flight")
+    return load
 
 
 def retries_by_code(worker: WorkerProcess) -> collections.Counter[str]:
@@ -259,18 +272,9 @@ async def actor_kill9(rig: Rig, *, processes: int = 2) -> Row:
     with rig.worker(processes=processes, browsers=1, contexts_per_browser=2) as worker:
         worker.wait_ready(processes)
         async with rig.client() as client:
-            load = Load(client, "faults-kill", await rig.session(client, "faults-kill"))
-            await load.send(rig.site_url(f"/slow?ms={SLOW_MS}"), 8)
-            await in_flight(load, rig.settings.database_url, 3)
-            victim = worker.actor_pids()[0]
-            os.kill(victim, signal.SIGKILL)
-            fault_end = time.time()
-            row = await load.row(
-                "kill -9 actor process",
-                rig.settings.database_url,
-                deadline=deadline,
-                fault_end=fault_end,
-            )
+            load = await slow_load(rig, client, "faults-kill", jobs=8, busy=3)
+            os.kill(worker.actor_pids()[0], signal.SIGKILL)
+            row = await load.row("kill -9 actor process", deadline=deadline)
         row.note = f"restarts: {max(worker.ready_count() - processes, 0) // processes}"
     return row
 
@@ -281,18 +285,10 @@ async def chromium_kill9(rig: Rig) -> Row:
     deadline = time.monotonic() + DEADLINE_S
     with rig.worker(browsers=1, contexts_per_browser=2) as worker:
         async with rig.client() as client:
-            load = Load(client, "faults-chromium", await rig.session(client, "faults-chromium"))
-            await load.send(rig.site_url(f"/slow?ms={SLOW_MS}"), 4)
-            await in_flight(load, rig.settings.database_url, 2)
+            load = await slow_load(rig, client, "faults-chromium", jobs=4, busy=2)
             for pid in worker.chromium_pids():
                 os.kill(pid, signal.SIGKILL)
-            fault_end = time.time()
-            row = await load.row(
-                "kill -9 Chromium",
-                rig.settings.database_url,
-                deadline=deadline,
-                fault_end=fault_end,
-            )
+            row = await load.row("kill -9 Chromium", deadline=deadline)
         retried = retries_by_code(worker)
     row.note = "retried: " + (", ".join(f"{k}x{v}" for k, v in retried.items()) or "none")
     return row
@@ -305,22 +301,16 @@ async def _drain_after_stop(rig: Rig, name: str, *, group: bool) -> Row:
     deadline = time.monotonic() + DEADLINE_S
     async with rig.client() as client:
         with rig.worker(browsers=2, contexts_per_browser=2) as worker:
-            load = Load(client, SHARED_OWNER, await rig.session(client, SHARED_OWNER))
-            await load.send(rig.site_url(f"/slow?ms={SLOW_MS}"), 4)
-            await in_flight(load, rig.settings.database_url, 4)
+            load = await slow_load(rig, client, SHARED_OWNER, jobs=4, busy=4)
             shutdown = await asyncio.to_thread(worker.stop, group=group, timeout=60)
             fault_end = time.time()
-            drained = await load.results(rig.settings.database_url)
+            drained = await load.results()
         if len(drained) < len(load.jobs):
             # Whatever did not finish must still be queued: a new worker finishes it.
             with rig.worker():
-                row = await load.row(
-                    name, rig.settings.database_url, deadline=deadline, fault_end=fault_end
-                )
+                row = await load.row(name, deadline=deadline, fault_end=fault_end)
         else:
-            row = await load.row(
-                name, rig.settings.database_url, deadline=deadline, fault_end=fault_end
-            )
+            row = await load.row(name, deadline=deadline, fault_end=fault_end)
     row.shutdown_s = round(shutdown, 2)
     first_try = sum(1 for r in drained.values() if r["attempts"] == 1 and r["outcome"] == "ok")
     row.note = f"drained in flight: {first_try}/4"
@@ -362,16 +352,12 @@ async def backlog_restart(rig: Rig) -> Row:
     on its first attempt (no job fails because the worker was not ready yet)."""
     deadline = time.monotonic() + DEADLINE_S
     async with rig.client() as client:
-        load = Load(client, SHARED_OWNER, await _session_with_worker(rig, client, SHARED_OWNER))
+        session_id = await _session_with_worker(rig, client, SHARED_OWNER)
+        load = rig.load(client, SHARED_OWNER, session_id)
         await load.send(rig.site_url("/public"), 12)
         fault_end = time.time()
         with rig.worker(browsers=1, contexts_per_browser=2) as worker:
-            row = await load.row(
-                "restart with a backlog",
-                rig.settings.database_url,
-                deadline=deadline,
-                fault_end=fault_end,
-            )
+            row = await load.row("restart with a backlog", deadline=deadline, fault_end=fault_end)
         retried = retries_by_code(worker)  # attempts that failed, of any kind
     row.note = "retried: " + (", ".join(f"{k}x{v}" for k, v in retried.items()) or "0")
     return row
@@ -414,11 +400,9 @@ async def poison(rig: Rig) -> Row:
 
             await wait_until(dead_lettered, timeout=60, what="3 dead-lettered messages")
             row.failed["DEAD_LETTERED"] = 3
-            load = Load(client, "faults-poison", session_id)
+            load = rig.load(client, "faults-poison", session_id)
             await load.send(rig.site_url("/public"))
-            after = await load.row(
-                "poison", rig.settings.database_url, deadline=deadline, fault_end=time.time()
-            )
+            after = await load.row("poison", deadline=deadline)
             ran = await _fetch_results(rig.settings.database_url, [oversized.job_id])
         row.ok = after.ok
         row.lost = after.lost
@@ -525,7 +509,7 @@ async def _service_outage(
     with rig.worker(browsers=1, contexts_per_browser=2):
         async with rig.client() as client:
             owner = f"faults-{secrets.token_hex(3)}"
-            load = Load(client, owner, await rig.session(client, owner))
+            load = rig.load(client, owner, await rig.session(client, owner))
             sending = asyncio.create_task(
                 load.send(rig.site_url("/slow?ms=300"), 60, every_s=send_every_s)
             )
@@ -537,9 +521,7 @@ async def _service_outage(
             await asyncio.to_thread(server.start)
             fault_end = time.time()
             await sending
-            row = await load.row(
-                name, rig.settings.database_url, deadline=deadline, fault_end=fault_end
-            )
+            row = await load.row(name, deadline=deadline, fault_end=fault_end)
     return row
 
 
@@ -679,14 +661,10 @@ async def _run(names: Sequence[str], out: Any) -> int:
         db_url = postgres.url.rsplit("/", 1)[0] + "/browser_sessions"
         await migrate(db_url)
         with site_in_thread() as site:
-            settings = Settings(
-                database_url=db_url,
-                amqp_url=rabbit.url,
-                queue_prefix="faults.",
-                key_dir=workdir / "keys",
+            system = ScratchSystem(db_url, rabbit.url, "faults.", workdir / "keys")
+            settings = system.settings(
                 chromium_path=find_chromium(os.environ.get("BROWSER_SESSIONS_CHROMIUM_PATH", "")),
                 allow_private_hosts=frozenset({f"127.0.0.1:{site.port}"}),
-                log_format="json",
             )
             rig = Rig(
                 settings=settings,

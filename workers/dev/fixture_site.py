@@ -115,26 +115,13 @@ class FixtureSite:
     async def start(
         cls,
         *,
+        switches: Switches | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
-        require_session_storage: bool = False,
-        require_indexeddb: bool = False,
-        rotate_cookie: bool = False,
-        rotate_local_storage: bool = False,
-        reuse_detection: bool = False,
-        idle_timeout_s: float = 0.0,
     ) -> AsyncIterator[FixtureSite]:
-        """Serve a new site on ``host:port`` (0 picks a free port) until the block exits."""
-        site = cls(
-            switches=Switches(
-                require_session_storage=require_session_storage,
-                require_indexeddb=require_indexeddb,
-                rotate_cookie=rotate_cookie,
-                rotate_local_storage=rotate_local_storage,
-                reuse_detection=reuse_detection,
-                idle_timeout_s=idle_timeout_s,
-            )
-        )
+        """Serve a new site (with ``switches``, default all off) on ``host:port`` (0 picks a
+        free port) until the block exits."""
+        site = cls(switches=switches)
         runner = web.AppRunner(site.app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -678,16 +665,9 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with FixtureSite.start(
-        host=args.host,
-        port=args.port,
-        require_session_storage=args.require_session_storage,
-        require_indexeddb=args.require_indexeddb,
-        rotate_cookie=args.rotate_cookie,
-        rotate_local_storage=args.rotate_local_storage,
-        reuse_detection=args.reuse_detection,
-        idle_timeout_s=args.idle_timeout,
-    ) as site:
+    switch_names = {f.name for f in dataclasses.fields(Switches)}
+    switches = Switches(**{k: v for k, v in vars(args).items() if k in switch_names})
+    async with FixtureSite.start(switches=switches, host=args.host, port=args.port) as site:
         for name, password, secret in args.user:
             site.add_user(name, password, secret)
         print(json.dumps({"base_url": site.base_url, "port": site.port}), flush=True)
@@ -711,7 +691,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rotate-cookie", action="store_true")
     parser.add_argument("--rotate-local-storage", action="store_true")
     parser.add_argument("--reuse-detection", action="store_true")
-    parser.add_argument("--idle-timeout", type=float, default=0.0, help="seconds; 0 = never")
+    parser.add_argument(  # each switch's option stores under the switch's name
+        "--idle-timeout",
+        dest="idle_timeout_s",
+        metavar="IDLE_TIMEOUT",
+        type=float,
+        default=0.0,
+        help="seconds; 0 = never",
+    )
     args = parser.parse_args(argv)
     try:
         asyncio.run(_serve(args))

@@ -4,16 +4,34 @@ benchmarks: one way to make them and one way to clean them up."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from schema.db import connect, other_database
 from schema.jobs import QUEUES
 from schema.migrate import migrate
+from schema.settings import Settings
 
 #: dramatiq's RabbitMQ broker declares each queue with a delay (.DQ) and a dead-letter (.XQ) queue.
 DRAMATIQ_QUEUE_SUFFIXES = ("", ".DQ", ".XQ")
+
+
+@dataclass(frozen=True)
+class ScratchSystem:
+    """Where a throw-away system lives: its database, broker, queue prefix, key directory."""
+
+    database_url: str
+    amqp_url: str
+    queue_prefix: str
+    key_dir: Path
+
+    def settings(self, **changes: Any) -> Settings:
+        """Settings on this system, logging JSON (which the harnesses read), plus ``changes``."""
+        return Settings(**dataclasses.asdict(self), log_format="json", **changes)
 
 
 def admin_url(database_url: str) -> str:

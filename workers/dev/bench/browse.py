@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -48,8 +48,6 @@ PAGE = "/app"
 LOGGED_IN_SELECTOR = "#whoami"
 CALL_TIMEOUT = timedelta(seconds=30)
 WORKER_START_TIMEOUT = timedelta(seconds=90)
-MEMORY_SETTLE = timedelta(seconds=3)
-MEMORY_CHECKPOINTS = 5  # settled samples during the memory run, for the trend
 
 
 class BenchError(RuntimeError):
@@ -71,9 +69,9 @@ class BenchConfig:
     threads: int | None = None
     worker_log: Path | None = None
     job_timeout: timedelta = timedelta(seconds=60)
-    memory_settle: timedelta = MEMORY_SETTLE
+    memory_settle: timedelta = timedelta(seconds=3)
     tuned_baselines: bool = False  # give (a) and (b) the pool's Chromium flags too
-    memory_checkpoints: int = MEMORY_CHECKPOINTS
+    memory_checkpoints: int = 5  # settled samples during the memory run, for the trend
 
     @property
     def worker_threads(self) -> int:
@@ -488,6 +486,21 @@ async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     return report(config, system, load=(load_before[0], os.getloadavg()[0]))
 
 
+async def import_bench_session(
+    client: SessionsClient, site: FixtureSite, state: dict[str, Any]
+) -> str:
+    """The bench user's logged-in ``state`` as a session on ``site``'s page; its id."""
+    created = await client.import_session(
+        owner_id=USER,
+        label="bench fixture",
+        start_url=site.url(PAGE),
+        state=json.dumps(state).encode(),
+        logged_in_selector=LOGGED_IN_SELECTOR,
+        login_url_pattern=site.url("/login") + "**",
+    )
+    return str(created["session_id"])
+
+
 def _split(jobs: int, rounds: int) -> list[int]:
     """``jobs`` spread over ``rounds`` as evenly as possible (no empty round)."""
     rounds = min(rounds, jobs)
@@ -516,15 +529,7 @@ async def _run_all(
             SessionsClient.open(settings) as client,
         ):
             keeper.keep(worker.worker.process.pid)
-            created = await client.import_session(
-                owner_id=USER,
-                label="bench fixture",
-                start_url=url,
-                state=json.dumps(state).encode(),
-                logged_in_selector=LOGGED_IN_SELECTOR,
-                login_url_pattern=site.url("/login") + "**",
-            )
-            session_id = str(created["session_id"])
+            session_id = await import_bench_session(client, site, state)
             bench_task = (await client.add_task(f"bench-{secrets.token_hex(6)}", owner_id=USER))[
                 "task_id"
             ]
@@ -767,56 +772,60 @@ def render_table(rep: dict[str, Any], paths: Sequence[str] = ("plain", "launch",
     return "\n".join(lines)
 
 
+def bench_parser(prog: str, doc: str, options: dict[str, str]) -> argparse.ArgumentParser:
+    """A command line with a whole-number ``--option`` for each :class:`BenchConfig` field in
+    ``options`` (field -> help), defaulting to the field's default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(BenchConfig)}
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    for name, text in options.items():
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=int, default=defaults[name], help=text or None)
+    return parser
+
+
+def bench_main(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    run: Callable[[BenchConfig], Coroutine[Any, Any, dict[str, Any]]],
+    render: Callable[[dict[str, Any]], str],
+) -> int:
+    """Parse ``argv`` into a :class:`BenchConfig` (options named after its fields), run the
+    benchmark, print ``render``'s table and then the report as one JSON line."""
+    args = parser.parse_args(argv)
+    from schema.logs import configure_logging
+
+    configure_logging(level="WARNING", fmt="console")
+    fields = {f.name for f in dataclasses.fields(BenchConfig)}
+    chosen = {name: value for name, value in vars(args).items() if name in fields}
+    rep = asyncio.run(run(BenchConfig(base=Settings.from_env(), **chosen)))
+    print(render(rep))
+    print(json.dumps(rep, separators=(",", ":")))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m workers.dev.bench.browse", description=__doc__.splitlines()[0]
+    parser = bench_parser(
+        "python -m workers.dev.bench.browse",
+        __doc__,
+        {
+            "jobs": "timed jobs per path",
+            "concurrency": "jobs in flight",
+            "memory_jobs": "extra system jobs for the memory figure",
+            "warmup": "untimed jobs per path first",
+            "rounds": "interleave the paths in this many rounds",
+            "browsers": "worker's pooled browsers",
+            "contexts_per_browser": "",
+            "memory_checkpoints": "settled memory samples during the memory run",
+        },
     )
-    parser.add_argument("--jobs", type=int, default=40, help="timed jobs per path")
-    parser.add_argument("--concurrency", type=int, default=2, help="jobs in flight")
-    parser.add_argument(
-        "--memory-jobs", type=int, default=1000, help="extra system jobs for the memory figure"
-    )
-    parser.add_argument("--warmup", type=int, default=2, help="untimed jobs per path first")
-    parser.add_argument(
-        "--rounds", type=int, default=4, help="interleave the paths in this many rounds"
-    )
-    parser.add_argument("--browsers", type=int, default=2, help="worker's pooled browsers")
-    parser.add_argument("--contexts-per-browser", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="default browsers x contexts")
-    parser.add_argument(
-        "--memory-checkpoints",
-        type=int,
-        default=MEMORY_CHECKPOINTS,
-        help="settled memory samples during the memory run",
-    )
     parser.add_argument(
         "--tuned-baselines",
         action="store_true",
         help="launch (a) and (b) with the pool's Chromium flags too (architecture-only gain)",
     )
     parser.add_argument("--worker-log", type=Path, default=None, help="keep the worker's log")
-    args = parser.parse_args(argv)
-    from schema.logs import configure_logging
-
-    configure_logging(level="WARNING", fmt="console")
-    config = BenchConfig(
-        base=Settings.from_env(),
-        jobs=args.jobs,
-        concurrency=args.concurrency,
-        memory_jobs=args.memory_jobs,
-        warmup=args.warmup,
-        rounds=args.rounds,
-        browsers=args.browsers,
-        contexts_per_browser=args.contexts_per_browser,
-        threads=args.threads,
-        worker_log=args.worker_log,
-        tuned_baselines=args.tuned_baselines,
-        memory_checkpoints=args.memory_checkpoints,
-    )
-    rep = asyncio.run(run_benchmark(config))
-    print(render_table(rep))
-    print(json.dumps(rep, separators=(",", ":")))
-    return 0
+    return bench_main(parser, argv, run_benchmark, render_table)
 
 
 if __name__ == "__main__":

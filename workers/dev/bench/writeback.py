@@ -11,11 +11,8 @@ jobs run one at a time under its lease). Prints a table and one JSON line.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
 import dataclasses
-import json
 import secrets
 import shutil
 import sys
@@ -28,10 +25,8 @@ from typing import Any
 from playwright.async_api import async_playwright
 
 from producers.api import SessionsClient
-from schema.settings import Settings
 from workers.browser.chromium import find_chromium
 from workers.dev.bench.browse import (
-    LOGGED_IN_SELECTOR,
     PAGE,
     USER,
     BenchConfig,
@@ -40,7 +35,10 @@ from workers.dev.bench.browse import (
     PathResult,
     Sample,
     _split,
+    bench_main,
+    bench_parser,
     check_text,
+    import_bench_session,
     launch,
     log_in,
     merge,
@@ -64,15 +62,7 @@ async def _system(
         queues = ["browse", "expiry"]
         with run_worker(settings, queues, log_dir / f"{mode}.log", threads=config.worker_threads):
             async with SessionsClient.open(settings) as client:
-                created = await client.import_session(
-                    owner_id=USER,
-                    label="bench fixture",
-                    start_url=url,
-                    state=json.dumps(state).encode(),
-                    logged_in_selector=LOGGED_IN_SELECTOR,
-                    login_url_pattern=site.url("/login") + "**",
-                )
-                session_id = str(created["session_id"])
+                session_id = await import_bench_session(client, site, state)
 
                 async def job(_i: int) -> Sample:
                     started = time.monotonic()
@@ -139,37 +129,27 @@ async def run_writeback_bench(config: BenchConfig) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m workers.dev.bench.writeback", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--jobs", type=int, default=40)
-    parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=4)
-    args = parser.parse_args(argv)
-    from schema.logs import configure_logging
-
-    configure_logging(level="WARNING", fmt="console")
-    config = BenchConfig(
-        base=Settings.from_env(),
-        jobs=args.jobs,
-        concurrency=args.concurrency,
-        warmup=args.warmup,
-        rounds=args.rounds,
-    )
-    rep = asyncio.run(run_writeback_bench(config))
-    for mode in MODES:
-        print(
-            f"{mode:>10}: {rep[f'{mode}_jobs_per_s']:6.2f} jobs/s  p50 {rep[f'{mode}_p50_ms']} ms"
-        )
-    print(
+def render(rep: dict[str, Any]) -> str:
+    """Each mode's throughput and median, then write-back's cost against ``off``."""
+    lines = [
+        f"{mode:>10}: {rep[f'{mode}_jobs_per_s']:6.2f} jobs/s  p50 {rep[f'{mode}_p50_ms']} ms"
+        for mode in MODES
+    ]
+    lines.append(
         f"write-back vs off: {rep['writeback_ratio_unchanged']:.2f}x (site changes nothing), "
         f"{rep['writeback_ratio_rotating']:.2f}x (site rotates its cookie: saved every job, "
         "one job at a time per session)"
     )
-    print(json.dumps(rep, separators=(",", ":")))
-    return 0
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser(
+        "python -m workers.dev.bench.writeback",
+        __doc__,
+        dict.fromkeys(("jobs", "concurrency", "warmup", "rounds"), ""),
+    )
+    return bench_main(parser, argv, run_writeback_bench, render)
 
 
 if __name__ == "__main__":
