@@ -337,8 +337,7 @@ async def test_concurrent_write_backs_merge_per_item(
                 base_version=1,
                 final=final,
                 source="write_back",
-                source_id=f"job-{i}",
-                actor_id=owner,
+                caller={"actor_id": owner, "task_id": None, "request_id": f"job-{i}"},
             )
             for i, final in enumerate((first, second))
         ]

@@ -70,14 +70,20 @@ class SaveInfo:
         return f"saved version {version} from version {self.based_on}"
 
 
-class Access(TypedDict):
+class Caller(TypedDict):
+    """Whom a job's audit rows name: the actor it acts for, its task (if any) and its
+    request (the job)."""
+
+    actor_id: str
+    task_id: str | None
+    request_id: str | None
+
+
+class Access(Caller):
     """Who asks :class:`StateStore` for a session's state, and for what (task, request)."""
 
     session_id: str
     owner_id: str
-    actor_id: str
-    task_id: str | None
-    request_id: str | None
 
 
 @dataclass(kw_only=True, eq=False)
@@ -114,6 +120,7 @@ class StateStore:
         actor_id: str,
         state: dict[str, Any],
         request_id: str | None = None,
+        task_id: str | None = None,
         action: AuditAction = AuditAction.SAVE,
         saved: SaveInfo | None = None,
     ) -> int:
@@ -129,6 +136,7 @@ class StateStore:
                 "actor_id": actor_id,
                 "action": action,
                 "session_id": session_id,
+                "task_id": task_id,
                 "request_id": request_id,
             }
             try:

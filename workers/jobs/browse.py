@@ -48,7 +48,7 @@ from workers.browser.observe import observe_state
 from workers.browser.pool import BrowserPool
 from workers.browser.restore import RestorePlan, install_restore_script, plan_restore
 from workers.browser.verdict import Verdict, decide, url_matches
-from workers.crypto.store import StateStore
+from workers.crypto.store import Caller, StateStore
 from workers.guard.policy import UrlGuard
 from workers.guard.proxy import is_guard_refusal
 from workers.jobs.keepalive import WriteBack, WriteBackResult
@@ -267,15 +267,6 @@ class BrowseService(Visiting):
         await store_result(self.db, failure)
 
 
-class Caller(TypedDict):
-    """Whom a job's audit rows name: the actor it acts for, its task (if any) and its
-    request (the job)."""
-
-    actor_id: str
-    task_id: str | None
-    request_id: str
-
-
 def caller_of(job: BrowseJob) -> Caller:
     """A browse job acts for its task's owner."""
     return Caller(actor_id=job.owner_id, task_id=job.task_id, request_id=job.job_id)
@@ -327,9 +318,7 @@ class Visit:
             base_version=self.version,
             final=final,
             source=source,
-            source_id=self.caller["request_id"],
-            actor_id=self.caller["actor_id"],
-            task_id=self.caller["task_id"],
+            caller=self.caller,
         )
 
 

@@ -20,7 +20,7 @@ from schema.errors import BrowserSessionsError, VersionConflict
 from schema.events import NO_EVENTS, Events
 from schema.logs import get_logger
 from schema.redact import secret_values, state_secret_values
-from workers.crypto.store import SaveInfo, StateStore
+from workers.crypto.store import Access, Caller, SaveInfo, StateStore
 from workers.jobs.writeback import Scope, plan, rebase
 
 log = get_logger(__name__)
@@ -49,9 +49,7 @@ class WriteBack:
         base_version: int,
         final: dict[str, Any],
         source: str,
-        source_id: str,
-        actor_id: str,
-        task_id: str | None = None,
+        caller: Caller,
     ) -> WriteBackResult | None:
         """Save ``final`` (observed after a *logged-in* verdict) if it changed anything;
         returns what happened (None: not saved, e.g. the session stopped being active)."""
@@ -72,9 +70,7 @@ class WriteBack:
             base_version=base_version,
             mine=decided.state,
             info=SaveInfo(source=source, based_on=base_version, rotating=rotating),
-            source_id=source_id,
-            actor_id=actor_id,
-            task_id=task_id,
+            access=Access(session_id=session.id, owner_id=session.owner_id, **caller),
         )
         with secret_values(state_secret_values(decided.state)):
             try:
@@ -101,23 +97,13 @@ class WriteBack:
             try:
                 await self.store.save(
                     self.db,
-                    session_id=a.session.id,
-                    owner_id=a.session.owner_id,
-                    actor_id=a.actor_id,
                     state=state,
-                    request_id=a.source_id,
                     action=AuditAction.WRITE_BACK,
                     saved=dataclasses.replace(a.info, expected_version=expected),
+                    **a.access,
                 )
             except VersionConflict:
-                theirs, expected = await self.store.load_versioned(
-                    self.db,
-                    session_id=a.session.id,
-                    owner_id=a.session.owner_id,
-                    actor_id=a.actor_id,
-                    task_id=a.task_id,
-                    request_id=a.source_id,
-                )
+                theirs, expected = await self.store.load_versioned(self.db, **a.access)
                 with secret_values(state_secret_values(theirs)):
                     state = rebase(a.base, a.mine, theirs)
                 merged = True
@@ -133,6 +119,4 @@ class _Attempt:
     base_version: int
     mine: dict[str, Any]
     info: SaveInfo
-    source_id: str
-    actor_id: str
-    task_id: str | None
+    access: Access

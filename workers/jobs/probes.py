@@ -32,8 +32,8 @@ from schema.events import NO_EVENTS, Events
 from schema.jobs import BrowseOptions, ProbeJob
 from schema.logs import get_logger
 from workers.browser.verdict import Verdict
-from workers.crypto.store import next_probe_at
-from workers.jobs.browse import Caller, Visiting
+from workers.crypto.store import Caller, next_probe_at
+from workers.jobs.browse import Visiting
 from workers.jobs.keepalive import WriteBack
 from workers.jobs.leases import Leases
 

@@ -8,7 +8,6 @@ a request whose new version exists is not done twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypedDict
 
 import asyncpg
 
@@ -16,18 +15,9 @@ from schema.enums import AuditAction
 from schema.jobs import RollbackJob
 from schema.logs import get_logger
 from schema.redact import secret_values, state_secret_values
-from workers.crypto.store import SaveInfo, StateStore
+from workers.crypto.store import Access, SaveInfo, StateStore
 
 log = get_logger(__name__)
-
-
-class Access(TypedDict):
-    """Whose state a rollback reads and saves, for whom and under which request (audited)."""
-
-    session_id: str
-    owner_id: str
-    actor_id: str
-    request_id: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,11 +37,10 @@ class RollbackService:
             session_id=job.session_id,
             owner_id=job.owner_id,
             actor_id=job.actor_id,
+            task_id=None,
             request_id=job.request_id,
         )
-        state, _ = await self.store.load_versioned(
-            self.db, task_id=None, version=job.version, **access
-        )
+        state, _ = await self.store.load_versioned(self.db, version=job.version, **access)
         with secret_values(state_secret_values(state)):
             new = await self.store.save(
                 self.db,
