@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import asyncpg
 
@@ -43,6 +43,28 @@ from schema.sealing import current_seal_key, seal_aad, seal_text
 from schema.settings import Settings
 
 CAPTURE_CHANNEL = "capture_signals"
+
+
+class NewSession(TypedDict):
+    """A new session's fields (``add_session``, ``start_import``); the optional ones may be
+    left out, but one of ``logged_in_selector`` and ``login_url_pattern`` must be given."""
+
+    owner_id: str
+    label: str
+    start_url: str
+    logged_in_selector: NotRequired[str | None]
+    login_url_pattern: NotRequired[str | None]
+    extra_origins: NotRequired[Sequence[str]]
+
+
+class BrowseRequest(TypedDict):
+    """What a browse job is about (``enqueue_browse``, ``browse``)."""
+
+    task_id: str
+    owner_id: str
+    session_id: str
+    url: str
+    options: NotRequired[BrowseOptions | None]
 
 
 @service_errors  # a database or broker outage is SERVICE_UNAVAILABLE, never a raw exception
@@ -79,25 +101,10 @@ class SessionsClient:
 
     # -- sessions ---------------------------------------------------------------------
 
-    async def add_session(
-        self,
-        *,
-        owner_id: str,
-        label: str,
-        start_url: str,
-        logged_in_selector: str | None = None,
-        login_url_pattern: str | None = None,
-        extra_origins: Sequence[str] = (),
-    ) -> dict[str, str]:
+    async def add_session(self, **fields: Unpack[NewSession]) -> dict[str, str]:
         """Create a pending session and start its capture (the login window)."""
-        session_id = await self._create_session(
-            owner_id=owner_id,
-            label=label,
-            start_url=start_url,
-            logged_in_selector=logged_in_selector,
-            login_url_pattern=login_url_pattern,
-            extra_origins=extra_origins,
-        )
+        session_id = await self._create_session(fields)
+        owner_id = fields["owner_id"]
         capture_id = await self._start_capture(session_id, owner_id, actor_id=owner_id)
         return {"session_id": session_id, "capture_id": capture_id}
 
@@ -111,29 +118,13 @@ class SessionsClient:
         await self.finish_import(started["capture_id"], timeout=timeout)
         return {**started, "status": "active"}
 
-    async def start_import(
-        self,
-        *,
-        owner_id: str,
-        label: str,
-        start_url: str,
-        state: bytes,
-        logged_in_selector: str | None = None,
-        login_url_pattern: str | None = None,
-        extra_origins: Sequence[str] = (),
-    ) -> dict[str, str]:
+    async def start_import(self, *, state: bytes, **fields: Unpack[NewSession]) -> dict[str, str]:
         """Create the pending session and enqueue its sealed state for verification; the
         import's progress is its capture (kind ``import``)."""
         _check_state_file(state, self.settings.max_state_bytes)
         seal_key = await current_seal_key(self.db)
-        session_id = await self._create_session(
-            owner_id=owner_id,
-            label=label,
-            start_url=start_url,
-            logged_in_selector=logged_in_selector,
-            login_url_pattern=login_url_pattern,
-            extra_origins=extra_origins,
-        )
+        session_id = await self._create_session(fields)
+        owner_id = fields["owner_id"]
         capture_id = await queries.insert_capture(
             self.db, session_id=session_id, owner_id=owner_id, kind="import"
         )
@@ -252,36 +243,36 @@ class SessionsClient:
     async def revoke(
         self, session_id: str, *, actor_id: str, admin: bool = False
     ) -> dict[str, str]:
-        session, by = await self._owned(session_id, actor_id, AuditAction.REVOKE, admin=admin)
-        async with self.db.acquire() as conn, conn.transaction():
-            await queries.set_session_status(conn, session.id, SessionStatus.REVOKED)
-            await self._write_audit(
-                conn,
-                actor_id,
-                AuditAction.REVOKE,
-                AuditResult.OK,
-                session.id,
-                by,
-            )
-        await self._audit.checkpoint(self.db)
-        return {"session_id": session.id, "status": SessionStatus.REVOKED.value}
+        async def revoke(conn: asyncpg.Connection, session_id: str) -> None:
+            await queries.set_session_status(conn, session_id, SessionStatus.REVOKED)
+
+        revoked = await self._end(session_id, actor_id, admin, AuditAction.REVOKE, revoke)
+        return {"session_id": revoked, "status": SessionStatus.REVOKED.value}
 
     async def delete(
         self, session_id: str, *, actor_id: str, admin: bool = False
     ) -> dict[str, Any]:
-        session, by = await self._owned(session_id, actor_id, AuditAction.DELETE, admin=admin)
+        deleted = await self._end(
+            session_id, actor_id, admin, AuditAction.DELETE, queries.delete_session
+        )
+        return {"session_id": deleted, "deleted": True}
+
+    async def _end(
+        self,
+        session_id: str,
+        actor_id: str,
+        admin: bool,
+        action: AuditAction,
+        change: Callable[[asyncpg.Connection, str], Awaitable[object]],
+    ) -> str:
+        """Revoke or delete: ``change`` the owned (or admin's) session and audit it in one
+        transaction, then checkpoint the audit chain; returns the session's id."""
+        session, by = await self._owned(session_id, actor_id, action, admin=admin)
         async with self.db.acquire() as conn, conn.transaction():
-            await queries.delete_session(conn, session.id)
-            await self._write_audit(
-                conn,
-                actor_id,
-                AuditAction.DELETE,
-                AuditResult.OK,
-                session.id,
-                by,
-            )
+            await change(conn, session.id)
+            await self._write_audit(conn, actor_id, action, AuditResult.OK, session.id, by)
         await self._audit.checkpoint(self.db)
-        return {"session_id": session.id, "deleted": True}
+        return session.id
 
     # -- captures ---------------------------------------------------------------------
 
@@ -335,25 +326,18 @@ class SessionsClient:
         return {"task_id": task_id, "owner_id": owner_id}
 
     async def enqueue_browse(
-        self,
-        *,
-        task_id: str,
-        owner_id: str,
-        session_id: str,
-        url: str,
-        options: BrowseOptions | None = None,
-        job_id: str | None = None,
+        self, *, job_id: str | None = None, **request: Unpack[BrowseRequest]
     ) -> str:
         """Enqueue a browse job for an existing task of ``owner_id``; returns its job id (the
         result key). The worker refuses a missing task (``TASK_NOT_FOUND``) or one owned by
         someone else (``NOT_OWNER``)."""
         job = BrowseJob(
             job_id=job_id or queries.new_id("job"),
-            task_id=require_id("task", task_id),
-            owner_id=require_id("owner", owner_id),
-            session_id=require_id("session", session_id),
-            url=require_http_url("url", url),
-            options=options or BrowseOptions(),
+            task_id=require_id("task", request["task_id"]),
+            owner_id=require_id("owner", request["owner_id"]),
+            session_id=require_id("session", request["session_id"]),
+            url=require_http_url("url", request["url"]),
+            options=request.get("options") or BrowseOptions(),
         )
         await self._enqueuer.send_async("browse", job.to_message())
         return job.job_id
@@ -366,38 +350,20 @@ class SessionsClient:
         )
 
     async def browse(
-        self,
-        *,
-        task_id: str,
-        owner_id: str,
-        session_id: str,
-        url: str,
-        options: BrowseOptions | None = None,
-        timeout: timedelta | None = None,
+        self, *, timeout: timedelta | None = None, **job: Unpack[BrowseRequest]
     ) -> BrowseResult:
-        """Enqueue a browse job and await its result."""
-        job_id = await self.enqueue_browse(
-            task_id=task_id, owner_id=owner_id, session_id=session_id, url=url, options=options
-        )
-        return await self.wait_result(job_id, owner_id=owner_id, timeout=timeout)
+        """Enqueue a browse job (:meth:`enqueue_browse`'s fields) and await its result."""
+        job_id = await self.enqueue_browse(**job)
+        return await self.wait_result(job_id, owner_id=job["owner_id"], timeout=timeout)
 
     # -- internals --------------------------------------------------------------------
 
-    async def _create_session(
-        self,
-        *,
-        owner_id: str,
-        label: str,
-        start_url: str,
-        logged_in_selector: str | None,
-        login_url_pattern: str | None,
-        extra_origins: Sequence[str],
-    ) -> str:
-        owner_id = require_id("owner", owner_id)
-        start_url = require_http_url("start_url", start_url)
-        origins = [require_http_url("extra origin", o) for o in extra_origins]
-        selector = optional_text("logged_in_selector", logged_in_selector)
-        pattern = optional_login_glob(login_url_pattern)
+    async def _create_session(self, fields: NewSession) -> str:
+        owner_id = require_id("owner", fields["owner_id"])
+        start_url = require_http_url("start_url", fields["start_url"])
+        origins = [require_http_url("extra origin", o) for o in fields.get("extra_origins", ())]
+        selector = optional_text("logged_in_selector", fields.get("logged_in_selector"))
+        pattern = optional_login_glob(fields.get("login_url_pattern"))
         if not selector and not pattern:
             raise InvalidInput(
                 "give a logged_in_selector or a login_url_pattern so expiry can be detected"
@@ -406,7 +372,7 @@ class SessionsClient:
             session_id = await queries.insert_session(
                 conn,
                 owner_id=owner_id,
-                label=require_label(label),
+                label=require_label(fields["label"]),
                 start_url=start_url,
                 site=site_of(start_url),
                 logged_in_selector=selector,

@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from schema.errors import BrowserSessionsError, InvalidInput
 from schema.settings import Settings
 
+if TYPE_CHECKING:
+    from producers.api import NewSession
+
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, Any]]
+
+
+def _actions(sub: Any, name: str, help: str) -> Any:
+    """A command whose first argument is its action (``sessions add``, ``capture save``...)."""
+    return sub.add_parser(name, help=help).add_subparsers(dest="action", required=True)
 
 
 def add_commands(sub: Any) -> None:
@@ -29,17 +38,22 @@ def add_commands(sub: Any) -> None:
         help="create the database first if it does not exist",
     )
 
-    s = sub.add_parser("sessions", help="manage saved sessions").add_subparsers(
-        dest="action", required=True
-    )
+    s = _actions(sub, "sessions", "manage saved sessions")
     for name in ("add", "import"):
+        # Each option is stored under its NewSession name (see _new_session).
         a = s.add_parser(name)
-        a.add_argument("--owner", required=True)
+        a.add_argument("--owner", dest="owner_id", metavar="OWNER", required=True)
         a.add_argument("--label", required=True)
         a.add_argument("--start-url", required=True)
         a.add_argument("--logged-in-selector")
         a.add_argument("--login-url-pattern")
-        a.add_argument("--extra-origin", action="append", default=[])
+        a.add_argument(
+            "--extra-origin",
+            dest="extra_origins",
+            metavar="EXTRA_ORIGIN",
+            action="append",
+            default=[],
+        )
         if name == "import":
             a.add_argument("--state-file", required=True, type=Path)
             a.add_argument("--timeout", type=float, default=90.0)
@@ -68,24 +82,18 @@ def add_commands(sub: Any) -> None:
             help="act as an admin: granted only if --actor is in BROWSER_SESSIONS_ADMINS",
         )
 
-    c = sub.add_parser("capture", help="drive a capture").add_subparsers(
-        dest="action", required=True
-    )
+    c = _actions(sub, "capture", "drive a capture")
     for name in ("status", "save", "cancel"):
         cc = c.add_parser(name)
         cc.add_argument("capture")
         cc.add_argument("--actor", required=True)
 
-    t = sub.add_parser("tasks", help="the minimal tasks a browse needs").add_subparsers(
-        dest="action", required=True
-    )
+    t = _actions(sub, "tasks", "the minimal tasks a browse needs")
     ta = t.add_parser("add", help="insert a task row (idempotent) when the orchestrator has not")
     ta.add_argument("task")
     ta.add_argument("--owner", required=True)
 
-    n = sub.add_parser("notifications", help="the outbox of news without a task").add_subparsers(
-        dest="action", required=True
-    )
+    n = _actions(sub, "notifications", "the outbox of news without a task")
     nl = n.add_parser("list")
     nl.add_argument("--user", required=True)
     nl.add_argument("--all", action="store_true", help="delivered ones too")
@@ -98,16 +106,24 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--task", required=True)
     b.add_argument("--owner", required=True)
     b.add_argument("--session", required=True)
+    # The browse options are stored under their BrowseOptions names (see _browse).
     b.add_argument("--wait-until", default="load")
     b.add_argument("--wait-for-selector")
-    b.add_argument("--html", action="store_true")
+    b.add_argument("--html", dest="extract_html", action="store_true")
     b.add_argument("--screenshot", action="store_true")
-    b.add_argument("--timeout", type=float, default=30.0, help="navigation timeout, seconds")
+    b.add_argument(
+        "--timeout",
+        dest="timeout_s",
+        metavar="TIMEOUT",
+        type=float,
+        default=30.0,
+        help="navigation timeout, seconds",
+    )
     b.add_argument("--result-timeout", type=float, default=None)
 
     sub.add_parser("api", help="the HTTP API and the settings page")
 
-    au = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    au = _actions(sub, "audit", "the audit log")
     av = au.add_parser(
         "verify", help="check the chain against the configured checkpoints; lists every break"
     )
@@ -135,28 +151,14 @@ async def _sessions(args: argparse.Namespace, settings: Settings) -> Any:
 
     async with SessionsClient.open(settings) as client:
         if args.action == "add":
-            return await client.add_session(
-                owner_id=args.owner,
-                label=args.label,
-                start_url=args.start_url,
-                logged_in_selector=args.logged_in_selector,
-                login_url_pattern=args.login_url_pattern,
-                extra_origins=args.extra_origin,
-            )
+            return await client.add_session(**_new_session(args))
         if args.action == "import":
             try:
                 state = args.state_file.read_bytes()
             except OSError as exc:
                 raise InvalidInput(f"cannot read the state file: {exc.strerror}") from None
             return await client.import_session(
-                owner_id=args.owner,
-                label=args.label,
-                start_url=args.start_url,
-                state=state,
-                logged_in_selector=args.logged_in_selector,
-                login_url_pattern=args.login_url_pattern,
-                extra_origins=args.extra_origin,
-                timeout=timedelta(seconds=args.timeout),
+                state=state, timeout=timedelta(seconds=args.timeout), **_new_session(args)
             )
         if args.action == "list":
             return {"sessions": [s.to_dict() for s in await client.list_sessions(args.owner)]}
@@ -171,6 +173,13 @@ async def _sessions(args: argparse.Namespace, settings: Settings) -> Any:
         if args.action == "revoke":
             return await client.revoke(args.session, actor_id=args.actor, admin=args.admin)
         return await client.delete(args.session, actor_id=args.actor, admin=args.admin)
+
+
+def _new_session(args: argparse.Namespace) -> NewSession:
+    """``sessions add`` / ``import``'s options, by the names the API gives them."""
+    from producers.api import NewSession
+
+    return cast(NewSession, {name: getattr(args, name) for name in NewSession.__annotations__})
 
 
 async def _notifications(args: argparse.Namespace, settings: Settings) -> Any:
@@ -205,13 +214,8 @@ async def _browse(args: argparse.Namespace, settings: Settings) -> Any:
     from producers.api import SessionsClient
     from schema.jobs import BrowseOptions
 
-    options = BrowseOptions(
-        wait_until=args.wait_until,
-        wait_for_selector=args.wait_for_selector,
-        extract_html=args.html,
-        screenshot=args.screenshot,
-        timeout_s=args.timeout,
-    )
+    given = {f.name for f in dataclasses.fields(BrowseOptions)} & set(vars(args))
+    options = BrowseOptions(**{name: getattr(args, name) for name in given})
     async with SessionsClient.open(settings) as client:
         result = await client.browse(
             task_id=args.task,

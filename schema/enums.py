@@ -1,15 +1,14 @@
-"""Status values shared by the tables, the producers and the workers."""
+"""Status values shared by the tables, the producers and the workers.
+
+Each value is its member's name in lower case (``StrEnum``'s own rule), so the short ones are
+declared by their names alone.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-
-class SessionStatus(StrEnum):
-    PENDING = "pending"
-    ACTIVE = "active"
-    EXPIRED = "expired"
-    REVOKED = "revoked"
+SessionStatus = StrEnum("SessionStatus", "PENDING ACTIVE EXPIRED REVOKED")
 
 
 class CaptureState(StrEnum):
@@ -39,46 +38,15 @@ FINAL_CAPTURE_STATES = frozenset(
 )
 
 
-class CaptureSignal(StrEnum):
-    """What a producer asks of an open capture."""
-
-    SAVE = "save"
-    CANCEL = "cancel"
-
-
-class TaskStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
+#: What a producer asks of an open capture.
+CaptureSignal = StrEnum("CaptureSignal", "SAVE CANCEL")
+TaskStatus = StrEnum("TaskStatus", "PENDING RUNNING SUCCEEDED FAILED")
+BrowseOutcome = StrEnum("BrowseOutcome", "OK ERROR")
+AuditResult = StrEnum("AuditResult", "OK DENIED ERROR")
 
 
-class BrowseOutcome(StrEnum):
-    OK = "ok"
-    ERROR = "error"
-
-
-class AuditResult(StrEnum):
-    OK = "ok"
-    DENIED = "denied"
-    ERROR = "error"
-
-
-class AuditAction(StrEnum):
-    CREATE = "create"
-    SAVE = "save"
-    IMPORT = "import"
-    USE = "use"
-    DECRYPT = "decrypt"
-    REVOKE = "revoke"
-    DELETE = "delete"
-    EXPIRE = "expire"
-    SHRED = "shred"
-    RELOGIN = "relogin"
-    CAPTURE_START = "capture_start"
-    CAPTURE_CANCEL = "capture_cancel"
-    ROTATE = "rotate"
-    WRITE_BACK = "write_back"
-    ROLLBACK = "rollback"
-    PROBE = "probe"
-    LEASE_MODE = "lease_mode"
+AuditAction = StrEnum(
+    "AuditAction",
+    "CREATE SAVE IMPORT USE DECRYPT REVOKE DELETE EXPIRE SHRED RELOGIN "
+    "CAPTURE_START CAPTURE_CANCEL ROTATE WRITE_BACK ROLLBACK PROBE LEASE_MODE",
+)

@@ -9,10 +9,25 @@ from typing import Any, ClassVar
 
 
 class BrowserSessionsError(Exception):
-    """Base class: a stable ``code``, a human message, and whether a retry may help."""
+    """Base class: a stable ``code``, a human message, and whether a retry may help.
+
+    A subclass names its code (and whether it is retryable) in its class statement,
+    ``class X(BrowserSessionsError, code="X")``; a new code is registered for
+    :func:`from_code` and :data:`ALL_ERRORS`.
+    """
 
     code: ClassVar[str] = "INTERNAL_ERROR"
     retryable: ClassVar[bool] = False
+
+    def __init_subclass__(
+        cls, *, code: str | None = None, retryable: bool | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if retryable is not None:
+            cls.retryable = retryable
+        if code is not None:  # a subclass without one keeps its parent's (and its registration)
+            cls.code = code
+            _BY_CODE[code] = cls
 
     def __init__(self, message: str = "", **detail: Any) -> None:
         super().__init__(message or self.code)
@@ -24,135 +39,89 @@ class BrowserSessionsError(Exception):
         return {"code": self.code, "message": self.message}
 
 
-class InvalidInput(BrowserSessionsError):
-    code = "INVALID_INPUT"
+_BY_CODE: dict[str, type[BrowserSessionsError]] = {BrowserSessionsError.code: BrowserSessionsError}
 
 
-class ConfigError(BrowserSessionsError):
-    code = "CONFIG_ERROR"
+class InvalidInput(BrowserSessionsError, code="INVALID_INPUT"): ...
 
 
-class SessionNotFound(BrowserSessionsError):
-    code = "SESSION_NOT_FOUND"
+class ConfigError(BrowserSessionsError, code="CONFIG_ERROR"): ...
 
 
-class SessionRevoked(BrowserSessionsError):
-    code = "SESSION_REVOKED"
+class SessionNotFound(BrowserSessionsError, code="SESSION_NOT_FOUND"): ...
 
 
-class SessionNotActive(BrowserSessionsError):
+class SessionRevoked(BrowserSessionsError, code="SESSION_REVOKED"): ...
+
+
+class SessionNotActive(BrowserSessionsError, code="SESSION_NOT_ACTIVE"):
     """The session has no saved state yet (still pending its first capture)."""
 
-    code = "SESSION_NOT_ACTIVE"
+
+class AuthSessionExpired(BrowserSessionsError, code="AUTH_SESSION_EXPIRED"): ...
 
 
-class AuthSessionExpired(BrowserSessionsError):
-    code = "AUTH_SESSION_EXPIRED"
+class NotOwner(BrowserSessionsError, code="NOT_OWNER"): ...
 
 
-class NotOwner(BrowserSessionsError):
-    code = "NOT_OWNER"
+class TaskNotFound(BrowserSessionsError, code="TASK_NOT_FOUND"): ...
 
 
-class TaskNotFound(BrowserSessionsError):
-    code = "TASK_NOT_FOUND"
+class DecryptFailed(BrowserSessionsError, code="DECRYPT_FAILED"): ...
 
 
-class DecryptFailed(BrowserSessionsError):
-    code = "DECRYPT_FAILED"
-
-
-class KeyError_(BrowserSessionsError):
+class KeyError_(BrowserSessionsError, code="KEY_ERROR"):
     """Key material missing, unreadable or insecure (the name avoids the builtin)."""
 
-    code = "KEY_ERROR"
+
+class AuditWriteFailed(BrowserSessionsError, code="AUDIT_WRITE_FAILED", retryable=True): ...
 
 
-class AuditWriteFailed(BrowserSessionsError):
-    code = "AUDIT_WRITE_FAILED"
-    retryable = True
+class UrlNotAllowed(BrowserSessionsError, code="URL_NOT_ALLOWED"): ...
 
 
-class UrlNotAllowed(BrowserSessionsError):
-    code = "URL_NOT_ALLOWED"
+class NavigationFailed(BrowserSessionsError, code="NAVIGATION_FAILED", retryable=True): ...
 
 
-class NavigationFailed(BrowserSessionsError):
-    code = "NAVIGATION_FAILED"
-    retryable = True
+class BrowserCrashed(BrowserSessionsError, code="BROWSER_CRASHED", retryable=True): ...
 
 
-class BrowserCrashed(BrowserSessionsError):
-    code = "BROWSER_CRASHED"
-    retryable = True
+class CaptureNotFound(BrowserSessionsError, code="CAPTURE_NOT_FOUND"): ...
 
 
-class CaptureNotFound(BrowserSessionsError):
-    code = "CAPTURE_NOT_FOUND"
+class CaptureNotLoggedIn(BrowserSessionsError, code="CAPTURE_NOT_LOGGED_IN"): ...
 
 
-class CaptureNotLoggedIn(BrowserSessionsError):
-    code = "CAPTURE_NOT_LOGGED_IN"
+class CaptureTimeout(BrowserSessionsError, code="CAPTURE_TIMEOUT"): ...
 
 
-class CaptureTimeout(BrowserSessionsError):
-    code = "CAPTURE_TIMEOUT"
-
-
-class CaptureClosed(BrowserSessionsError):
+class CaptureClosed(BrowserSessionsError, code="CAPTURE_CLOSED"):
     """A signal arrived for a capture that already reached a final state."""
 
-    code = "CAPTURE_CLOSED"
+
+class ResultTimeout(BrowserSessionsError, code="RESULT_TIMEOUT"): ...
 
 
-class ResultTimeout(BrowserSessionsError):
-    code = "RESULT_TIMEOUT"
+class ServiceUnavailable(BrowserSessionsError, code="SERVICE_UNAVAILABLE", retryable=True): ...
 
 
-class ServiceUnavailable(BrowserSessionsError):
-    code = "SERVICE_UNAVAILABLE"
-    retryable = True
-
-
-class Unauthenticated(BrowserSessionsError):
+class Unauthenticated(BrowserSessionsError, code="UNAUTHENTICATED"):
     """An HTTP API call without a valid service token or page cookie."""
 
-    code = "UNAUTHENTICATED"
 
-
-class CsrfRejected(BrowserSessionsError):
+class CsrfRejected(BrowserSessionsError, code="CSRF_REJECTED"):
     """A state-changing call from the settings page without its CSRF token."""
 
-    code = "CSRF_REJECTED"
+
+class VersionNotFound(BrowserSessionsError, code="VERSION_NOT_FOUND"):
+    """A rollback named a version that is not (or no longer) kept."""
 
 
-ALL_ERRORS: tuple[type[BrowserSessionsError], ...] = (
-    BrowserSessionsError,
-    InvalidInput,
-    ConfigError,
-    SessionNotFound,
-    SessionRevoked,
-    SessionNotActive,
-    AuthSessionExpired,
-    NotOwner,
-    TaskNotFound,
-    DecryptFailed,
-    KeyError_,
-    AuditWriteFailed,
-    UrlNotAllowed,
-    NavigationFailed,
-    BrowserCrashed,
-    CaptureNotFound,
-    CaptureNotLoggedIn,
-    CaptureTimeout,
-    CaptureClosed,
-    ResultTimeout,
-    ServiceUnavailable,
-    Unauthenticated,
-    CsrfRejected,
-)
+class VersionConflict(BrowserSessionsError, code="VERSION_CONFLICT", retryable=True):
+    """A compare-and-set save found that another job saved a newer version first."""
 
-_BY_CODE = {cls.code: cls for cls in ALL_ERRORS}
+
+ALL_ERRORS: tuple[type[BrowserSessionsError], ...] = tuple(_BY_CODE.values())
 
 
 def from_code(code: str, message: str = "") -> BrowserSessionsError:
@@ -162,20 +131,3 @@ def from_code(code: str, message: str = "") -> BrowserSessionsError:
     if cls is BrowserSessionsError and code != cls.code:
         err.code = code  # type: ignore[misc]
     return err
-
-
-class VersionNotFound(BrowserSessionsError):
-    """A rollback named a version that is not (or no longer) kept."""
-
-    code = "VERSION_NOT_FOUND"
-
-
-class VersionConflict(BrowserSessionsError):
-    """A compare-and-set save found that another job saved a newer version first."""
-
-    code = "VERSION_CONFLICT"
-    retryable = True
-
-
-ALL_ERRORS = (*ALL_ERRORS, VersionNotFound, VersionConflict)
-_BY_CODE.update({cls.code: cls for cls in (VersionNotFound, VersionConflict)})

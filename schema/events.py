@@ -10,7 +10,8 @@ Here, not in ``workers/``, because ``schema.audit`` (shared with the producers) 
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from schema.enums import CaptureState
 
@@ -57,47 +58,21 @@ class Events(Protocol):
         """A health probe ended with ``verdict``."""
 
 
+_EVENT_NAMES = frozenset(name for name in vars(Events) if not name.startswith("_"))
+
+
+def _report_nothing(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
 class NoEvents:
-    """Reports nothing: the default hook."""
+    """Reports nothing: the default hook. Every event of :class:`Events` is a no-op here,
+    found by name, so an event is declared once (in the protocol)."""
 
-    def guard_refused(self) -> None:
-        pass
-
-    def decrypt_succeeded(self) -> None:
-        pass
-
-    def decrypt_failed(self) -> None:
-        pass
-
-    def audit_write_failed(self) -> None:
-        pass
-
-    def browser_launched(self) -> None:
-        pass
-
-    def browser_crashed(self) -> None:
-        pass
-
-    def browser_retired(self) -> None:
-        pass
-
-    def session_expired(self) -> None:
-        pass
-
-    def capture_finished(self, state: CaptureState) -> None:
-        pass
-
-    def result_delivered(self, enqueued_at_ms: float) -> None:
-        pass
-
-    def write_back(self, result: str) -> None:
-        pass
-
-    def lease_waited(self, seconds: float) -> None:
-        pass
-
-    def probe_finished(self, verdict: str) -> None:
-        pass
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name not in _EVENT_NAMES:
+            raise AttributeError(name)
+        return _report_nothing
 
 
 NO_EVENTS: Events = NoEvents()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, dataclass_transform
 
 from schema.errors import InvalidInput
 
@@ -36,10 +36,19 @@ class BrowseOptions:
             raise InvalidInput("max_text_chars must not be negative")
 
 
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(field,))
 @dataclass(frozen=True, kw_only=True)
 class _Payload:
-    kind: ClassVar[str] = ""  # the name of the actor that runs it
+    """The base of every payload: each subclass is a frozen, keyword-only dataclass too, and
+    names its ``kind`` (the actor that runs it) in its class statement."""
+
+    kind: ClassVar[str] = ""
     schema_version: int = SCHEMA_VERSION
+
+    def __init_subclass__(cls, *, kind: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.kind = kind or cls.kind
+        dataclass(frozen=True, kw_only=True)(cls)
 
     def to_message(self) -> dict[str, Any]:
         return {"kind": self.kind, **dataclasses.asdict(self)}
@@ -64,13 +73,19 @@ class _Payload:
         return cls(**values)
 
 
-@dataclass(frozen=True, kw_only=True)
-class BrowseJob(_Payload):
-    kind: ClassVar[str] = "browse"
+class _SessionPayload(_Payload):
+    session_id: str
+
+
+class _OwnedPayload(_SessionPayload):
+    """About a session of ``owner_id``'s (checked against the row by the worker)."""
+
+    owner_id: str
+
+
+class BrowseJob(_OwnedPayload, kind="browse"):
     job_id: str
     task_id: str
-    owner_id: str
-    session_id: str
     url: str
     options: BrowseOptions = field(default_factory=BrowseOptions)
 
@@ -80,49 +95,35 @@ class BrowseJob(_Payload):
         return cls(options=BrowseOptions(**options), **values)
 
 
-@dataclass(frozen=True, kw_only=True)
-class ExpireJob(_Payload):
-    kind: ClassVar[str] = "expire"
-    session_id: str
+class ExpireJob(_SessionPayload, kind="expire"):
     task_id: str
     job_id: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class CaptureJob(_Payload):
-    kind: ClassVar[str] = "capture"
+class _CapturePayload(_OwnedPayload):
     capture_id: str
-    session_id: str
-    owner_id: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class ImportJob(_Payload):
-    """A storageState file sealed to the workers' public key (base64 text)."""
+class CaptureJob(_CapturePayload, kind="capture"):
+    """Open the login window of a capture (its progress is the capture row)."""
 
-    kind: ClassVar[str] = "import_state"
-    capture_id: str
-    session_id: str
-    owner_id: str
+
+class ImportJob(_CapturePayload, kind="import_state"):
+    """A storageState file sealed to the workers' public key (base64 text), verified under
+    its capture."""
+
     sealed_state: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class ProbeJob(_Payload):
+class ProbeJob(_SessionPayload, kind="probe"):
     """A health probe of one session, enqueued by the probe scheduler."""
 
-    kind: ClassVar[str] = "probe"
-    session_id: str
     probe_id: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class RollbackJob(_Payload):
+class RollbackJob(_OwnedPayload, kind="rollback"):
     """Make a kept version of a session current again (re-encrypted by a worker)."""
 
-    kind: ClassVar[str] = "rollback"
-    session_id: str
-    owner_id: str
     actor_id: str
     version: int
     request_id: str

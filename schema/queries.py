@@ -45,7 +45,15 @@ def _jsonable(value: Any) -> Any:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SessionInfo:
+class _Row:
+    """A row as the producers and workers see it; ``to_dict`` is its JSON form."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _jsonable(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionInfo(_Row):
     id: str
     owner_id: str
     label: str
@@ -93,12 +101,9 @@ class SessionInfo:
             return self.rotating is not False
         return self.lease_mode == "exclusive"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: _jsonable(v) for k, v in asdict(self).items()}
-
 
 @dataclass(frozen=True, kw_only=True)
-class CaptureInfo:
+class CaptureInfo(_Row):
     id: str
     session_id: str
     owner_id: str
@@ -123,7 +128,8 @@ class CaptureInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """For its owner: the live-view URL carries the access token."""
-        data = {k: _jsonable(v) for k, v in asdict(self).items() if k != "liveview_token"}
+        data = super().to_dict()
+        del data["liveview_token"]
         if self.liveview_url and self.liveview_token and not self.state.is_final:
             data["liveview_url"] = f"{self.liveview_url}?token={self.liveview_token}"
         else:
@@ -142,21 +148,18 @@ async def insert_session(
     login_url_pattern: str | None,
     extra_origins: list[str],
 ) -> str:
-    session_id = new_id("ses")
-    await db.execute(
-        """INSERT INTO browser_sessions (id, owner_id, label, start_url, site,
-               logged_in_selector, login_url_pattern, extra_origins)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        session_id,
-        owner_id,
-        label,
-        start_url,
-        site,
-        logged_in_selector,
-        login_url_pattern,
-        extra_origins,
+    return await _insert(
+        db,
+        "browser_sessions",
+        "ses",
+        owner_id=owner_id,
+        label=label,
+        start_url=start_url,
+        site=site,
+        logged_in_selector=logged_in_selector,
+        login_url_pattern=login_url_pattern,
+        extra_origins=extra_origins,
     )
-    return session_id
 
 
 async def get_session(db: Executor, session_id: str) -> SessionInfo:
@@ -204,15 +207,17 @@ async def delete_session(db: Executor, session_id: str) -> bool:
 async def insert_capture(
     db: Executor, *, session_id: str, owner_id: str, kind: str = "live"
 ) -> str:
-    capture_id = new_id("cap")
-    await db.execute(
-        "INSERT INTO captures (id, session_id, owner_id, kind) VALUES ($1, $2, $3, $4)",
-        capture_id,
-        session_id,
-        owner_id,
-        kind,
-    )
-    return capture_id
+    return await _insert(db, "captures", "cap", session_id=session_id, owner_id=owner_id, kind=kind)
+
+
+async def _insert(db: Executor, table: str, prefix: str, **columns: Any) -> str:
+    """Insert a row with a new ``prefix`` id and these columns (our own names, never a
+    caller's); returns the id."""
+    row_id = new_id(prefix)
+    names = ", ".join(["id", *columns])
+    params = ", ".join(f"${n}" for n in range(1, len(columns) + 2))
+    await db.execute(f"INSERT INTO {table} ({names}) VALUES ({params})", row_id, *columns.values())
+    return row_id
 
 
 async def get_capture(db: Executor, capture_id: str) -> CaptureInfo:

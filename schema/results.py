@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import asyncpg
 
 from schema.enums import BrowseOutcome
 
 RESULTS_CHANNEL = "browse_results"
+
+
+class _Failed(TypedDict):
+    """What a failed result keeps besides its error (``BrowseResult.failure``)."""
+
+    job_id: str
+    task_id: str
+    owner_id: str
+    session_id: str | None
+    attempts: NotRequired[int]
+    duration_ms: NotRequired[int | None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,29 +48,9 @@ class BrowseResult:
         return self.outcome is BrowseOutcome.OK
 
     @classmethod
-    def failure(
-        cls,
-        *,
-        job_id: str,
-        task_id: str,
-        owner_id: str,
-        session_id: str | None,
-        code: str,
-        message: str,
-        attempts: int = 1,
-        duration_ms: int | None = None,
-    ) -> BrowseResult:
-        return cls(
-            job_id=job_id,
-            task_id=task_id,
-            owner_id=owner_id,
-            session_id=session_id,
-            outcome=BrowseOutcome.ERROR,
-            error_code=code,
-            error_message=message,
-            attempts=attempts,
-            duration_ms=duration_ms,
-        )
+    def failure(cls, *, code: str, message: str, **fields: Unpack[_Failed]) -> BrowseResult:
+        """A failed job's result: the error's ``code`` and ``message``."""
+        return cls(outcome=BrowseOutcome.ERROR, error_code=code, error_message=message, **fields)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape printed by the CLI (screenshot as base64)."""

@@ -8,15 +8,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from schema.errors import ConfigError
 
 PREFIX = "BROWSER_SESSIONS_"
+
+_N = TypeVar("_N", int, float)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,28 +168,30 @@ class _Reader:
             raise self.fail(name, f"must be one of {', '.join(allowed)}, got {value!r}")
         return value
 
-    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+    def _number(self, name: str, convert: Callable[[str], _N], what: str) -> _N | None:
+        """The variable converted (``None`` when unset); ``what`` names the expected form."""
         value = self.raw(name)
         if value is None:
-            return default
+            return None
         try:
-            number = int(value)
+            return convert(value)
         except ValueError:
-            raise self.fail(name, f"must be a whole number, got {value!r}") from None
+            raise self.fail(name, f"must be {what}, got {value!r}") from None
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        number = self._number(name, int, "a whole number")
+        if number is None:
+            return default
         if number < minimum:
             raise self.fail(name, f"must be at least {minimum}, got {number}")
         return number
 
     def seconds(self, name: str, default: timedelta) -> timedelta:
-        value = self.raw(name)
-        if value is None:
+        number = self._number(name, float, "a number of seconds")
+        if number is None:
             return default
-        try:
-            number = float(value)
-        except ValueError:
-            raise self.fail(name, f"must be a number of seconds, got {value!r}") from None
         if not number > 0:
-            raise self.fail(name, f"must be a positive number of seconds, got {value!r}")
+            raise self.fail(name, f"must be a positive number of seconds, got {self.raw(name)!r}")
         return timedelta(seconds=number)
 
     def boolean(self, name: str, default: bool) -> bool:

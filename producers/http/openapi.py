@@ -3,11 +3,13 @@ against the live API, so every route, status and response shape here is checked.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
 
 Json = dict[str, Any]
+Ok = dict[int, tuple[str, str]]  # status -> (description, schema name)
 
 ID = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\s\x00-\x1f]+$"}
 TIME = {"type": "string", "format": "date-time"}
@@ -246,7 +248,7 @@ def json_response(description: str, schema: Json) -> Json:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def responses(ok: dict[int, tuple[str, str]], errors: tuple[int, ...]) -> Json:
+def responses(ok: Ok, errors: tuple[int, ...]) -> Json:
     out: Json = {str(code): json_response(text, ref(name)) for code, (text, name) in ok.items()}
     for code in errors:
         out[str(code)] = json_response(ERRORS[code], ref("Error"))
@@ -271,7 +273,7 @@ USER_SECURITY: list[Json] = [
 def operation(
     op_id: str,
     summary: str,
-    ok: dict[int, tuple[str, str]],
+    ok: Ok,
     errors: tuple[int, ...] = AUTHED,
     *,
     params: tuple[str, ...] = (),
@@ -291,9 +293,117 @@ def operation(
     return op
 
 
+STARTED: Ok = {201: ("Created; the login window is starting.", "CaptureStarted")}
+CAPTURE: Ok = {200: ("The capture.", "Capture")}
+IMPORTED: Ok = {202: ("Accepted; the import's capture tracks it.", "CaptureStarted")}
+SESSIONS: Ok = {200: ("The sessions.", "SessionList")}
+SESSION: Ok = {200: ("The session.", "Session")}
+DELETED: Ok = {200: ("Deleted.", "Deleted")}
+REVOKED: Ok = {200: ("Revoked.", "Revoked")}
+TASK: Ok = {201: ("The task.", "Task")}
+BROWSED: Ok = {
+    200: ("The result.", "BrowseResult"),
+    202: ("Queued (wait: false).", "BrowseAccepted"),
+}
+RESULT: Ok = {
+    200: ("The result.", "BrowseResult"),
+    202: ("Not finished (or not yours).", "BrowseAccepted"),
+}
+
+#: The acting user's operations, in document order: path, method, operationId, success
+#: responses, the error statuses added to ``AUTHED``, request body schema. Path parameters
+#: come from the path, summaries from ``SUMMARIES``.
+USER_OPERATIONS: tuple[tuple[str, str, str, Ok, tuple[int, ...], str | None], ...] = (
+    ("/v1/sessions", "get", "listSessions", SESSIONS, (), None),
+    ("/v1/sessions", "post", "addSession", STARTED, (413,), "NewSession"),
+    ("/v1/sessions/import", "post", "importSession", IMPORTED, (413,), "ImportRequest"),
+    ("/v1/sessions/{session_id}", "get", "getSession", SESSION, (404,), None),
+    ("/v1/sessions/{session_id}", "delete", "deleteSession", DELETED, (404,), None),
+    ("/v1/sessions/{session_id}/relogin", "post", "reloginSession", STARTED, (404, 409), None),
+    ("/v1/sessions/{session_id}/revoke", "post", "revokeSession", REVOKED, (404,), None),
+    ("/v1/captures/{capture_id}", "get", "getCapture", CAPTURE, (404,), None),
+    ("/v1/captures/{capture_id}/save", "post", "saveCapture", CAPTURE, (404, 409), None),
+    ("/v1/captures/{capture_id}/cancel", "post", "cancelCapture", CAPTURE, (404, 409), None),
+    ("/v1/tasks", "post", "addTask", TASK, (), "TaskRequest"),
+    ("/v1/browse", "post", "browse", BROWSED, (404, 504), "BrowseRequest"),
+    ("/v1/browse/{job_id}", "get", "getBrowseResult", RESULT, (), None),
+)
+SUMMARIES = {
+    "listSessions": "The acting user's sessions (for the settings list and the dropdown).",
+    "addSession": "Add a session and open its login window (a capture).",
+    "importSession": "Add a session from a Playwright storageState; a worker verifies it is "
+    "logged in (poll the capture: saved, or failed with CAPTURE_NOT_LOGGED_IN; "
+    "a refused import's session is removed).",
+    "getSession": "One session (its owner, or an admin).",
+    "deleteSession": "Delete a session and its saved state (owner or admin).",
+    "reloginSession": "Open a fresh login window into an existing session (its owner only).",
+    "revokeSession": "Revoke a session for good (owner or admin).",
+    "getCapture": "A capture's state and, while open, its live-view URL (owner only).",
+    "saveCapture": "Save: the worker checks the login and stores the state (state saving, "
+    "then saved or not_logged_in).",
+    "cancelCapture": "Cancel the login window.",
+    "addTask": "Record a task of the acting user's, the row a browse needs (for a "
+    "platform that does not write the tasks table itself). Idempotent.",
+    "browse": "Browse a URL for a task of the acting user's with one of their sessions. "
+    "A finished job answers 200 even when its outcome is an error (its code "
+    "is in error.code, e.g. AUTH_SESSION_EXPIRED).",
+    "getBrowseResult": "A browse job's result once stored (the task's owner only), else 202.",
+}
+
+
+def public_operation(op_id: str, summary: str, ok: Json) -> Json:
+    """An unauthenticated operation (probes, metrics, this document)."""
+    return {"operationId": op_id, "summary": summary, "security": [], "responses": ok}
+
+
+def paths() -> Json:
+    out: Json = {}
+    for path, method, op_id, ok, errors, request in USER_OPERATIONS:
+        params = tuple(re.findall(r"\{(\w+)\}", path))
+        out.setdefault(path, {})[method] = operation(
+            op_id, SUMMARIES[op_id], ok, (*AUTHED, *errors), params=params, request=request
+        )
+    out["/v1/ui-links"] = {
+        "post": operation(
+            "createUiLink",
+            "For the platform's backend: a short-lived signed link that opens the "
+            "settings page as user_id (an iframe src).",
+            {201: ("The link.", "UiLink")},
+            (400, 401, 405),
+            request="UiLinkRequest",
+            security=[{"serviceToken": []}],
+        )
+    }
+    out["/healthz"] = {
+        "get": public_operation(
+            "healthz", "Liveness.", {"200": json_response("Up.", ref("Health"))}
+        )
+    }
+    ready = json_response("Ready.", ref("Ready"))
+    out["/readyz"] = {
+        "get": public_operation(
+            "readyz",
+            "Readiness: the database and RabbitMQ answer.",
+            {"200": ready, "503": json_response("Not ready.", ref("Ready"))},
+        )
+    }
+    metrics_text = {
+        "description": "Prometheus text format.",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+    out["/metrics"] = {
+        "get": public_operation(
+            "metrics", "Prometheus metrics of this API process.", {"200": metrics_text}
+        )
+    }
+    openapi = json_response("OpenAPI 3.1.", {"type": "object"})
+    out["/v1/openapi.json"] = {
+        "get": public_operation("openapi", "This document.", {"200": openapi})
+    }
+    return out
+
+
 def document() -> Json:
-    started = {201: ("Created; the login window is starting.", "CaptureStarted")}
-    capture = {200: ("The capture.", "Capture")}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -303,182 +413,7 @@ def document() -> Json:
             "tasks. Every call acts for one user: the platform's backend sends its service "
             "token and X-Acting-User; the settings page sends its cookie and X-CSRF-Token.",
         },
-        "paths": {
-            "/v1/sessions": {
-                "get": operation(
-                    "listSessions",
-                    "The acting user's sessions (for the settings list and the dropdown).",
-                    {200: ("The sessions.", "SessionList")},
-                ),
-                "post": operation(
-                    "addSession",
-                    "Add a session and open its login window (a capture).",
-                    started,
-                    (*AUTHED, 413),
-                    request="NewSession",
-                ),
-            },
-            "/v1/sessions/import": {
-                "post": operation(
-                    "importSession",
-                    "Add a session from a Playwright storageState; a worker verifies it is "
-                    "logged in (poll the capture: saved, or failed with CAPTURE_NOT_LOGGED_IN; "
-                    "a refused import's session is removed).",
-                    {202: ("Accepted; the import's capture tracks it.", "CaptureStarted")},
-                    (*AUTHED, 413),
-                    request="ImportRequest",
-                )
-            },
-            "/v1/sessions/{session_id}": {
-                "get": operation(
-                    "getSession",
-                    "One session (its owner, or an admin).",
-                    {200: ("The session.", "Session")},
-                    (*AUTHED, 404),
-                    params=("session_id",),
-                ),
-                "delete": operation(
-                    "deleteSession",
-                    "Delete a session and its saved state (owner or admin).",
-                    {200: ("Deleted.", "Deleted")},
-                    (*AUTHED, 404),
-                    params=("session_id",),
-                ),
-            },
-            "/v1/sessions/{session_id}/relogin": {
-                "post": operation(
-                    "reloginSession",
-                    "Open a fresh login window into an existing session (its owner only).",
-                    started,
-                    (*AUTHED, 404, 409),
-                    params=("session_id",),
-                )
-            },
-            "/v1/sessions/{session_id}/revoke": {
-                "post": operation(
-                    "revokeSession",
-                    "Revoke a session for good (owner or admin).",
-                    {200: ("Revoked.", "Revoked")},
-                    (*AUTHED, 404),
-                    params=("session_id",),
-                )
-            },
-            "/v1/captures/{capture_id}": {
-                "get": operation(
-                    "getCapture",
-                    "A capture's state and, while open, its live-view URL (owner only).",
-                    capture,
-                    (*AUTHED, 404),
-                    params=("capture_id",),
-                )
-            },
-            "/v1/captures/{capture_id}/save": {
-                "post": operation(
-                    "saveCapture",
-                    "Save: the worker checks the login and stores the state (state saving, "
-                    "then saved or not_logged_in).",
-                    capture,
-                    (*AUTHED, 404, 409),
-                    params=("capture_id",),
-                )
-            },
-            "/v1/captures/{capture_id}/cancel": {
-                "post": operation(
-                    "cancelCapture",
-                    "Cancel the login window.",
-                    capture,
-                    (*AUTHED, 404, 409),
-                    params=("capture_id",),
-                )
-            },
-            "/v1/tasks": {
-                "post": operation(
-                    "addTask",
-                    "Record a task of the acting user's, the row a browse needs (for a "
-                    "platform that does not write the tasks table itself). Idempotent.",
-                    {201: ("The task.", "Task")},
-                    request="TaskRequest",
-                )
-            },
-            "/v1/browse": {
-                "post": operation(
-                    "browse",
-                    "Browse a URL for a task of the acting user's with one of their sessions. "
-                    "A finished job answers 200 even when its outcome is an error (its code "
-                    "is in error.code, e.g. AUTH_SESSION_EXPIRED).",
-                    {
-                        200: ("The result.", "BrowseResult"),
-                        202: ("Queued (wait: false).", "BrowseAccepted"),
-                    },
-                    (*AUTHED, 404, 504),
-                    request="BrowseRequest",
-                )
-            },
-            "/v1/browse/{job_id}": {
-                "get": operation(
-                    "getBrowseResult",
-                    "A browse job's result once stored (the task's owner only), else 202.",
-                    {
-                        200: ("The result.", "BrowseResult"),
-                        202: ("Not finished (or not yours).", "BrowseAccepted"),
-                    },
-                    params=("job_id",),
-                )
-            },
-            "/v1/ui-links": {
-                "post": operation(
-                    "createUiLink",
-                    "For the platform's backend: a short-lived signed link that opens the "
-                    "settings page as user_id (an iframe src).",
-                    {201: ("The link.", "UiLink")},
-                    (400, 401, 405),
-                    request="UiLinkRequest",
-                    security=[{"serviceToken": []}],
-                )
-            },
-            "/healthz": {
-                "get": {
-                    "operationId": "healthz",
-                    "summary": "Liveness.",
-                    "security": [],
-                    "responses": {"200": json_response("Up.", ref("Health"))},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readyz",
-                    "summary": "Readiness: the database and RabbitMQ answer.",
-                    "security": [],
-                    "responses": {
-                        "200": json_response("Ready.", ref("Ready")),
-                        "503": json_response("Not ready.", ref("Ready")),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics of this API process.",
-                    "security": [],
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text format.",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-            "/v1/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    "summary": "This document.",
-                    "security": [],
-                    "responses": {
-                        "200": json_response("OpenAPI 3.1.", {"type": "object"}),
-                    },
-                }
-            },
-        },
+        "paths": paths(),
         "components": {
             "schemas": {
                 **SCHEMAS,

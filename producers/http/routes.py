@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -116,8 +117,7 @@ async def add_session(request: web.Request) -> web.Response:
     fields = session_fields(await json_body(request))
     client = request.app[CLIENT]
     created = await client.add_session(owner_id=who.user_id, **fields)
-    capture = await client.capture_status(created["capture_id"], actor_id=who.user_id)
-    return web.json_response({**created, "capture": capture.to_dict()}, status=201)
+    return await _with_capture(client, who, created, status=201)
 
 
 @routes.post("/v1/sessions/import")
@@ -134,16 +134,32 @@ async def import_session(request: web.Request) -> web.Response:
         owner_id=who.user_id, state=json.dumps(state).encode(), **fields
     )
     _in_background(request.app, _finish_import(client, started["capture_id"]))
+    return await _with_capture(client, who, started, status=202)
+
+
+async def _with_capture(
+    client: SessionsClient, who: Caller, started: dict[str, str], *, status: int
+) -> web.Response:
+    """A started capture's ids and its first status (with the live-view URL)."""
     capture = await client.capture_status(started["capture_id"], actor_id=who.user_id)
-    return web.json_response({**started, "capture": capture.to_dict()}, status=202)
+    return web.json_response({**started, "capture": capture.to_dict()}, status=status)
+
+
+async def _on_session(request: web.Request, action: str) -> Any:
+    """Get, revoke or delete the path's session as the acting user (or as an admin)."""
+    who = caller(request)
+    client = request.app[CLIENT]
+    act: Callable[..., Awaitable[Any]] = {
+        "get": client.get_session,
+        "revoke": client.revoke,
+        "delete": client.delete,
+    }[action]
+    return await act(path_id(request, "session_id"), actor_id=who.user_id, admin=who.admin)
 
 
 @routes.get("/v1/sessions/{session_id}")
 async def get_session(request: web.Request) -> web.Response:
-    who = caller(request)
-    session = await request.app[CLIENT].get_session(
-        path_id(request, "session_id"), actor_id=who.user_id, admin=who.admin
-    )
+    session = await _on_session(request, "get")
     return web.json_response(session.to_dict())
 
 
@@ -152,26 +168,17 @@ async def relogin(request: web.Request) -> web.Response:
     who = caller(request)
     client = request.app[CLIENT]
     started = await client.relogin(path_id(request, "session_id"), actor_id=who.user_id)
-    capture = await client.capture_status(started["capture_id"], actor_id=who.user_id)
-    return web.json_response({**started, "capture": capture.to_dict()}, status=201)
+    return await _with_capture(client, who, started, status=201)
 
 
 @routes.post("/v1/sessions/{session_id}/revoke")
 async def revoke(request: web.Request) -> web.Response:
-    who = caller(request)
-    result = await request.app[CLIENT].revoke(
-        path_id(request, "session_id"), actor_id=who.user_id, admin=who.admin
-    )
-    return web.json_response(result)
+    return web.json_response(await _on_session(request, "revoke"))
 
 
 @routes.delete("/v1/sessions/{session_id}")
 async def delete(request: web.Request) -> web.Response:
-    who = caller(request)
-    result = await request.app[CLIENT].delete(
-        path_id(request, "session_id"), actor_id=who.user_id, admin=who.admin
-    )
-    return web.json_response(result)
+    return web.json_response(await _on_session(request, "delete"))
 
 
 # -- captures --------------------------------------------------------------------------
