@@ -1,8 +1,9 @@
 """The one events hook: what the services report as it happens, one method per event.
 
-Services take an ``events`` object and call it; :data:`NO_EVENTS` (does nothing) is the
-default, so a service built in a test, the CLI or the demo needs none. The workers pass
-``workers.runtime.metrics.MetricEvents``, which counts each event into its Prometheus metric.
+Services take an ``events`` object and call it. :class:`Events` itself reports nothing: its
+instance :data:`NO_EVENTS` is the default, so a service built in a test, the CLI or the demo
+needs none. The workers pass ``workers.runtime.metrics.MetricEvents``, a subclass that counts
+each event into its Prometheus metric.
 Gauges (pool size, live-view viewers) are sampled, not reported here.
 
 Here, not in ``workers/``, because ``schema.audit`` (shared with the producers) reports too.
@@ -10,13 +11,12 @@ Here, not in ``workers/``, because ``schema.audit`` (shared with the producers) 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
-
 from schema.enums import CaptureState
 
 
-class Events(Protocol):
+class Events:
+    """One method per event; each does nothing here (the default hook)."""
+
     def guard_refused(self) -> None:
         """The URL guard refused a navigation or a browser request."""
 
@@ -58,21 +58,4 @@ class Events(Protocol):
         """A health probe ended with ``verdict``."""
 
 
-_EVENT_NAMES = frozenset(name for name in vars(Events) if not name.startswith("_"))
-
-
-def _report_nothing(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
-class NoEvents:
-    """Reports nothing: the default hook. Every event of :class:`Events` is a no-op here,
-    found by name, so an event is declared once (in the protocol)."""
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        if name not in _EVENT_NAMES:
-            raise AttributeError(name)
-        return _report_nothing
-
-
-NO_EVENTS: Events = NoEvents()
+NO_EVENTS = Events()

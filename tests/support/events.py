@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from schema.events import Events, NoEvents
+from schema.events import Events
 
 #: Every event of the hook, by method name.
 EVENT_NAMES = tuple(name for name in vars(Events) if not name.startswith("_"))
 
 
-class RecordingEvents(NoEvents):
+class RecordingEvents(Events):
     """``events.seen["guard_refused"]`` is how many refusals were reported;
     ``events.calls`` lists every report with its arguments, in order."""
 

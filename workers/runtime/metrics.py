@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schema.enums import FINAL_CAPTURE_STATES, CaptureState
 from schema.errors import ALL_ERRORS
+from schema.events import Events
 from schema.jobs import ACTOR_QUEUES
 from workers.runtime.periodic import every
 
@@ -194,8 +195,8 @@ def set_liveview_viewers(count: int) -> None:
     LIVEVIEW_VIEWERS.set(count)
 
 
-class MetricEvents:
-    """The workers' :class:`~schema.events.Events` hook: each event increments its metric."""
+class MetricEvents(Events):
+    """The workers' events hook: each event increments its metric."""
 
     def guard_refused(self) -> None:
         GUARD_REFUSALS.inc()
