@@ -327,5 +327,7 @@ async def test_japanese_labels_by_query_and_accept_language(
 async def test_page_headers_allow_only_the_platform_to_frame_it(api_url: str) -> None:
     async with aiohttp.ClientSession() as http, http.get(api_url + "/ui/") as resp:
         policy = resp.headers["Content-Security-Policy"]
+        referrer = resp.headers.get("Referrer-Policy")
+    assert referrer == "no-referrer"  # the page's only referrer policy (no meta tag)
     assert "frame-ancestors 'none'" in policy  # no platform origin configured in this run
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
