@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import dramatiq
@@ -159,6 +160,9 @@ def _keeping(
 
 
 BROWSE_TIME_LIMIT_MS = int(settings.navigation_timeout.total_seconds() * 1000 * 4 + 60_000)
+# A browse ends itself this long before dramatiq's time limit would kill it, so that even
+# its last attempt stores a result (the final write's own retries take up to ~8 s).
+BROWSE_BUDGET = timedelta(milliseconds=BROWSE_TIME_LIMIT_MS) - timedelta(seconds=30)
 
 
 @_job_actor(
@@ -184,6 +188,7 @@ async def browse(job: BrowseJob, report: JobReport) -> None:
             write_back=settings.write_back,
             on_expired=_enqueue_expiry,
             lease_wait=settings.lease_ttl,
+            budget=BROWSE_BUDGET,
         )
         report.code = await service.run(job, attempt=report.attempt, retry=retry)
     except Exception as exc:

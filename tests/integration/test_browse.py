@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -27,11 +28,14 @@ from tests.support.keepalive import (
     store_for,
 )
 from tests.support.logins import UNREACHABLE, LoginState
+from tests.support.pools import local_pool
 from tests.support.sessions import import_on_site
 from tests.support.tasks import comments, has_one_comment
 from tests.support.waiting import wait_for
 from workers.dev.fixture_site import FixtureSite
 from workers.dev.processes import WorkerProcess
+from workers.guard.policy import UrlGuard
+from workers.jobs.browse import BrowseService
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +88,55 @@ async def test_logged_in_browse_returns_protected_text(
         "SELECT status, last_used_at FROM browser_sessions WHERE id = $1", session_id
     )
     assert row["status"] == "active" and row["last_used_at"] is not None
+
+
+async def test_a_job_past_its_budget_ends_itself_and_stores_its_result(
+    import_as: ImportAs,
+    client: SessionsClient,
+    site: FixtureSite,
+    worker_settings: Any,
+    database_url: str,
+    chromium_path: str,
+) -> None:
+    """A browse ends itself at its budget, before dramatiq's time limit would kill it and
+    leave the caller waiting for a result that never comes: a page whose wait-for selector
+    never appears (within a 60 s timeout) fails with NAVIGATION_FAILED after the 2 s budget,
+    and the result of that last attempt is stored."""
+    session_id = await import_as("alice")
+    store = store_for(worker_settings)
+    job = BrowseJob(
+        job_id=f"job-{secrets.token_hex(4)}",
+        task_id=await new_task(client, "alice"),
+        owner_id="alice",
+        session_id=session_id,
+        url=site.url("/app"),
+        options=BrowseOptions(wait_for_selector="#never-there", timeout_s=60),
+    )
+    async with (
+        asyncpg.create_pool(database_url, min_size=1, max_size=2) as db,
+        local_pool(chromium_path, size=1) as pool,
+    ):
+        service = BrowseService(
+            db=db,
+            pool=pool,
+            store=store,
+            audit=store.audit,
+            guard=UrlGuard(allow_private_hosts=worker_settings.allow_private_hosts),
+            on_expired=_never_expires,
+            budget=timedelta(seconds=2),
+        )
+        started = time.monotonic()
+        code = await service.run(job, retry=lambda err: False)
+        took = time.monotonic() - started
+    assert code == "NAVIGATION_FAILED"
+    assert took < 15, took  # the budget's 2 s plus decrypt, launch and close; not 60 s
+    result = await client.wait_result(job.job_id, owner_id="alice", timeout=RESULT)
+    assert not result.ok and result.error_code == "NAVIGATION_FAILED"
+    assert "time budget of 2s" in (result.error_message or "")
+
+
+async def _never_expires(job: ExpireJob) -> None:
+    raise AssertionError(f"a job past its budget is not an expiry: {job}")
 
 
 async def test_expiry_marks_session_fails_task_and_comments_once(

@@ -141,6 +141,9 @@ class BrowseService(Visiting):
     leases: Leases | None = None
     write_back: WriteBack | None = None
     lease_wait: timedelta = timedelta(seconds=90)
+    #: The whole job's time (lease wait included); past it the job fails with
+    #: ``NAVIGATION_FAILED`` (retryable) and, on its last attempt, stores that result.
+    budget: timedelta | None = None
 
     async def run(
         self,
@@ -160,7 +163,7 @@ class BrowseService(Visiting):
             return "duplicate"
         started = time.monotonic()
         try:
-            outcome = await self._authorised_browse(job)
+            outcome = await self._within_budget(job)
         except BrowserSessionsError as err:
             if retry(err) if retry is not None else err.retryable and not final_attempt:
                 raise
@@ -178,6 +181,17 @@ class BrowseService(Visiting):
             return expired.code
         await store_result(self.db, outcome.result(job, attempts=attempt, duration_ms=elapsed))
         return BrowseOutcome.OK.value
+
+    async def _within_budget(self, job: BrowseJob) -> PageOutcome:
+        seconds = self.budget.total_seconds() if self.budget is not None else None
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                return await self._authorised_browse(job)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # a timeout of its own inside the job, not the budget's
+            raise NavigationFailed(f"the job ran past its time budget of {seconds:g}s") from None
 
     async def _authorised_browse(self, job: BrowseJob) -> PageOutcome:
         session = await self._authorise(job)
