@@ -245,6 +245,7 @@ async def import_state(job: ImportJob, report: JobReport) -> None:
     CAPTURE_QUEUE,
     id_field="capture_id",
     retry_when=never_retry,
+    retry_outages=True,  # waits out an outage before its window opens; after, ends interrupted
     # Its own limit: the capture timeout plus room to save, never dramatiq's 10-minute default.
     time_limit=int(settings.capture_timeout.total_seconds() * 1000 + 120_000),
     notify_shutdown=True,

@@ -43,6 +43,7 @@ import pika
 
 from producers.api import SessionsClient
 from producers.enqueue import Enqueuer
+from schema.enums import CaptureState
 from schema.errors import BrowserSessionsError
 from schema.jobs import BrowseJob, BrowseOptions, ExpireJob
 from schema.settings import Settings
@@ -502,6 +503,46 @@ async def postgres_restart(rig: Rig) -> Row:
     )
 
 
+async def capture_postgres_restart(rig: Rig) -> Row:
+    """Postgres stopped for 10 s while a login window is open: the window stays open through
+    the outage, and a Save after it stores the session."""
+    row = Row("Postgres stopped 10 s, login open", sent=1)
+    owner = f"faults-{secrets.token_hex(3)}"
+    with rig.worker(("capture",)):
+        async with rig.client() as client:
+            added = await client.add_session(
+                owner_id=owner,
+                label="faults login",
+                start_url=rig.site_url("/public"),
+                login_url_pattern=rig.site_url("/login") + "**",
+            )
+            capture_id = added["capture_id"]
+            opened = await client.wait_capture(
+                capture_id, states=(CaptureState.OPEN,), final_only=False
+            )
+            if opened.state is not CaptureState.OPEN:
+                row.error = f"the login window never opened: {opened.state.value}"
+                return row
+        await asyncio.to_thread(rig.postgres.stop)
+        await asyncio.sleep(10.0)
+        await asyncio.to_thread(rig.postgres.start)
+        fault_end = time.monotonic()
+        async with rig.client() as client:  # a new pool: the old one's connections died
+            survived = await client.capture_status(capture_id, actor_id=owner)
+            if survived.state is CaptureState.OPEN:
+                await client.save_capture(capture_id, actor_id=owner)
+            final = await client.wait_capture(capture_id)
+            row.recovery_s = round(time.monotonic() - fault_end, 2)
+    if final.state is CaptureState.SAVED:
+        row.ok = 1
+    elif final.state.is_final:
+        row.failed[final.state.value] += 1
+    else:
+        row.lost = 1  # no final state: the user's dialog would wait for ever
+    row.note = f"after the outage the window was {survived.state.value}"
+    return row
+
+
 async def _service_outage(
     rig: Rig, name: str, server: Any, *, down_s: float, send_every_s: float
 ) -> Row:
@@ -557,6 +598,7 @@ SCENARIOS: dict[str, Callable[[Rig], Awaitable[Row]]] = {
     "chromium_kill9": chromium_kill9,
     "rabbitmq_restart": rabbitmq_restart,
     "postgres_restart": postgres_restart,
+    "capture_postgres_restart": capture_postgres_restart,
     "backlog_restart": backlog_restart,
     "sigterm_main": sigterm_main,
     "sigterm_group": sigterm_group,
@@ -564,7 +606,9 @@ SCENARIOS: dict[str, Callable[[Rig], Awaitable[Row]]] = {
     "poison": poison,
     "expiry_kill9": expiry_kill9,
 }
-NEEDS_SERVICE_RESTART = frozenset({"rabbitmq_restart", "postgres_restart"})
+NEEDS_SERVICE_RESTART = frozenset(
+    {"rabbitmq_restart", "postgres_restart", "capture_postgres_restart"}
+)
 
 
 # -- the make target ------------------------------------------------------------------------

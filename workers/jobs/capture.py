@@ -25,6 +25,7 @@ from schema.enums import AuditAction, CaptureSignal, CaptureState, SessionStatus
 from schema.errors import BrowserSessionsError, CaptureNotLoggedIn
 from schema.jobs import CaptureJob
 from schema.logs import get_logger
+from schema.outages import describe, is_outage
 from schema.redact import secret_values, state_secret_values
 from schema.settings import Settings
 from workers.browser.liveview import LiveViewServer
@@ -126,7 +127,7 @@ class CaptureService(LoginJob):
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(woken.wait(), min(POLL_S, remaining))
                     woken.clear()
-                    signal = await _take_signal(self.db, job.capture_id)
+                    signal = await self._poll_signal(job.capture_id)
                     if signal is CaptureSignal.CANCEL:
                         await self._finish(job, CaptureState.CANCELLED, "cancelled by the user")
                         return CaptureState.CANCELLED
@@ -154,6 +155,10 @@ class CaptureService(LoginJob):
             await self._finish(job, CaptureState.FAILED, err.message, err.code)
             return CaptureState.FAILED
         except Exception as exc:
+            if is_outage(exc):  # if this write meets it too, the retry marks it interrupted
+                reason = f"a service became unavailable: {describe(exc)}"
+                await self._finish(job, CaptureState.INTERRUPTED, reason)
+                return CaptureState.INTERRUPTED
             await self._finish(
                 job, CaptureState.FAILED, f"internal error: {type(exc).__name__}", "INTERNAL_ERROR"
             )
@@ -191,6 +196,18 @@ class CaptureService(LoginJob):
         await self._set_state(job, final, reason, code)
         await liveview.drop_tickets(self.db, job.capture_id)
         log.info("capture_finished", capture_state=final.value)
+
+    async def _poll_signal(self, capture_id: str) -> CaptureSignal | None:
+        """The pending signal; none while the database is unreachable: the login window
+        stays open through an outage (no signal can be sent during one either), and the
+        next poll asks again."""
+        try:
+            return await _take_signal(self.db, capture_id)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("capture_poll_failed", error=describe(exc))
+            return None
 
 
 async def _take_signal(db: asyncpg.Pool, capture_id: str) -> CaptureSignal | None:
