@@ -59,6 +59,20 @@ async def import_session(
     return str(created["session_id"])
 
 
+async def job_in_new_task(
+    client: SessionsClient, owner: str, session_id: str, url: str, options: BrowseOptions
+) -> BrowseJob:
+    """A browse job of ``owner``'s for a new task of theirs (built, not sent)."""
+    return BrowseJob(
+        job_id=f"job_{secrets.token_hex(6)}",
+        task_id=await new_task(client, owner),
+        owner_id=owner,
+        session_id=session_id,
+        url=url,
+        options=options,
+    )
+
+
 ImportAs = Callable[[str], Awaitable[str]]
 
 
@@ -104,13 +118,12 @@ async def test_a_job_past_its_budget_ends_itself_and_stores_its_result(
     and the result of that last attempt is stored."""
     session_id = await import_as("alice")
     store = store_for(worker_settings)
-    job = BrowseJob(
-        job_id=f"job-{secrets.token_hex(4)}",
-        task_id=await new_task(client, "alice"),
-        owner_id="alice",
-        session_id=session_id,
-        url=site.url("/app"),
-        options=BrowseOptions(wait_for_selector="#never-there", timeout_s=60),
+    job = await job_in_new_task(
+        client,
+        "alice",
+        session_id,
+        site.url("/app"),
+        BrowseOptions(wait_for_selector="#never-there", timeout_s=60),
     )
     async with (
         asyncpg.create_pool(database_url, min_size=1, max_size=2) as db,
@@ -294,13 +307,11 @@ async def test_a_redelivered_message_runs_again_and_stores_one_result(
 ) -> None:
     """The same message (same id) delivered again after a kill -9 mid-job and once more
     after it succeeded: two executions (decrypt audit rows), one result, one use row."""
-    job = BrowseJob(
-        job_id=f"job_{secrets.token_hex(6)}",
-        task_id=await new_task(client, "erin"),
-        owner_id="erin",
-        session_id=erin_session,
-        url=site.url("/slow?ms=3000"),
-        options=BrowseOptions(timeout_s=20),
+    # Leases are not under test: the killed job's lease would hold the redelivered one back
+    # for up to LEASE_TTL while the session's site is not yet known to not rotate.
+    await client.set_lease_mode(erin_session, mode="parallel", actor_id="erin")
+    job = await job_in_new_task(
+        client, "erin", erin_session, site.url("/slow?ms=3000"), BrowseOptions(timeout_s=20)
     )
     message = _message(worker_settings, "browse", job.to_message())
     broker = RabbitmqBroker(url=worker_settings.amqp_url, middleware=[], confirm_delivery=True)
