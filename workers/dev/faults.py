@@ -606,9 +606,6 @@ SCENARIOS: dict[str, Callable[[Rig], Awaitable[Row]]] = {
     "poison": poison,
     "expiry_kill9": expiry_kill9,
 }
-NEEDS_SERVICE_RESTART = frozenset(
-    {"rabbitmq_restart", "postgres_restart", "capture_postgres_restart"}
-)
 
 
 # -- the make target ------------------------------------------------------------------------
