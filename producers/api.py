@@ -37,6 +37,7 @@ from schema.errors import (
     VersionNotFound,
 )
 from schema.jobs import BrowseJob, BrowseOptions, CaptureJob, ImportJob, RollbackJob
+from schema.keywords import check_keywords
 from schema.outages import service_errors
 from schema.results import BrowseResult
 from schema.sealing import current_seal_key, seal_aad, seal_text
@@ -103,6 +104,7 @@ class SessionsClient:
 
     async def add_session(self, **fields: Unpack[NewSession]) -> dict[str, str]:
         """Create a pending session and start its capture (the login window)."""
+        check_keywords(NewSession, fields, call="add_session()")
         session_id = await self._create_session(fields)
         owner_id = fields["owner_id"]
         capture_id = await self._start_capture(session_id, owner_id, actor_id=owner_id)
@@ -121,6 +123,7 @@ class SessionsClient:
     async def start_import(self, *, state: bytes, **fields: Unpack[NewSession]) -> dict[str, str]:
         """Create the pending session and enqueue its sealed state for verification; the
         import's progress is its capture (kind ``import``)."""
+        check_keywords(NewSession, fields, call="start_import()")
         _check_state_file(state, self.settings.max_state_bytes)
         seal_key = await current_seal_key(self.db)
         session_id = await self._create_session(fields)
@@ -331,6 +334,7 @@ class SessionsClient:
         """Enqueue a browse job for an existing task of ``owner_id``; returns its job id (the
         result key). The worker refuses a missing task (``TASK_NOT_FOUND``) or one owned by
         someone else (``NOT_OWNER``)."""
+        check_keywords(BrowseRequest, request, call="enqueue_browse()")
         job = BrowseJob(
             job_id=job_id or queries.new_id("job"),
             task_id=require_id("task", request["task_id"]),

@@ -154,7 +154,7 @@ def _keeping(
 ) -> Service:
     """A :func:`_service` that holds sessions' leases and writes back (unless not
     ``write_back``)."""
-    leases = Leases(res.db, ttl=settings.lease_ttl, on_wait=res.events.lease_waited)
+    leases = Leases(res.db, on_wait=res.events.lease_waited)
     keeper = _service(WriteBack, res) if write_back else None
     return _service(cls, res, leases=leases, write_back=keeper, **own)
 

@@ -297,7 +297,9 @@ async def test_killed_browser_mid_job_is_replaced_and_job_completes(
     assert after and not set(after) & set(before)
 
 
+@pytest.mark.parametrize("lease_mode", ["parallel", "exclusive"])
 async def test_a_redelivered_message_runs_again_and_stores_one_result(
+    lease_mode: str,
     browse_worker: WorkerProcess,
     client: SessionsClient,
     site: FixtureSite,
@@ -306,10 +308,10 @@ async def test_a_redelivered_message_runs_again_and_stores_one_result(
     worker_settings: Any,
 ) -> None:
     """The same message (same id) delivered again after a kill -9 mid-job and once more
-    after it succeeded: two executions (decrypt audit rows), one result, one use row."""
-    # Leases are not under test: the killed job's lease would hold the redelivered one back
-    # for up to LEASE_TTL while the session's site is not yet known to not rotate.
-    await client.set_lease_mode(erin_session, mode="parallel", actor_id="erin")
+    after it succeeded: two executions (decrypt audit rows), one result, one use row. On a
+    session whose jobs hold its lease, the killed job's lease lapses within its 15 s
+    deadline (it is no longer renewed), not after LEASE_TTL (90 s)."""
+    await client.set_lease_mode(erin_session, mode=lease_mode, actor_id="erin")
     job = await job_in_new_task(
         client, "erin", erin_session, site.url("/slow?ms=3000"), BrowseOptions(timeout_s=20)
     )
@@ -335,6 +337,32 @@ async def test_a_redelivered_message_runs_again_and_stores_one_result(
     assert (
         await db.fetchval("SELECT count(*) FROM browse_results WHERE job_id = $1", job.job_id) == 1
     )
+
+
+async def test_a_job_longer_than_the_lease_deadline_keeps_the_session_to_itself(
+    erin: NewTaskBrowses,
+    erin_session: str,
+    client: SessionsClient,
+    site: FixtureSite,
+    db: asyncpg.Connection,
+) -> None:
+    """A job that runs past a lease's 15 s deadline keeps renewing it: a second job on a
+    session whose jobs take its lease waits for the first to end, never takes it over."""
+    await client.set_lease_mode(erin_session, mode="exclusive", actor_id="erin")
+    try:
+        slow = await erin.enqueue(site.url("/slow?ms=20000"), BrowseOptions(timeout_s=40))
+        await wait_for(lambda: _audit_rows(db, slow, "decrypt", 1), what="the slow job running")
+        quick = await erin.enqueue(site.url("/public"))
+        for job_id in (slow, quick):
+            result = await client.wait_result(job_id, owner_id="erin", timeout=RESULT)
+            assert result.ok, f"{result.error_code}: {result.error_message}"
+    finally:
+        await client.set_lease_mode(erin_session, mode="auto", actor_id="erin")
+    rows = await db.fetch(
+        "SELECT job_id, created_at FROM browse_results WHERE job_id = ANY($1)", [slow, quick]
+    )
+    stored = {row["job_id"]: row["created_at"] for row in rows}
+    assert stored[quick] > stored[slow]  # it waited for the lease; it did not run alongside
 
 
 async def test_a_redelivered_expiry_posts_one_comment(

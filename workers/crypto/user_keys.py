@@ -29,6 +29,7 @@ from schema.audit import AuditLog
 from schema.db import connection
 from schema.enums import AuditAction, AuditResult, SessionStatus
 from schema.errors import BrowserSessionsError, DecryptFailed, InvalidInput, KeyError_
+from schema.keywords import check_keywords
 from workers.crypto.envelope import KEY_BYTES
 from workers.crypto.keys import KeyProvider
 
@@ -141,6 +142,7 @@ class _Rotation:
 
     @classmethod
     def of(cls, provider: KeyProvider, operator: Operator) -> _Rotation:
+        check_keywords(Operator, operator, call="a root key operation")
         audit = operator.get("audit") or AuditLog(signer=provider.audit_signer())
         return cls(operator.get("actor_id", "system"), audit)
 

@@ -1,8 +1,9 @@
 """Per-session leases in Postgres: one job at a time on a session whose site rotates tokens.
 
-A lease has a deadline, so a worker killed while holding one blocks others for at most
-``ttl``; it is taken over after that. Waiting polls the row (no NOTIFY: a lease is short
-and a lost wake-up must not strand a job).
+A lease has a short deadline that its holder pushes on while its job runs, so a worker
+killed while holding one blocks others for at most ``ttl`` (15 s); it is taken over after
+that. Waiting polls the row (no NOTIFY: a lease is short and a lost wake-up must not strand
+a job).
 """
 
 from __future__ import annotations
@@ -17,8 +18,13 @@ from datetime import timedelta
 import asyncpg
 
 from schema.errors import ServiceUnavailable, SessionNotFound
+from schema.logs import get_logger
+from schema.outages import describe
 
 POLL_S = (0.05, 0.15)
+LEASE_DEADLINE = timedelta(seconds=15)  # renewed every third of it while held
+
+log = get_logger(__name__)
 
 
 class Leases:
@@ -28,7 +34,7 @@ class Leases:
         self,
         db: asyncpg.Pool,
         *,
-        ttl: timedelta,
+        ttl: timedelta = LEASE_DEADLINE,
         on_wait: Callable[[float], None] | None = None,
     ) -> None:
         self._db = db
@@ -71,7 +77,37 @@ class Leases:
                 raise ServiceUnavailable("another job held this session for too long")
             await asyncio.sleep(random.uniform(*POLL_S))
         self._on_wait(time.monotonic() - started)
+        async with self.held(session_id, holder):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def held(self, session_id: str, holder: str) -> AsyncIterator[None]:
+        """A lease ``holder`` has taken: renewed while the block runs, released at its end."""
+        renewing = asyncio.create_task(self._renew(session_id, holder))
         try:
             yield
         finally:
+            renewing.cancel()
             await asyncio.shield(self.release(session_id, holder))
+
+    async def renew(self, session_id: str, holder: str) -> bool:
+        """Push the deadline on; False if the lease is no longer ``holder``'s."""
+        status = await self._db.execute(
+            """UPDATE session_leases SET deadline = now() + $3
+               WHERE session_id = $1 AND holder = $2""",
+            session_id,
+            holder,
+            self._ttl,
+        )
+        return bool(status != "UPDATE 0")
+
+    async def _renew(self, session_id: str, holder: str) -> None:
+        """While the job runs; a holder that dies stops renewing and its lease lapses."""
+        while True:
+            await asyncio.sleep(self._ttl.total_seconds() / 3)
+            try:
+                if not await self.renew(session_id, holder):
+                    log.warning("lease_lost")  # it lapsed (an outage longer than the ttl)
+                    return
+            except Exception as exc:  # an outage: the next renewal tries again
+                log.warning("lease_renew_failed", error=describe(exc))

@@ -98,10 +98,8 @@ class ProbeService(Visiting):
             await self._schedule(session.id, datetime.now(UTC) + BUSY_RETRY, None, None)
             self.events.probe_finished(BUSY)
             return BUSY
-        try:
+        async with self.leases.held(session.id, holder):
             verdict = await self._probe(job, session)
-        finally:
-            await asyncio.shield(self.leases.release(session.id, holder))
         self.events.probe_finished(verdict)
         log.info("probe_finished", verdict=verdict)
         return verdict
