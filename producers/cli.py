@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import sys
 from collections.abc import Callable, Coroutine
@@ -106,19 +105,11 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--task", required=True)
     b.add_argument("--owner", required=True)
     b.add_argument("--session", required=True)
-    # The browse options are stored under their BrowseOptions names (see _browse).
     b.add_argument("--wait-until", default="load")
     b.add_argument("--wait-for-selector")
-    b.add_argument("--html", dest="extract_html", action="store_true")
+    b.add_argument("--html", action="store_true")
     b.add_argument("--screenshot", action="store_true")
-    b.add_argument(
-        "--timeout",
-        dest="timeout_s",
-        metavar="TIMEOUT",
-        type=float,
-        default=30.0,
-        help="navigation timeout, seconds",
-    )
+    b.add_argument("--timeout", type=float, default=30.0, help="navigation timeout, seconds")
     b.add_argument("--result-timeout", type=float, default=None)
 
     sub.add_parser("api", help="the HTTP API and the settings page")
@@ -214,8 +205,13 @@ async def _browse(args: argparse.Namespace, settings: Settings) -> Any:
     from producers.api import SessionsClient
     from schema.jobs import BrowseOptions
 
-    given = {f.name for f in dataclasses.fields(BrowseOptions)} & set(vars(args))
-    options = BrowseOptions(**{name: getattr(args, name) for name in given})
+    options = BrowseOptions(
+        wait_until=args.wait_until,
+        wait_for_selector=args.wait_for_selector,
+        extract_html=args.html,
+        screenshot=args.screenshot,
+        timeout_s=args.timeout,
+    )
     async with SessionsClient.open(settings) as client:
         result = await client.browse(
             task_id=args.task,

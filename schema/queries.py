@@ -148,18 +148,21 @@ async def insert_session(
     login_url_pattern: str | None,
     extra_origins: list[str],
 ) -> str:
-    return await _insert(
-        db,
-        "browser_sessions",
-        "ses",
-        owner_id=owner_id,
-        label=label,
-        start_url=start_url,
-        site=site,
-        logged_in_selector=logged_in_selector,
-        login_url_pattern=login_url_pattern,
-        extra_origins=extra_origins,
+    session_id = new_id("ses")
+    await db.execute(
+        """INSERT INTO browser_sessions (id, owner_id, label, start_url, site,
+               logged_in_selector, login_url_pattern, extra_origins)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        session_id,
+        owner_id,
+        label,
+        start_url,
+        site,
+        logged_in_selector,
+        login_url_pattern,
+        extra_origins,
     )
+    return session_id
 
 
 async def get_session(db: Executor, session_id: str) -> SessionInfo:
@@ -207,17 +210,15 @@ async def delete_session(db: Executor, session_id: str) -> bool:
 async def insert_capture(
     db: Executor, *, session_id: str, owner_id: str, kind: str = "live"
 ) -> str:
-    return await _insert(db, "captures", "cap", session_id=session_id, owner_id=owner_id, kind=kind)
-
-
-async def _insert(db: Executor, table: str, prefix: str, **columns: Any) -> str:
-    """Insert a row with a new ``prefix`` id and these columns (our own names, never a
-    caller's); returns the id."""
-    row_id = new_id(prefix)
-    names = ", ".join(["id", *columns])
-    params = ", ".join(f"${n}" for n in range(1, len(columns) + 2))
-    await db.execute(f"INSERT INTO {table} ({names}) VALUES ({params})", row_id, *columns.values())
-    return row_id
+    capture_id = new_id("cap")
+    await db.execute(
+        "INSERT INTO captures (id, session_id, owner_id, kind) VALUES ($1, $2, $3, $4)",
+        capture_id,
+        session_id,
+        owner_id,
+        kind,
+    )
+    return capture_id
 
 
 async def get_capture(db: Executor, capture_id: str) -> CaptureInfo:

@@ -11,7 +11,6 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -57,24 +56,18 @@ STATUS_BY_CODE = {
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 REGISTRY = CollectorRegistry(auto_describe=True)
-#: Every API metric is ``browser_sessions_api_*``, in this process's own registry.
-API_METRIC: dict[str, Any] = {
-    "namespace": "browser_sessions",
-    "subsystem": "api",
-    "registry": REGISTRY,
-}
 REQUESTS = Counter(
-    "requests",
+    "browser_sessions_api_requests",
     "HTTP API requests by route template, method and status.",
     ["route", "method", "status"],
-    **API_METRIC,
+    registry=REGISTRY,
 )
 LATENCY = Histogram(
-    "request_seconds",
+    "browser_sessions_api_request_seconds",
     "HTTP API request duration by route template.",
     ["route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-    **API_METRIC,
+    registry=REGISTRY,
 )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -145,21 +144,12 @@ async def _with_capture(
     return web.json_response({**started, "capture": capture.to_dict()}, status=status)
 
 
-async def _on_session(request: web.Request, action: str) -> Any:
-    """Get, revoke or delete the path's session as the acting user (or as an admin)."""
-    who = caller(request)
-    client = request.app[CLIENT]
-    act: Callable[..., Awaitable[Any]] = {
-        "get": client.get_session,
-        "revoke": client.revoke,
-        "delete": client.delete,
-    }[action]
-    return await act(path_id(request, "session_id"), actor_id=who.user_id, admin=who.admin)
-
-
 @routes.get("/v1/sessions/{session_id}")
 async def get_session(request: web.Request) -> web.Response:
-    session = await _on_session(request, "get")
+    who = caller(request)
+    session = await request.app[CLIENT].get_session(
+        path_id(request, "session_id"), actor_id=who.user_id, admin=who.admin
+    )
     return web.json_response(session.to_dict())
 
 
@@ -173,12 +163,20 @@ async def relogin(request: web.Request) -> web.Response:
 
 @routes.post("/v1/sessions/{session_id}/revoke")
 async def revoke(request: web.Request) -> web.Response:
-    return web.json_response(await _on_session(request, "revoke"))
+    who = caller(request)
+    result = await request.app[CLIENT].revoke(
+        path_id(request, "session_id"), actor_id=who.user_id, admin=who.admin
+    )
+    return web.json_response(result)
 
 
 @routes.delete("/v1/sessions/{session_id}")
 async def delete(request: web.Request) -> web.Response:
-    return web.json_response(await _on_session(request, "delete"))
+    who = caller(request)
+    result = await request.app[CLIENT].delete(
+        path_id(request, "session_id"), actor_id=who.user_id, admin=who.admin
+    )
+    return web.json_response(result)
 
 
 # -- captures --------------------------------------------------------------------------

@@ -156,8 +156,7 @@ class CaptureService(LoginJob):
             return CaptureState.FAILED
         except Exception as exc:
             if is_outage(exc):  # if this write meets it too, the retry marks it interrupted
-                reason = f"a service became unavailable: {describe(exc)}"
-                await self._finish(job, CaptureState.INTERRUPTED, reason)
+                await self._finish(job, CaptureState.INTERRUPTED, describe(exc))
                 return CaptureState.INTERRUPTED
             await self._finish(
                 job, CaptureState.FAILED, f"internal error: {type(exc).__name__}", "INTERNAL_ERROR"

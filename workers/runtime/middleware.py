@@ -70,28 +70,7 @@ def current_job() -> JobReport:
     return report if report is not None else JobReport(actor="")
 
 
-class AfterProcess(Middleware):
-    """A middleware that acts once an actor has returned or raised: dramatiq's
-    ``after_process_message`` hook, reduced to :meth:`processed` with the exception
-    (``None``: it returned). The result is not passed on: none of ours reads it."""
-
-    def after_process_message(
-        self,
-        broker: dramatiq.Broker,
-        message: Any,
-        *,
-        result: Any = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        self.processed(broker, message, exception)
-
-    def processed(
-        self, broker: dramatiq.Broker, message: Any, exception: BaseException | None
-    ) -> None:
-        raise NotImplementedError
-
-
-class JobSummary(AfterProcess):
+class JobSummary(Middleware):
     """One ``job_finished`` line per attempt; job metrics once, when the job ends for good.
 
     An attempt that dramatiq will retry logs ``outcome=retry`` and is not counted
@@ -109,8 +88,13 @@ class JobSummary(AfterProcess):
             actor=report.actor, message_id=message.message_id, **report.ids
         )
 
-    def processed(
-        self, broker: dramatiq.Broker, message: Any, exception: BaseException | None
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
     ) -> None:
         report = self._take(message)
         final = True

@@ -29,7 +29,6 @@ from dramatiq.middleware import Retries
 from schema.errors import ServiceUnavailable
 from schema.logs import get_logger
 from schema.outages import is_outage
-from workers.runtime.middleware import AfterProcess
 
 log = get_logger(__name__)
 
@@ -87,7 +86,7 @@ def _jitter(backoff_ms: tuple[int, int], step: int) -> int:
     return int(random.uniform(top / 2, top))
 
 
-class JobRetries(AfterProcess, Retries):
+class JobRetries(Retries):
     """dramatiq's Retries, plus the outage budget and :class:`RequeueLater`."""
 
     def __init__(self, *, outage_budget: timedelta, **kwargs: Any) -> None:
@@ -102,8 +101,13 @@ class JobRetries(AfterProcess, Retries):
         """Stamp the attempt's start: the budget is measured from it."""
         message.options[ATTEMPT_STARTED] = _now_ms()
 
-    def processed(
-        self, broker: dramatiq.Broker, message: Any, exception: BaseException | None
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
     ) -> None:
         """Requeue, retry an outage on its own budget, or leave it to dramatiq's Retries."""
         if exception is None:
@@ -133,7 +137,6 @@ class JobRetries(AfterProcess, Retries):
             )
             broker.enqueue(message, delay=delay)
             return
-        # dramatiq's own retry decision (AfterProcess's hook is the one this class has)
-        Retries.after_process_message(  # type: ignore[no-untyped-call]
-            self, broker, message, exception=exception
+        super().after_process_message(  # type: ignore[no-untyped-call]
+            broker, message, result=result, exception=exception
         )
