@@ -19,19 +19,6 @@ STATIC = Path(__file__).with_name("static")
 STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
 LINK_REFUSED = "link_refused"
 
-#: The add dialog's text fields (``{{fields}}``), in order: name (also its label's key), the
-#: input's own attributes, its hint's label key. ``app.js`` validates them by these names.
-FORM_FIELDS = (
-    ("label", 'maxlength="200" autocomplete="off" required', "label_hint"),
-    (
-        "start_url",
-        'type="url" inputmode="url" autocomplete="off" spellcheck="false" required',
-        "start_url_hint",
-    ),
-    ("logged_in_selector", 'autocomplete="off" spellcheck="false"', "selector_hint"),
-    ("login_url_pattern", 'autocomplete="off" spellcheck="false"', "pattern_hint"),
-)
-
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/ui", _to_page)
@@ -117,26 +104,11 @@ async def page(request: web.Request) -> web.StreamResponse:
     )
 
 
-def form_fields() -> str:
-    """The add dialog's fields: a label, the input, a hint and an error line each."""
-    return "".join(
-        f'''    <div class="field">
-      <label for="f-{name}">{{{{t:{name}}}}}</label>
-      <input id="f-{name}" name="{name}" {attributes}
-        aria-describedby="f-{name}-hint f-{name}-error">
-      <p id="f-{name}-hint" class="hint">{{{{t:{hint}}}}}</p>
-      <p id="f-{name}-error" class="error" aria-live="polite"></p>
-    </div>
-'''
-        for name, attributes, hint in FORM_FIELDS
-    ).rstrip("\n")
-
-
 def render(template: str, lang: str, config: dict[str, object]) -> str:
-    """Fill ``{{fields}}``, ``{{t:key}}`` with escaped labels, ``{{lang}}`` and ``{{config}}``
-    (JSON that cannot end its script element)."""
+    """Fill ``{{t:key}}`` with escaped labels, ``{{lang}}`` and ``{{config}}`` (JSON that
+    cannot end its script element)."""
     words = labels(lang)
-    out = template.replace("{{fields}}", form_fields()).replace("{{lang}}", lang)
+    out = template.replace("{{lang}}", lang)
     for key, value in words.items():
         out = out.replace("{{t:" + key + "}}", html.escape(value))
     data = json.dumps(config, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")

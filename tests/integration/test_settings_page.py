@@ -328,6 +328,6 @@ async def test_page_headers_allow_only_the_platform_to_frame_it(api_url: str) ->
     async with aiohttp.ClientSession() as http, http.get(api_url + "/ui/") as resp:
         policy = resp.headers["Content-Security-Policy"]
         referrer = resp.headers.get("Referrer-Policy")
-    assert referrer == "no-referrer"  # the page's only referrer policy (no meta tag)
+    assert referrer == "no-referrer"  # as the page's own meta tag says
     assert "frame-ancestors 'none'" in policy  # no platform origin configured in this run
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
